@@ -1,0 +1,9 @@
+"""tallskinny_np: exact gradients, Hessian-vector products and linear-time Hessian solves
+for deep, narrow MLPs (A. Rahimi, "The Hessian of tall-skinny networks is easy to invert",
+arXiv 2601.06096). See DESIGN.md for the mathematics."""
+from .curvature import Curvature
+from .errors import SingularPivotError
+from .model import MLP
+
+__all__ = ["MLP", "Curvature", "SingularPivotError"]
+__version__ = "0.1.0"

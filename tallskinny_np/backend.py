@@ -1,0 +1,28 @@
+"""The array module (numpy or cupy) that a computation runs on.
+
+Every numerical routine in the package is written against an array module ``xp`` so that
+the same code path runs on the CPU with NumPy (and is tested there) and on an NVIDIA GPU
+with CuPy.
+"""
+import numpy as np
+
+try:  # cupy is an optional extra: importing the package must work without it
+    import cupy as _cupy
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+
+
+def array_module(*arrays):
+    """``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def to_numpy(a):
+    """A NumPy copy of a NumPy or CuPy array (scalars pass through)."""
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        return _cupy.asnumpy(a)
+    return a

@@ -1,0 +1,214 @@
+"""Analytic per-layer derivative blocks Dx, Dz, A, S, C (DESIGN.md section 2).
+
+Blocks are stored in compact form, without the structural zeros, with the parameters of a
+layer laid out as ``(k, j)`` = (output unit, input unit or bias), see
+:func:`tallskinny_np.model.to_layers`. For a hidden layer with input Z (B x n), weights W
+(m x n), ``Zt = [Z, 1]`` (q = n + 1 columns; ``Zt = Z`` without bias), ``S1 = sigma'(U)``,
+``S2 = sigma''(U)``, backprop vector ``b`` (B x m) and ``R = b * S2``:
+
+======  =================  ===========================================================
+block   compact shape      meaning (dense block)
+======  =================  ===========================================================
+Dx      (B, m, q)          ``Dx[(s,i),(k,j)] = delta_ik Dx[s,i,j] = delta_ik S1[s,i] Zt[s,j]``
+Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) W``
+A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``
+S       (B, n, n)          block-diagonal over samples, block s = ``W^T diag(R[s]) W``
+C       (m, q, B, n)       dense ``p x a_{l-1}``: ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
+======  =================  ===========================================================
+
+The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
+Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), A (c, q, c, q)
+dense, S (B, n, n), C (c, q, B, n).
+
+Layer 1's Dz, S and C are None: its input is the data, ``(P y)_1 = 0``, so they never enter
+H (DESIGN.md section 3) and would cost O(B n_0) per parameter. For ``kind="ggn"`` the
+hidden layers' A, S, C are identically zero and stored as None, and the loss layer's C
+drops its ``G delta`` term.
+
+Hidden layers 2..L-1 with equal shapes are computed together and stored as stacked arrays
+with a leading layer axis; :attr:`Blocks.layers` holds per-layer views into them.
+"""
+import itertools
+from collections import namedtuple
+from dataclasses import dataclass
+
+from .activations import activation
+from .backend import array_module
+from .model import cross_entropy
+
+LayerBlocks = namedtuple("LayerBlocks", "Dx Dz A S C")
+
+KINDS = ("hessian", "ggn")
+
+
+@dataclass
+class Linearization:
+    """The forward and backward pass at a point (DESIGN.md sections 1 and 2).
+
+    ``Z[l]`` is the input of layer l+1 (``Z[0] = X``), ``S1[l]``, ``S2[l]`` the activation
+    derivatives of hidden layer l+1, ``b[l]`` the backprop vector ``d loss / d z_{l+1}``
+    (B x n_{l+1}) of hidden layer l+1, ``pi`` the softmax, ``G = (pi - Y)/B``.
+    """
+    loss: object
+    Z: list
+    S1: list
+    S2: list
+    b: list
+    pi: object
+    G: object
+
+
+def with_ones(xp, Z, bias):
+    """``Zt = [Z, 1]`` with bias, Z without."""
+    if not bias:
+        return Z
+    return xp.concatenate([Z, xp.ones(Z.shape[:-1] + (1,), dtype=Z.dtype)], axis=-1)
+
+
+def linearize(net, params, X, y):
+    """Forward pass, loss and backprop ``b_{l-1} = b_l Dz_l`` (DESIGN.md section 2)."""
+    xp = array_module(params, X)
+    act = activation(net.activation)
+    layers = net.unpack(params)
+    Z, S1, S2 = [X], [], []
+    for W, c in layers[:-1]:
+        U = Z[-1] @ W.T
+        if c is not None:
+            U = U + c
+        out, s1, s2 = act(xp, U)
+        Z.append(out)
+        S1.append(s1)
+        S2.append(s2)
+    W, c = layers[-1]
+    O = Z[-1] @ W.T
+    if c is not None:
+        O = O + c
+    loss, pi = cross_entropy(O, y)
+    B = X.shape[0]
+    G = pi.copy()
+    G[xp.arange(B), y] -= 1
+    G /= B
+    b = [None] * (net.n_layers - 1)
+    b[-1] = G @ W
+    for l in range(net.n_layers - 2, 0, -1):
+        b[l - 1] = (b[l] * S1[l]) @ layers[l][0]
+    return Linearization(loss, Z, S1, S2, b, pi, G)
+
+
+def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
+    """Blocks of a stack of hidden layers with equal shapes (leading layer axis)."""
+    Zt = with_ones(xp, Z, bias)
+    Dx = S1[..., :, None] * Zt[..., None, :]
+    Dz = None if first else S1[..., :, None] * W[:, None]
+    if kind == "ggn":
+        return LayerBlocks(Dx, Dz, None, None, None)
+    R = b * S2
+    A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)
+    if first:
+        return LayerBlocks(Dx, None, A, None, None)
+    S = xp.einsum("lki,lsk,lkj->lsij", W, R, W)
+    C = xp.einsum("ltk,lkm,ltj->lkjtm", R, W, Zt)
+    n = Z.shape[-1]
+    diag = xp.arange(n)
+    C[:, :, diag, :, diag] += (b * S1).transpose(0, 2, 1)[None]
+    return LayerBlocks(Dx, Dz, A, S, C)
+
+
+def loss_blocks(xp, Z, W, pi, G, bias, kind):
+    """Blocks of the cross-entropy loss layer (DESIGN.md section 2, loss layer table)."""
+    Zt = with_ones(xp, Z, bias)
+    B, c = pi.shape
+    Lam = (xp.einsum("sk,kl->skl", pi, xp.eye(c, dtype=pi.dtype))
+           - pi[:, :, None] * pi[:, None, :]) / B
+    Dx = G.T @ Zt
+    Dz = G @ W
+    A = xp.einsum("skl,si,sj->kilj", Lam, Zt, Zt)
+    S = xp.einsum("ki,skl,lj->sij", W, Lam, W)
+    C = xp.einsum("tkl,lm,tj->kjtm", Lam, W, Zt, optimize=True)
+    if kind == "hessian":
+        n = Z.shape[-1]
+        diag = xp.arange(n)
+        C[:, diag, :, diag] += G.T[None]
+    return LayerBlocks(Dx, Dz, A, S, C)
+
+
+class Blocks:
+    """All derivative blocks of a network at a point, as stacked arrays.
+
+    ``segments`` is a list of ``(layer_indices, LayerBlocks of stacked arrays)``;
+    ``layers[l]`` (0-based, layer l+1 of the paper) is a LayerBlocks of views.
+    """
+
+    def __init__(self, net, params, lin, kind):
+        if kind not in KINDS:
+            raise ValueError(f"unknown curvature kind {kind!r}; choose one of {KINDS}")
+        xp = array_module(params)
+        self.kind = kind
+        self.batch = lin.Z[0].shape[0]
+        L = net.n_layers
+        Ws = [W for W, _ in net.unpack(params)]
+        self.segments = []
+
+        def add(indices, first):
+            st = lambda arrs: xp.stack([arrs[i] for i in indices])
+            blk = hidden_blocks(xp, st(lin.Z), st(Ws), st(lin.S1), st(lin.S2), st(lin.b),
+                                net.bias, kind, first)
+            self.segments.append((list(indices), blk))
+
+        add([0], first=True)
+        shape = lambda l: (net.sizes[l], net.sizes[l + 1])
+        for _, run in itertools.groupby(range(1, L - 1), key=shape):
+            add(list(run), first=False)
+        loss = loss_blocks(xp, lin.Z[-1], Ws[-1], lin.pi, lin.G, net.bias, kind)
+        self.segments.append(([L - 1], LayerBlocks(*(None if a is None else a[None]
+                                                     for a in loss))))
+        self.layers = [None] * L
+        for indices, blk in self.segments:
+            for i, l in enumerate(indices):
+                self.layers[l] = LayerBlocks(*(None if a is None else a[i] for a in blk))
+
+    @property
+    def nbytes(self):
+        """Memory held by the stored blocks."""
+        return sum(a.nbytes for _, blk in self.segments for a in blk if a is not None)
+
+
+def is_loss_layer(blk):
+    """The loss layer's Dx is the 1 x p row ``G^T Zt``, stored as (c, q)."""
+    return blk.Dx.ndim == 2
+
+
+def block_diagonal(xp, blocks):
+    """The dense block-diagonal matrix of a stack of equal blocks (k, r, c)."""
+    k, r, c = blocks.shape
+    out = xp.zeros((k, r, k, c), dtype=blocks.dtype)
+    idx = xp.arange(k)
+    out[idx, :, idx, :] = blocks
+    return out.reshape(k * r, k * c)
+
+
+def to_dense(blk):
+    """The dense matrices of one layer's blocks (None stays None): Dx (a_l x p_l),
+    Dz (a_l x a_{l-1}), A (p_l x p_l), S (a_{l-1} x a_{l-1}), C (p_l x a_{l-1}), with
+    ``a_L = 1`` for the loss layer. For verification and the paper's LDU; O(p^2 + a^2)."""
+    xp = array_module(blk.Dx)
+    loss = is_loss_layer(blk)
+    if loss:
+        Dx = blk.Dx.reshape(1, -1)
+        Dz = None if blk.Dz is None else blk.Dz.reshape(1, -1)
+    else:
+        B, m, q = blk.Dx.shape
+        Dx = xp.zeros((B, m, m, q), dtype=blk.Dx.dtype)
+        idx = xp.arange(m)
+        Dx[:, idx, idx, :] = blk.Dx
+        Dx = Dx.reshape(B * m, m * q)
+        Dz = None if blk.Dz is None else block_diagonal(xp, blk.Dz)
+    if blk.A is None:
+        A = None
+    elif loss:
+        A = blk.A.reshape(Dx.shape[1], Dx.shape[1])
+    else:
+        A = block_diagonal(xp, blk.A)
+    S = None if blk.S is None else block_diagonal(xp, blk.S)
+    C = None if blk.C is None else blk.C.reshape(Dx.shape[1], -1)
+    return LayerBlocks(Dx, Dz, A, S, C)

@@ -1,0 +1,94 @@
+"""Structured products with the derivative blocks: gradient and H v (DESIGN.md section 3).
+
+Vectors are per-layer lists in the layout of :func:`tallskinny_np.model.to_layers`, with a
+trailing axis r of right-hand sides: ``x_l`` is ``(m, q, r)``, an activation vector
+``y_l`` is ``(B, n_l, r)``. Every product uses the compact blocks of
+:mod:`tallskinny_np.blocks`, so nothing of size (total params)^2 or (total activations)^2,
+and no structural zero, is ever formed.
+"""
+from .backend import array_module
+
+
+def Dx_mv(blk, x):
+    """``Dx_l x_l`` for a hidden layer: ``y[s,i] = sum_j Dx[s,i,j] x[i,j]``."""
+    return array_module(x).einsum("sij,ijr->sir", blk.Dx, x)
+
+
+def DxT_mv(blk, z):
+    """``Dx_l^T z_l`` for a hidden layer: ``x[i,j] = sum_s Dx[s,i,j] z[s,i]``."""
+    return array_module(z).einsum("sij,sir->ijr", blk.Dx, z)
+
+
+def Dz_mv(blk, y):
+    """``Dz_l y_{l-1}``, block-diagonal over samples."""
+    return array_module(y).einsum("sij,sjr->sir", blk.Dz, y)
+
+
+def DzT_mv(blk, z):
+    """``Dz_l^T z_l``, block-diagonal over samples."""
+    return array_module(z).einsum("sij,sir->sjr", blk.Dz, z)
+
+
+def A_mv(blk, x):
+    """``A_l x_l``: block-diagonal over output units, dense for the loss layer."""
+    xp = array_module(x)
+    if blk.A.ndim == 4:
+        return xp.einsum("kilj,ljr->kir", blk.A, x)
+    return xp.einsum("kij,kjr->kir", blk.A, x)
+
+
+def S_mv(blk, y):
+    """``S_l y_{l-1}``, block-diagonal over samples."""
+    return array_module(y).einsum("sij,sjr->sir", blk.S, y)
+
+
+def C_mv(blk, y):
+    """``C_l y_{l-1}``: (p x a_{l-1}) times (a_{l-1} x r)."""
+    return array_module(y).einsum("kjsm,smr->kjr", blk.C, y)
+
+
+def CT_mv(blk, x):
+    """``C_l^T x_l``."""
+    return array_module(x).einsum("kjsm,kjr->smr", blk.C, x)
+
+
+def gradient(blocks, b):
+    """Per-layer gradient ``g = Dx^T M^{-T} e_L``, i.e. ``g_l = Dx_l^T b_l`` with the
+    backprop vectors ``b_l`` (DESIGN.md section 2); the loss layer's Dx is its gradient."""
+    xp = array_module(blocks.layers[0].Dx)
+    g = [xp.einsum("sij,si->ij", blk.Dx, bl) for blk, bl in zip(blocks.layers[:-1], b)]
+    return g + [blocks.layers[-1].Dx]
+
+
+def hvp(blocks, xs):
+    """``H x`` in O(L) (DESIGN.md section 3, Pearlmutter's algorithm as matrices).
+
+    Forward ``y = M^{-1} Dx x`` (``y_l = Dx_l x_l + Dz_l y_{l-1}``); backward
+    ``z = M^{-T} P^T (C^T x + S P y)`` (``z_L = 0``,
+    ``z_{l-1} = C_l^T x_l + S_l y_{l-1} + Dz_l^T z_l``); then
+    ``H x = A x + C P y + Dx^T z``.
+    """
+    layers = blocks.layers
+    ys = []
+    for blk, x in zip(layers[:-1], xs):
+        y = Dx_mv(blk, x)
+        if ys:
+            y = y + Dz_mv(blk, ys[-1])
+        ys.append(y)
+    loss, x = layers[-1], xs[-1]
+    out = [None] * len(layers)
+    out[-1] = A_mv(loss, x) + C_mv(loss, ys[-1])
+    z = CT_mv(loss, x) + S_mv(loss, ys[-1])
+    for l in range(len(layers) - 2, -1, -1):
+        blk, x = layers[l], xs[l]
+        Hx = DxT_mv(blk, z)
+        if blk.A is not None:
+            Hx = Hx + A_mv(blk, x)
+        if l > 0:
+            z_prev = DzT_mv(blk, z)
+            if blk.C is not None:
+                Hx = Hx + C_mv(blk, ys[l - 1])
+                z_prev = z_prev + CT_mv(blk, x) + S_mv(blk, ys[l - 1])
+            z = z_prev
+        out[l] = Hx
+    return out

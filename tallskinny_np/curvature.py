@@ -10,12 +10,21 @@ import numbers
 import numpy as np
 
 from .backend import array_module
+from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, linearize
 from .ldu import ldu_factor, ldu_solve
 from .model import from_layers, to_layers
 from .products import gradient, hvp
+from .riccati import riccati_factor, riccati_solve
 
-METHODS = ("ldu",)
+METHODS = ("riccati", "ldu", "banded")
+
+# method -> (factor(blocks, damping), solve(factor, per-layer rhs (p_l, r)) -> per-layer x)
+_SOLVERS = {
+    "riccati": (riccati_factor, riccati_solve),
+    "ldu": (ldu_factor, ldu_solve),
+    "banded": (banded_factor, banded_solve),
+}
 
 
 class Curvature:
@@ -40,7 +49,7 @@ class Curvature:
         self.loss = float(self.linearization.loss)
         g = gradient(self.blocks, self.linearization.b)
         self.grad = from_layers(net, [gl[..., None] for gl in g])[:, 0]
-        self._factorization = None
+        self._factors = {}
 
     @property
     def n_params(self):
@@ -81,9 +90,23 @@ class Curvature:
                 f"semi-definite and damping is what makes it invertible); got {damping}")
         return float(damping)
 
-    def solve(self, b, damping, method="ldu"):
+    def factor(self, damping, method="riccati"):
+        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
+        factorization of each method is kept, so right-hand sides with the same damping
+        reuse it)."""
+        damping = self._check_damping(damping)
+        if method not in METHODS:
+            raise ValueError(f"unknown solve method {method!r}; choose one of {METHODS}")
+        cached = self._factors.get(method)
+        if cached is None or cached[0] != damping:
+            # Store only after a successful factorization: a failure leaves no state.
+            self._factors[method] = (damping, _SOLVERS[method][0](self.blocks, damping))
+        return self._factors[method][1]
+
+    def solve(self, b, damping, method="riccati"):
         """``(H + damping I)^{-1} b`` (DESIGN.md section 4), b of shape ``(n_params,)``
-        or ``(n_params, k)``; the result has b's shape.
+        or ``(n_params, k)``; the result has b's shape. A sequence of dampings returns a
+        list, one solution per damping, sharing the derivative blocks and the checks.
 
         ``damping`` is a shift: for ``kind="hessian"`` any finite value is accepted, and
         a negative one solves with ``H - |damping| I`` (as shift-invert and spectrum
@@ -92,18 +115,101 @@ class Curvature:
         singular in general) raises :class:`tallskinny_np.errors.SingularPivotError`
         naming the layer.
 
-        ``method="ldu"`` is the paper's algorithm: the pivoted augmented system, block LDU,
-        forward and backward substitution (:mod:`tallskinny_np.ldu`).
+        Methods: ``"riccati"`` (default), the stage-wise elimination
+        (:mod:`tallskinny_np.riccati`); ``"ldu"``, the paper's algorithm literally: the
+        pivoted augmented system, block LDU, forward and backward substitution
+        (:mod:`tallskinny_np.ldu`); ``"banded"``, LAPACK's banded LU with partial pivoting
+        on the same system (:mod:`tallskinny_np.banded`).
         """
-        damping = self._check_damping(damping)
         if method not in METHODS:
             raise ValueError(f"unknown solve method {method!r}; choose one of {METHODS}")
+        if isinstance(damping, (list, tuple, np.ndarray)):
+            dampings = [self._check_damping(d) for d in np.asarray(damping, dtype=object).ravel()]
+            if not dampings:
+                raise ValueError("damping is an empty sequence")
+        else:
+            dampings = [self._check_damping(damping)]
         Bm, vector = self._columns(b, "b")
-        key = (method, damping)
-        if self._factorization is None or self._factorization[0] != key:
-            self._factorization = (key, ldu_factor(self.blocks, damping))
-        fac = self._factorization[1]
-        gs = [x.reshape(-1, x.shape[-1]) for x in to_layers(self.net, Bm)]
-        xs = ldu_solve(fac, gs)
-        shapes = [x.shape for x in to_layers(self.net, Bm)]
-        return self._result([x.reshape(s) for x, s in zip(xs, shapes)], vector)
+        layers = to_layers(self.net, Bm)
+        gs = [x.reshape(-1, x.shape[-1]) for x in layers]
+        out = []
+        for d in dampings:
+            xs = _SOLVERS[method][1](self.factor(d, method), gs)
+            out.append(self._result([x.reshape(g.shape) for x, g in zip(xs, layers)], vector))
+        return out if len(dampings) > 1 or not np.isscalar(damping) else out[0]
+
+    def inertia(self, shift=0.0):
+        """``(n_neg, n_zero, n_pos)`` of ``H + shift I`` by Sylvester's law of inertia from
+        one backward Riccati sweep (DESIGN.md section 4, "Inertia"), O(L). An eigenvalue
+        within round-off of zero (pivot below ``n eps ||Qxx||``) counts as zero."""
+        shift = self._check_shift(shift)
+        return riccati_factor(self.blocks, shift, check=False).inertia
+
+    def _check_shift(self, shift):
+        if (not isinstance(shift, numbers.Real) or isinstance(shift, bool)
+                or not np.isfinite(shift)):
+            raise ValueError(f"shift must be a finite real number; got {shift!r}")
+        return float(shift)
+
+    def count_eigenvalues_below(self, sigma):
+        """The number of eigenvalues of H strictly below sigma: ``n_neg(H - sigma I)``."""
+        return self.inertia(-self._check_shift(sigma))[0]
+
+    def is_positive_definite(self, shift=0.0):
+        """Whether ``H + shift I`` is positive definite (all pivots of the sweep > 0)."""
+        return self.inertia(shift)[2] == self.n_params
+
+    def lambda_min(self, tol=1e-8):
+        """The smallest eigenvalue of H, to ``tol * max(1, ||H||)``: bisection on the
+        eigenvalue count (spectrum slicing, DESIGN.md section 4), then refined by
+        inverse iteration with the bisection's lower end as the shift and a Rayleigh
+        quotient, kept inside the bisection bracket."""
+        if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+            raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+        xp = array_module(self.params)
+        rng = np.random.default_rng(0)
+        v = xp.asarray(rng.standard_normal(self.n_params)).astype(self.net.dtype)
+        for _ in range(30):                     # power iteration: a scale for the bracket
+            w = self.hvp(v)
+            norm = float(xp.linalg.norm(w))
+            if norm == 0:
+                break
+            v = w / norm
+        scale = max(1.0, norm)
+        lo, hi = -1.5 * scale, 1.5 * scale
+        while self.count_eigenvalues_below(lo) > 0:
+            lo *= 2
+        while self.count_eigenvalues_below(hi) == 0:
+            hi *= 2
+        while hi - lo > tol * scale:
+            mid = 0.5 * (lo + hi)
+            if self.count_eigenvalues_below(mid) > 0:
+                hi = mid
+            else:
+                lo = mid
+        try:
+            u = v
+            for _ in range(3):
+                u = self.solve(u, damping=-lo)
+                u = u / xp.linalg.norm(u)
+            rq = float(u @ self.hvp(u))
+        except np.linalg.LinAlgError:           # lo sits on the eigenvalue itself
+            return lo
+        return min(max(rq, lo), hi)
+
+    def as_linear_operator(self):
+        """H (or the GGN) as a ``scipy.sparse.linalg.LinearOperator`` (symmetric)."""
+        return _operator(self, self.hvp)
+
+    def inverse_operator(self, damping, method="riccati"):
+        """``(H + damping I)^{-1}`` as a LinearOperator; factors once, then each product
+        costs only the substitutions."""
+        self.factor(damping, method)
+        return _operator(self, lambda v: self.solve(v, damping, method))
+
+
+def _operator(curv, apply):
+    from scipy.sparse.linalg import LinearOperator
+    n = curv.n_params
+    return LinearOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply,
+                          rmatmat=apply, dtype=curv.net.dtype)

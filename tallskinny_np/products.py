@@ -92,3 +92,30 @@ def hvp(blocks, xs):
             z = z_prev
         out[l] = Hx
     return out
+
+
+def congruences(blk, P):
+    """``(Dx^T P Dx, Dx^T P Dz, Dz^T P Dz)`` of a hidden layer for a dense symmetric P
+    (``a_l x a_l``), as dense ``p x p``, ``p x a_{l-1}``, ``a_{l-1} x a_{l-1}`` matrices
+    (the last two None for layer 1, whose Dz is None). These are the terms of Qxx, Qxy and
+    Qyy in the Riccati recursion (DESIGN.md section 4).
+
+    Dx is nonzero only where the output unit of its row equals that of its column, and Dz
+    only on sample-diagonal blocks, so each product is a batch of small matrix products:
+    ``2 B^2 m^2 q + 2 B m^2 q^2`` flops for ``Dx^T P Dx`` instead of ``2 a p^2``.
+    """
+    B, m, q = blk.Dx.shape
+    P4 = P.reshape(B, m, B, m)
+    DxT = blk.Dx.transpose(1, 2, 0)                                   # (i, alpha, s)
+    # (P Dx)[(s,i),(j,beta)] = sum_t P[s,i,t,j] Dx[t,j,beta], batched over j
+    PDx = P4.transpose(3, 0, 1, 2).reshape(m, B * m, B) @ blk.Dx.transpose(1, 0, 2)
+    PDx = PDx.reshape(m, B, m, q).transpose(2, 1, 0, 3).reshape(m, B, m * q)
+    DxPDx = (DxT @ PDx).reshape(m * q, m * q)
+    if blk.Dz is None:
+        return DxPDx, None, None
+    n = blk.Dz.shape[2]
+    # (P Dz)[(s,i),(t,n')] = sum_j P[s,i,t,j] Dz[t,j,n'], batched over t
+    PDz = (P4.transpose(2, 0, 1, 3).reshape(B, B * m, m) @ blk.Dz).reshape(B, B, m, n)
+    DxPDz = (DxT @ PDz.transpose(2, 1, 0, 3).reshape(m, B, B * n)).reshape(m * q, B * n)
+    DzPDz = (blk.Dz.transpose(0, 2, 1) @ PDz.transpose(1, 2, 0, 3).reshape(B, m, B * n))
+    return DxPDx, DxPDz, DzPDz.reshape(B * n, B * n)

@@ -1,0 +1,115 @@
+"""Stage-wise (Riccati) solve of ``(H + eps I) x = g`` and the inertia of ``H + eps I``.
+
+DESIGN.md section 4, "Stage-wise (Riccati) elimination": the augmented system is the
+optimality condition of a linear-quadratic control problem with state y (the batch's
+activations) and control ``x_l`` per layer. Backward, with ``P_L = 0``::
+
+    Qxx = A_l + eps I + Dx_l^T P_l Dx_l
+    Qxy = C_l + Dx_l^T P_l Dz_l ,        Qyy = S_l + Dz_l^T P_l Dz_l
+    K_l = -Qxx^{-1} Qxy ,                P_{l-1} = Qyy + Qxy^T K_l
+
+then, per right-hand side, ``qx = -g_l + Dx_l^T p_l``, ``k_l = -Qxx^{-1} qx``,
+``p_{l-1} = Dz_l^T p_l + Qxy^T k_l`` backward, and ``x_l = K_l y_{l-1} + k_l``,
+``y_l = Dx_l x_l + Dz_l y_{l-1}`` forward (``y_0 = 0``).
+
+The damping-dependent factorization (:func:`riccati_factor`) is separate from the
+right-hand-side sweeps (:func:`riccati_solve`), so many right-hand sides share one
+factorization. Per layer only a ``p x p`` block is factored; the factor of Qxx, ``Qxy``
+and ``K_l`` are kept, memory O(L (p a + p^2)). Stage 1 needs no gain (``y_0 = 0``).
+
+"Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
+positive eigenvalues, so the same backward sweep gives the inertia in O(L).
+"""
+from collections import namedtuple
+
+from .backend import array_module
+from .blocks import block_diagonal, is_loss_layer
+from .errors import SingularPivotError
+from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
+from .symmetric import sym_factor, sym_solve
+
+Stage = namedtuple("Stage", "factor Qxy K")
+Riccati = namedtuple("Riccati", "layers stages inertia")
+Riccati.__doc__ = """The derivative blocks' layers, the per-layer stages (factor of Qxx,
+Qxy, K) and the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I``."""
+
+
+def _dense_A(xp, blk):
+    p = blk.Dx.size // blk.Dx.shape[0] if not is_loss_layer(blk) else blk.Dx.size
+    if blk.A is None:
+        return xp.zeros((p, p), dtype=blk.Dx.dtype)
+    if is_loss_layer(blk):
+        return blk.A.reshape(p, p).copy()
+    return block_diagonal(xp, blk.A)
+
+
+def riccati_factor(blocks, eps, check=True, strategy=None):
+    """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
+
+    With ``check=True`` a Qxx that is singular to working precision raises
+    :class:`SingularPivotError` naming its layer; with ``check=False`` (inertia only) the
+    sweep goes on and near-zero pivots are counted as zero eigenvalues.
+    """
+    layers = blocks.layers
+    xp = array_module(layers[0].Dx)
+    stages = [None] * len(layers)
+    inertia = [0, 0, 0]
+    P = None                                   # P_L = 0
+    for l in range(len(layers) - 1, -1, -1):
+        blk = layers[l]
+        Qxx = _dense_A(xp, blk)
+        Qxx[xp.diag_indices_from(Qxx)] += eps
+        Qxy = Qyy = None
+        if l > 0:
+            Qxy = blk.C.reshape(Qxx.shape[0], -1) if blk.C is not None else 0
+            Qyy = block_diagonal(xp, blk.S) if blk.S is not None else 0
+        if P is not None:
+            DxPDx, DxPDz, DzPDz = congruences(blk, P)
+            Qxx += DxPDx
+            if l > 0:
+                Qxy = Qxy + DxPDz
+                Qyy = Qyy + DzPDz
+        f = sym_factor(Qxx, strategy)
+        if check and not f.rcond > Qxx.shape[0] * xp.finfo(Qxx.dtype).eps:
+            raise SingularPivotError(
+                l + 1, f.rcond, "Riccati pivot block Qxx",
+                "H + damping I is singular or too ill-conditioned for this solver; "
+                "increase the damping (H itself is singular in general)")
+        for i, c in enumerate(f.inertia):
+            inertia[i] += c
+        K = None
+        if l > 0:
+            K = -sym_solve(f, Qxy)
+            P = Qyy + Qxy.T @ K
+            P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
+        stages[l] = Stage(f, Qxy, K)
+    return Riccati(layers, stages, tuple(inertia))
+
+
+def riccati_solve(fac, gs):
+    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides ``(p_l, r)``,
+    and the x blocks are returned in the same form."""
+    layers = fac.layers
+    L = len(layers)
+    r = gs[0].shape[-1]
+    k = [None] * L
+    pv = None                                  # p_L = 0
+    for l in range(L - 1, -1, -1):
+        blk, st = layers[l], fac.stages[l]
+        qx = -gs[l]
+        if pv is not None:
+            qx = qx + DxT_mv(blk, pv).reshape(qx.shape)
+        k[l] = -sym_solve(st.factor, qx)
+        if l > 0:
+            pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
+            pv = pl if pv is None else pl + DzT_mv(blk, pv)
+    xs = []
+    y = None
+    for l in range(L):
+        blk, st = layers[l], fac.stages[l]
+        x = k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)
+        xs.append(x)
+        if l < L - 1:
+            xl = x.reshape(blk.Dx.shape[1:] + (r,))
+            y = Dx_mv(blk, xl) if y is None else Dx_mv(blk, xl) + Dz_mv(blk, y)
+    return xs

@@ -143,7 +143,7 @@ class Curvature:
         one backward Riccati sweep (DESIGN.md section 4, "Inertia"), O(L). An eigenvalue
         within round-off of zero (pivot below ``n eps ||Qxx||``) counts as zero."""
         shift = self._check_shift(shift)
-        return riccati_factor(self.blocks, shift, check=False).inertia
+        return riccati_factor(self.blocks, shift, inertia=True).inertia
 
     def _check_shift(self, shift):
         if (not isinstance(shift, numbers.Real) or isinstance(shift, bool)

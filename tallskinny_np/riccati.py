@@ -43,17 +43,18 @@ def _dense_A(xp, blk):
     return block_diagonal(xp, blk.A)
 
 
-def riccati_factor(blocks, eps, check=True, strategy=None):
+def riccati_factor(blocks, eps, inertia=False, strategy=None):
     """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
 
-    With ``check=True`` a Qxx that is singular to working precision raises
-    :class:`SingularPivotError` naming its layer; with ``check=False`` (inertia only) the
-    sweep goes on and near-zero pivots are counted as zero eigenvalues.
+    Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
+    :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
+    is counted and summed, the sweep goes on past near-zero pivots (counted as zero
+    eigenvalues), and the factorization is for counting only.
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
     stages = [None] * len(layers)
-    inertia = [0, 0, 0]
+    counts = [0, 0, 0]
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
@@ -69,21 +70,22 @@ def riccati_factor(blocks, eps, check=True, strategy=None):
             if l > 0:
                 Qxy = Qxy + DxPDz
                 Qyy = Qyy + DzPDz
-        f = sym_factor(Qxx, strategy)
-        if check and not f.rcond > Qxx.shape[0] * xp.finfo(Qxx.dtype).eps:
+        f = sym_factor(Qxx, inertia=inertia, strategy=strategy,
+                       positive_definite=blocks.kind == "ggn" and eps > 0)
+        if not inertia and not f.rcond > Qxx.shape[0] * xp.finfo(Qxx.dtype).eps:
             raise SingularPivotError(
                 l + 1, f.rcond, "Riccati pivot block Qxx",
                 "H + damping I is singular or too ill-conditioned for this solver; "
                 "increase the damping (H itself is singular in general)")
-        for i, c in enumerate(f.inertia):
-            inertia[i] += c
+        if inertia:
+            counts = [c + n for c, n in zip(counts, f.inertia)]
         K = None
         if l > 0:
             K = -sym_solve(f, Qxy)
             P = Qyy + Qxy.T @ K
             P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
         stages[l] = Stage(f, Qxy, K)
-    return Riccati(layers, stages, tuple(inertia))
+    return Riccati(layers, stages, tuple(counts) if inertia else None)
 
 
 def riccati_solve(fac, gs):

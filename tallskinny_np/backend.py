@@ -26,3 +26,21 @@ def to_numpy(a):
     if _cupy is not None and isinstance(a, _cupy.ndarray):
         return _cupy.asnumpy(a)
     return a
+
+
+def backend_module(backend):
+    """The array module named by ``backend`` ("numpy" or "cupy"), with a clear error when
+    CuPy or a CUDA device is missing."""
+    if backend == "numpy":
+        return np
+    if backend != "cupy":
+        raise ValueError(f"unknown backend {backend!r}; choose 'numpy' or 'cupy'")
+    if _cupy is None:
+        raise RuntimeError("backend='cupy' needs CuPy: pip install 'tallskinny-np[gpu]'")
+    try:
+        n = _cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError(f"backend='cupy' needs a CUDA device; CUDA says: {e}") from None
+    if n < 1:  # pragma: no cover - depends on the machine
+        raise RuntimeError("backend='cupy' needs a CUDA device; none is visible")
+    return _cupy

@@ -98,12 +98,14 @@ def linearize(net, params, X, y):
     return Linearization(loss, Z, S1, S2, b, pi, G)
 
 
-def second_derivative_blocks(xp, Zt, W, R, bS1, first):
+def second_derivative_blocks(xp, Zt, W, R, bS1, first, use_numba=None):
     """``(A, S, C)`` of a stack of hidden layers (S, C None for layer 1). On NumPy by the
     numba kernels of :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at
     widths 8 and 16, twice as fast at 32, measured on this 2-core machine), on other array
-    modules by einsum."""
-    if xp is np:
+    modules (and with ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
+    if use_numba is None:
+        use_numba = xp is np
+    if use_numba:
         A = kernels.block_A(Zt, R)
         return (A, None, None) if first else (A,) + kernels.blocks_S_C(Zt, W, R, bS1)
     A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)

@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, backend_module, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, linearize
 from .ldu import ldu_factor, ldu_solve
@@ -31,14 +31,21 @@ class Curvature:
     """Exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch (X, y).
 
     ``kind="hessian"`` is the Hessian H; ``kind="ggn"`` the generalized Gauss-Newton
-    matrix ``J^T Lambda J`` (DESIGN.md section 2, last paragraph). Attributes: ``loss``
+    matrix ``J^T Lambda J`` (DESIGN.md section 2, last paragraph). ``backend`` ("numpy" or
+    "cupy") moves the data there; by default the arrays' own module is used, so CuPy arrays
+    in means GPU computation, with results as CuPy arrays. On CuPy, blocks, ``hvp``, the
+    ``riccati`` solve, the inertia and the operators run on the GPU; ``ldu`` and ``banded``
+    are LAPACK (CPU) solvers and refuse CuPy arrays. Attributes: ``loss``
     (float), ``grad`` (flat vector), ``blocks`` (:class:`tallskinny_np.blocks.Blocks`),
     ``linearization`` (forward and backward pass).
     """
 
-    def __init__(self, net, params, X, y, kind="hessian"):
+    def __init__(self, net, params, X, y, kind="hessian", backend=None):
         if kind not in KINDS:
             raise ValueError(f"unknown curvature kind {kind!r}; choose one of {KINDS}")
+        if backend is not None:
+            xp = backend_module(backend)
+            params, X, y = (xp.asarray(to_numpy(a)) for a in (params, X, y))
         params = net.check_params(params)
         X, y = net.check_data(X, y)
         self.net = net
@@ -63,7 +70,7 @@ class Curvature:
             raise ValueError(
                 f"{name} must have shape ({self.n_params},) or ({self.n_params}, k); "
                 f"got {v.shape}")
-        if not (xp.issubdtype(v.dtype, xp.floating) or xp.issubdtype(v.dtype, xp.integer)):
+        if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
             raise ValueError(f"{name} must be a real array; got dtype {v.dtype}")
         v = v.astype(self.net.dtype, copy=False)
         if not bool(xp.all(xp.isfinite(v))):
@@ -97,6 +104,9 @@ class Curvature:
         damping = self._check_damping(damping)
         if method not in METHODS:
             raise ValueError(f"unknown solve method {method!r}; choose one of {METHODS}")
+        if method != "riccati" and array_module(self.params) is not np:
+            raise ValueError(f"method {method!r} is a CPU (LAPACK) solver; on the GPU use "
+                             f"method='riccati', or pass NumPy arrays")
         cached = self._factors.get(method)
         if cached is None or cached[0] != damping:
             # Store only after a successful factorization: a failure leaves no state.
@@ -209,7 +219,10 @@ class Curvature:
 
 
 def _operator(curv, apply):
-    from scipy.sparse.linalg import LinearOperator
+    if array_module(curv.params) is np:
+        from scipy.sparse.linalg import LinearOperator
+    else:
+        from cupyx.scipy.sparse.linalg import LinearOperator
     n = curv.n_params
     return LinearOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply,
                           rmatmat=apply, dtype=curv.net.dtype)

@@ -105,14 +105,14 @@ class MLP:
             raise ValueError(
                 f"X must have shape (batch, {self.sizes[0]}) with batch >= 1; got {X.shape}"
             )
-        if not (xp.issubdtype(X.dtype, xp.floating) or xp.issubdtype(X.dtype, xp.integer)):
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
             raise ValueError(f"X must be a real array; got dtype {X.dtype}")
         X = X.astype(self.dtype, copy=False)
         if not bool(xp.all(xp.isfinite(X))):
             raise ValueError("X contains non-finite values (nan or inf)")
         if y.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
-        if not xp.issubdtype(y.dtype, xp.integer):
+        if not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"y must hold integer class labels; got dtype {y.dtype}")
         if y.size and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
             raise ValueError(

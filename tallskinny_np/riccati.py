@@ -22,6 +22,8 @@ positive eigenvalues, so the same backward sweep gives the inertia in O(L).
 """
 from collections import namedtuple
 
+import numpy as np
+
 from .backend import array_module
 from .blocks import block_diagonal, is_loss_layer
 from .errors import SingularPivotError
@@ -59,7 +61,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None):
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         Qxx = _dense_A(xp, blk)
-        Qxx[xp.diag_indices_from(Qxx)] += eps
+        Qxx[xp.arange(Qxx.shape[0]), xp.arange(Qxx.shape[0])] += eps
         Qxy = Qyy = None
         if l > 0:
             Qxy = blk.C.reshape(Qxx.shape[0], -1) if blk.C is not None else 0
@@ -72,7 +74,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None):
                 Qyy = Qyy + DzPDz
         f = sym_factor(Qxx, inertia=inertia, strategy=strategy,
                        positive_definite=blocks.kind == "ggn" and eps > 0)
-        if not inertia and not f.rcond > Qxx.shape[0] * xp.finfo(Qxx.dtype).eps:
+        if not inertia and not f.rcond > Qxx.shape[0] * np.finfo(Qxx.dtype).eps:
             raise SingularPivotError(
                 l + 1, f.rcond, "Riccati pivot block Qxx",
                 "H + damping I is singular or too ill-conditioned for this solver; "

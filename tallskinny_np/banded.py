@@ -11,9 +11,8 @@ from collections import namedtuple
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 
-from .blocks import to_dense
 from .errors import SingularPivotError
-from .ldu import pivot_blocks
+from .ldu import layer_sizes, pivot_rows
 
 Banded = namedtuple("Banded", "lu ipiv kl ku starts sizes")
 
@@ -22,35 +21,42 @@ def _layer_of(index, starts):
     return int(np.searchsorted(starts, index, side="right"))
 
 
-def banded_factor(blocks, damping):
-    """LU with partial pivoting of the banded ``K'`` for ``H + damping I``."""
-    dense = [to_dense(blk) for blk in blocks.layers]
-    rows = [pivot_blocks(dense, l, damping) for l in range(len(dense))]
-    sizes = [d.Dx.shape[::-1] for d in dense]                # (p_l, a_l)
-    N_l = [p + 2 * a for p, a in sizes]
-    starts = np.concatenate([[0], np.cumsum(N_l)])
-    entries = []                                             # (row0, col0, block)
-    for l, (D, Lo, Up) in enumerate(rows):
-        entries.append((starts[l], starts[l], D))
-        if Lo is not None:
-            entries.append((starts[l], starts[l - 1], Lo))
-        if Up is not None:
-            entries.append((starts[l], starts[l + 1], Up))
+def bandwidths(sizes):
+    """Lower and upper bandwidths ``(kl, ku)`` of K' from the block sizes ``(p_l, a_l)``:
+    the farthest structural nonzeros of ``D_l`` (``-Dx_l`` below, ``Dx_l^T`` above), of
+    ``Lo_l`` (rows x_l, y_l against columns y_{l-1}) and of ``Up_l`` (rows z_l against
+    columns x_{l+1}, z_{l+1}), see :func:`tallskinny_np.ldu.pivot_blocks`."""
     kl = ku = 0
-    for r0, c0, M in entries:
-        i, j = np.nonzero(M)
-        if i.size:
-            kl = max(kl, int((i + r0 - j - c0).max()))
-            ku = max(ku, int((j + c0 - i - r0).max()))
+    for l, (p, a) in enumerate(sizes):
+        kl = max(kl, p + a - 1, 2 * a - 1)
+        ku = max(ku, p + 2 * a - 1)
+        if l > 0:
+            kl = max(kl, 2 * sizes[l - 1][1] + p + a - 1)
+        if l + 1 < len(sizes):
+            pn, an = sizes[l + 1]
+            ku = max(ku, a + pn + 2 * an - 1)
+    return kl, ku
+
+
+def banded_factor(blocks, damping):
+    """LU with partial pivoting of the banded ``K'`` for ``H + damping I``, assembled block
+    row by block row straight into LAPACK's band storage."""
+    sizes = layer_sizes(blocks)
+    starts = np.concatenate([[0], np.cumsum([p + 2 * a for p, a in sizes])]).astype(int)
+    kl, ku = bandwidths(sizes)
     N = int(starts[-1])
-    ab = np.zeros((2 * kl + ku + 1, N), dtype=dense[0].Dx.dtype)
-    for r0, c0, M in entries:
-        i, j = np.nonzero(M)
-        ab[kl + ku + (i + r0) - (j + c0), j + c0] = M[i, j]
-    anorm = max(np.abs(M).sum(axis=0).max() for _, _, M in entries)
+    ab = np.zeros((2 * kl + ku + 1, N), dtype=blocks.layers[0].Dx.dtype)
+    colsum = np.zeros(N)                                     # for the 1-norm of K'
+    for l, _, (D, Lo, Up) in pivot_rows(blocks, damping):
+        for c0, M in ((starts[l], D), (starts[max(l - 1, 0)], Lo),
+                      (starts[min(l + 1, len(sizes))], Up)):
+            if M is not None:
+                i, j = np.nonzero(M)
+                ab[kl + ku + (i + starts[l]) - (j + c0), j + c0] = M[i, j]
+                colsum[c0:c0 + M.shape[1]] += np.abs(M).sum(axis=0)
     gbtrf, gbcon = get_lapack_funcs(("gbtrf", "gbcon"), (ab,))
     lu, ipiv, info = gbtrf(ab, kl, ku, overwrite_ab=1)
-    rcond = 0.0 if info > 0 else float(gbcon(kl, ku, lu, ipiv, anorm)[0])
+    rcond = 0.0 if info > 0 else float(gbcon(kl, ku, lu, ipiv, colsum.max())[0])
     if not rcond > N * np.finfo(ab.dtype).eps:
         # The layer holding the smallest pivot of U is the one to blame.
         worst = info - 1 if info > 0 else int(np.argmin(np.abs(lu[kl + ku])))

@@ -11,14 +11,19 @@ block   compact shape      meaning (dense block)
 ======  =================  ===========================================================
 Dx      (B, m, q)          ``Dx[(s,i),(k,j)] = delta_ik Dx[s,i,j] = delta_ik S1[s,i] Zt[s,j]``
 Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) W``
-A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``
+A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``;
+                           for layer 1 kept as its factors ``GramA(Zt, R)``
 S       (B, n, n)          block-diagonal over samples, block s = ``W^T diag(R[s]) W``
 C       (m, q, B, n)       dense ``p x a_{l-1}``: ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
 ======  =================  ===========================================================
 
 The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
-Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), A (c, q, c, q)
-dense, S (B, n, n), C (c, q, B, n).
+Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), S (B, n, n),
+C (c, q, B, n), and A as ``LossA(Dblk, pi, Zt)``: ``A = sum_s Lambda_s (x) zt_s zt_s^T`` is
+block-diagonal over classes, ``Dblk[k] = sum_s pi[s,k] zt_s zt_s^T / B``, minus the rank-B
+term ``sum_s u_s u_s^T`` with ``u_s = (pi_s (x) zt_s) / sqrt(B)`` (DESIGN.md section 4,
+"Wide end layers"). Neither end layer's A is ever stored densely: at ImageNet scale layer
+1's would hold ``m q^2`` and the loss layer's ``(c q)^2`` numbers.
 
 Layer 1's Dz, S and C are None: its input is the data, ``(P y)_1 = 0``, so they never enter
 H (DESIGN.md section 3) and would cost O(B n_0) per parameter. For ``kind="ggn"`` the
@@ -40,6 +45,11 @@ from .backend import array_module
 from .model import cross_entropy
 
 LayerBlocks = namedtuple("LayerBlocks", "Dx Dz A S C")
+GramA = namedtuple("GramA", "Zt R")
+GramA.__doc__ = "Layer 1's A: ``A[k] = Zt^T diag(R[:, k]) Zt``."
+LossA = namedtuple("LossA", "Dblk pi Zt")
+LossA.__doc__ = ("The loss layer's A: ``blockdiag_k(Dblk[k]) - (1/B) sum_s "
+                 "(pi_s (x) zt_s)(pi_s (x) zt_s)^T``.")
 
 KINDS = ("hessian", "ggn")
 
@@ -99,18 +109,17 @@ def linearize(net, params, X, y):
 
 
 def second_derivative_blocks(xp, Zt, W, R, bS1, first, use_numba=None):
-    """``(A, S, C)`` of a stack of hidden layers (S, C None for layer 1). On NumPy by the
+    """``(A, S, C)`` of a stack of hidden layers (for layer 1: ``GramA`` and None, None). By the
     numba kernels of :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at
     widths 8 and 16, twice as fast at 32, measured on this 2-core machine), on other array
     modules (and with ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
     if use_numba is None:
         use_numba = xp is np
-    if use_numba:
-        A = kernels.block_A(Zt, R)
-        return (A, None, None) if first else (A,) + kernels.blocks_S_C(Zt, W, R, bS1)
-    A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)
     if first:
-        return A, None, None
+        return GramA(Zt, R), None, None
+    if use_numba:
+        return (kernels.block_A(Zt, R),) + kernels.blocks_S_C(Zt, W, R, bS1)
+    A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)
     S = xp.einsum("lki,lsk,lkj->lsij", W, R, W)
     C = xp.einsum("ltk,lkm,ltj->lkjtm", R, W, Zt)
     diag = xp.arange(W.shape[-1])
@@ -137,7 +146,7 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind):
            - pi[:, :, None] * pi[:, None, :]) / B
     Dx = G.T @ Zt
     Dz = G @ W
-    A = xp.einsum("skl,si,sj->kilj", Lam, Zt, Zt)
+    A = LossA(xp.einsum("sk,si,sj->kij", pi, Zt, Zt) / B, pi, Zt)
     S = xp.einsum("ki,skl,lj->sij", W, Lam, W)
     C = xp.einsum("tkl,lm,tj->kjtm", Lam, W, Zt, optimize=True)
     if kind == "hessian":
@@ -151,7 +160,8 @@ class Blocks:
     """All derivative blocks of a network at a point, as stacked arrays.
 
     ``segments`` is a list of ``(layer_indices, LayerBlocks of stacked arrays)``;
-    ``layers[l]`` (0-based, layer l+1 of the paper) is a LayerBlocks of views.
+    ``layers[l]`` (0-based, layer l+1 of the paper) is a LayerBlocks of views; ``input`` is
+    layer 1's ``Zt = [X, 1]``.
     """
 
     def __init__(self, net, params, lin, kind):
@@ -175,17 +185,29 @@ class Blocks:
         for _, run in itertools.groupby(range(1, L - 1), key=shape):
             add(list(run), first=False)
         loss = loss_blocks(xp, lin.Z[-1], Ws[-1], lin.pi, lin.G, net.bias, kind)
-        self.segments.append(([L - 1], LayerBlocks(*(None if a is None else a[None]
-                                                     for a in loss))))
+        self.segments.append(([L - 1], _map(lambda a: a[None], loss)))
         self.layers = [None] * L
         for indices, blk in self.segments:
             for i, l in enumerate(indices):
-                self.layers[l] = LayerBlocks(*(None if a is None else a[i] for a in blk))
+                self.layers[l] = _map(lambda a: a[i], blk)
+        self.input = with_ones(xp, lin.Z[0], net.bias)
 
     @property
     def nbytes(self):
         """Memory held by the stored blocks."""
-        return sum(a.nbytes for _, blk in self.segments for a in blk if a is not None)
+        arrays = []
+        _map(arrays.append, [blk for _, blk in self.segments])
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _map(fn, a):
+    """fn applied to every array inside nested tuples (None stays None)."""
+    if a is None:
+        return None
+    if isinstance(a, (tuple, list)):
+        return type(a)(*(_map(fn, x) for x in a)) if hasattr(a, "_fields") else \
+            type(a)(_map(fn, x) for x in a)
+    return fn(a)
 
 
 def is_loss_layer(blk):
@@ -218,12 +240,25 @@ def to_dense(blk):
         Dx[:, idx, idx, :] = blk.Dx
         Dx = Dx.reshape(B * m, m * q)
         Dz = None if blk.Dz is None else block_diagonal(xp, blk.Dz)
-    if blk.A is None:
-        A = None
-    elif loss:
-        A = blk.A.reshape(Dx.shape[1], Dx.shape[1])
-    else:
-        A = block_diagonal(xp, blk.A)
+    A = None if blk.A is None else dense_A(blk.A)
     S = None if blk.S is None else block_diagonal(xp, blk.S)
     C = None if blk.C is None else blk.C.reshape(Dx.shape[1], -1)
     return LayerBlocks(Dx, Dz, A, S, C)
+
+
+def dense_A(A):
+    """The dense ``p x p`` matrix of a stored A (compact, ``GramA`` or ``LossA``)."""
+    if isinstance(A, GramA):
+        xp = array_module(A.Zt)
+        return block_diagonal(xp, xp.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt))
+    if isinstance(A, LossA):
+        xp = array_module(A.Zt)
+        U = loss_A_low_rank(A).reshape(-1, A.pi.shape[0])
+        return block_diagonal(xp, A.Dblk) - U @ U.T
+    return block_diagonal(array_module(A), A)
+
+
+def loss_A_low_rank(A):
+    """The rank-B factor ``U[k, j, s] = pi[s,k] zt_s[j] / sqrt(B)`` of a ``LossA``."""
+    B = A.pi.shape[0]
+    return A.pi.T[:, None, :] * A.Zt.T[None, :, :] / B ** 0.5

@@ -66,6 +66,26 @@ def pivot_blocks(dense, l, damping):
     return D, Lo, Up
 
 
+def layer_sizes(blocks):
+    """``(p_l, a_l)`` per layer, with ``a_L = 1`` for the loss layer."""
+    return [(blk.Dx.shape[1] * blk.Dx.shape[2], blk.Dx.shape[0] * blk.Dx.shape[1])
+            if blk.Dx.ndim == 3 else (blk.Dx.size, 1) for blk in blocks.layers]
+
+
+def pivot_rows(blocks, damping):
+    """Yield ``(l, (p_l, a_l), (D_l, Lo_l, Up_l))`` for every block row of K', holding
+    the dense blocks of at most three layers at a time (memory O(p^2 + a^2), not O(L ...))."""
+    layers = blocks.layers
+    dense = [None] * len(layers)
+    for l in range(len(layers)):
+        for k in range(max(l - 1, 0), min(l + 2, len(layers))):
+            if dense[k] is None:
+                dense[k] = to_dense(layers[k])
+        if l >= 2:
+            dense[l - 2] = None
+        yield l, dense[l].Dx.shape[::-1], pivot_blocks(dense, l, damping)
+
+
 def lu_checked(M, layer, what):
     """LU factors of M, or SingularPivotError if M is singular to working precision
     (LAPACK's 1-norm reciprocal condition estimate below ``n * eps``)."""
@@ -84,18 +104,16 @@ def lu_checked(M, layer, what):
 
 def ldu_factor(blocks, damping):
     """Block LDU of K': ``Sigma_1 = D_1``, ``Sigma_l = D_l - Lo_l Sigma_{l-1}^{-1} Up_{l-1}``."""
-    dense = [to_dense(blk) for blk in blocks.layers]
     pivots, lower, upper, sizes = [], [], [], []
     F = None
-    for l in range(len(dense)):
-        D, Lo, Up = pivot_blocks(dense, l, damping)
+    for l, size, (D, Lo, Up) in pivot_rows(blocks, damping):
         Sigma = D if Lo is None else D - Lo @ F
         lu = lu_checked(Sigma, l + 1, "LDU pivot block Sigma")
         F = None if Up is None else sla.lu_solve(lu, Up, check_finite=False)
         pivots.append(lu)
         lower.append(Lo)
         upper.append(F)
-        sizes.append(dense[l].Dx.shape[::-1])
+        sizes.append(size)
     return LDU(pivots, lower, upper, sizes)
 
 

@@ -7,6 +7,7 @@ trailing axis r of right-hand sides: ``x_l`` is ``(m, q, r)``, an activation vec
 and no structural zero, is ever formed.
 """
 from .backend import array_module
+from .blocks import GramA, LossA, loss_A_low_rank
 
 
 def Dx_mv(blk, x):
@@ -30,11 +31,17 @@ def DzT_mv(blk, z):
 
 
 def A_mv(blk, x):
-    """``A_l x_l``: block-diagonal over output units, dense for the loss layer."""
+    """``A_l x_l``: block-diagonal over output units; for layer 1 through its factors
+    (O(B m q)), for the loss layer block-diagonal over classes minus rank B."""
     xp = array_module(x)
-    if blk.A.ndim == 4:
-        return xp.einsum("kilj,ljr->kir", blk.A, x)
-    return xp.einsum("kij,kjr->kir", blk.A, x)
+    A = blk.A
+    if isinstance(A, GramA):
+        return xp.einsum("sj,skr->kjr", A.Zt, A.R[:, :, None] * xp.einsum("sj,kjr->skr", A.Zt, x))
+    if isinstance(A, LossA):
+        U = loss_A_low_rank(A)
+        return (xp.einsum("kij,kjr->kir", A.Dblk, x)
+                - xp.einsum("kjs,sr->kjr", U, xp.einsum("kjs,kjr->sr", U, x)))
+    return xp.einsum("kij,kjr->kir", A, x)
 
 
 def S_mv(blk, y):

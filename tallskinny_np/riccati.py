@@ -25,10 +25,11 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import array_module
-from .blocks import block_diagonal, is_loss_layer
+from .blocks import block_diagonal, dense_A
 from .errors import SingularPivotError
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
 from .symmetric import sym_factor, sym_solve
+from .wide import WIDE, first_stage, loss_stage
 
 Stage = namedtuple("Stage", "factor Qxy K")
 Riccati = namedtuple("Riccati", "layers stages inertia")
@@ -36,58 +37,68 @@ Riccati.__doc__ = """The derivative blocks' layers, the per-layer stages (factor
 Qxy, K) and the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I``."""
 
 
-def _dense_A(xp, blk):
-    p = blk.Dx.size // blk.Dx.shape[0] if not is_loss_layer(blk) else blk.Dx.size
-    if blk.A is None:
-        return xp.zeros((p, p), dtype=blk.Dx.dtype)
-    if is_loss_layer(blk):
-        return blk.A.reshape(p, p).copy()
-    return block_diagonal(xp, blk.A)
-
-
-def riccati_factor(blocks, eps, inertia=False, strategy=None):
+def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
 
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
     is counted and summed, the sweep goes on past near-zero pivots (counted as zero
-    eigenvalues), and the factorization is for counting only.
+    eigenvalues), and the factorization is for counting only. End layers with more than
+    ``wide`` parameters use the structured stages of :mod:`tallskinny_np.wide`.
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
+    pd = blocks.kind == "ggn" and eps > 0
     stages = [None] * len(layers)
     counts = [0, 0, 0]
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
-        Qxx = _dense_A(xp, blk)
-        Qxx[xp.arange(Qxx.shape[0]), xp.arange(Qxx.shape[0])] += eps
-        Qxy = Qyy = None
-        if l > 0:
-            Qxy = blk.C.reshape(Qxx.shape[0], -1) if blk.C is not None else 0
-            Qyy = block_diagonal(xp, blk.S) if blk.S is not None else 0
-        if P is not None:
+        p = blk.Dx.shape[-2] * blk.Dx.shape[-1]
+        wide_first, wide_loss = l == 0 and p > wide, P is None and p > wide
+        DxPDx = DxPDz = DzPDz = None
+        if P is not None and not wide_first:
             DxPDx, DxPDz, DzPDz = congruences(blk, P)
-            Qxx += DxPDx
-            if l > 0:
-                Qxy = Qxy + DxPDz
-                Qyy = Qyy + DzPDz
-        f = sym_factor(Qxx, inertia=inertia, strategy=strategy,
-                       positive_definite=blocks.kind == "ggn" and eps > 0)
-        if not inertia and not f.rcond > Qxx.shape[0] * np.finfo(Qxx.dtype).eps:
+        if wide_first:
+            f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
+        elif wide_loss:
+            f = loss_stage(blk, eps, inertia, pd, strategy)
+        else:
+            Qxx = _sum(_dense_A(xp, blk), DxPDx)
+            Qxx[xp.arange(p), xp.arange(p)] += eps
+            f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
+        if not inertia and not f.rcond > p * np.finfo(blk.Dx.dtype).eps:
             raise SingularPivotError(
                 l + 1, f.rcond, "Riccati pivot block Qxx",
                 "H + damping I is singular or too ill-conditioned for this solver; "
                 "increase the damping (H itself is singular in general)")
         if inertia:
             counts = [c + n for c, n in zip(counts, f.inertia)]
-        K = None
+        Qxy = K = None
         if l > 0:
+            Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
+            Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
             K = -sym_solve(f, Qxy)
             P = Qyy + Qxy.T @ K
             P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
         stages[l] = Stage(f, Qxy, K)
     return Riccati(layers, stages, tuple(counts) if inertia else None)
+
+
+def _sum(*terms):
+    """The sum of the terms that are not None (None stands for a zero block)."""
+    present = [t for t in terms if t is not None]
+    out = present[0].copy()
+    for t in present[1:]:
+        out += t
+    return out
+
+
+def _dense_A(xp, blk):
+    if blk.A is not None:
+        return dense_A(blk.A)
+    p = blk.Dx.shape[-2] * blk.Dx.shape[-1]
+    return xp.zeros((p, p), dtype=blk.Dx.dtype)
 
 
 def riccati_solve(fac, gs):

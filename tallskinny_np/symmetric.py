@@ -26,8 +26,8 @@ from scipy.linalg.lapack import dsytrf_lwork, ssytrf_lwork
 from .backend import array_module
 
 SymFactor = namedtuple("SymFactor", "strategy data inertia rcond")
-SymFactor.__doc__ = """A factored symmetric block: ``strategy`` ("cholesky", "lu" or
-"eigh"), the factor ``data``, ``inertia = (n_neg, n_zero, n_pos)`` (None if not asked
+SymFactor.__doc__ = """A factored symmetric block: ``strategy`` ("cholesky", "lu",
+"eigh", or "range"/"woodbury" from :mod:`tallskinny_np.wide`), the factor ``data``, ``inertia = (n_neg, n_zero, n_pos)`` (None if not asked
 for) and ``rcond``, an estimate of the reciprocal 1-norm condition number."""
 
 
@@ -111,7 +111,10 @@ def sym_factor(Q, inertia=False, positive_definite=False, strategy=None):
 
 
 def sym_solve(f, rhs):
-    """``Q^{-1} rhs`` from the factor (rhs of shape (n,) or (n, r))."""
+    """``Q^{-1} rhs`` from the factor (rhs of shape (n,) or (n, r); (n, r) for the
+    structured factors of :mod:`tallskinny_np.wide`, whose ``data`` is their solve)."""
+    if callable(f.data):
+        return f.data(rhs)
     if f.strategy == "eigh":
         w, V = f.data
         return V @ ((V.T @ rhs) / (w if rhs.ndim == 1 else w[:, None]))

@@ -1,0 +1,152 @@
+"""The benchmark report generator (benchmarks/report.py): slope fits, target evaluation,
+markdown and plots on synthetic pytest-benchmark JSON, and one real run of the smallest
+benchmark configurations through the report."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPTHS = (4, 8, 16, 32, 64, 128, 256, 512)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def bench(name, median, **extra):
+    """One benchmark entry as pytest-benchmark writes it (the fields the report reads)."""
+    return dict(name=name, group=None, extra_info=extra,
+                stats=dict(median=median, min=0.9 * median, rounds=3))
+
+
+def synthetic(gpu=False):
+    """A run with a dgemm rate of 100 GFLOP/s and, at (width, batch) = (8, 8) and
+    (16, 16), setup, riccati (time and memory proportional to L, 10 GFLOP/s), ldu (8x
+    riccati's time), dense up to L = 64 (time ~ L^3, backward error 1e-16) and minres;
+    with ``gpu``, riccati on CuPy at width 32, batch 32 (10 TFLOP/s against a 50 TFLOP/s
+    matmul) and the numpy path 25x slower."""
+    n = 1024
+    benchmarks = [bench("dgemm", 2 * n ** 3 / 100e9 / 0.9, suite="cpu", series="dgemm", n=n,
+                        flops=2 * n ** 3)]
+    for w, B in ((8, 8), (16, 16)):
+        cfg = dict(suite="cpu", backend="numpy", width=w, batch=B, p=w * w, a=w * B)
+        for L in DEPTHS:
+            t = 1e-4 * L
+            benchmarks += [
+                bench("setup", 0.2 * t, series="setup", role="setup", L=L, flops=None,
+                      peak_bytes=1e5 * L, **cfg),
+                bench("riccati", t, series="riccati", role="method", L=L, flops=1e10 * t,
+                      peak_bytes=1e5 * L, backward_error=2e-16, **cfg),
+                bench("ldu", 8 * t, series="ldu", role="method", L=L, flops=None,
+                      peak_bytes=1e6 * L, backward_error=5e-15, **cfg),
+                bench("minres", 3 * t, series="minres", role="baseline", L=L, flops=None,
+                      peak_bytes=None, backward_error=1e-10, iterations=100,
+                      converged=True, relative_residual=1e-9, **cfg),
+            ]
+            if L <= 64:
+                benchmarks.append(bench("dense", 1e-5 * L ** 3, series="dense",
+                                        role="baseline", L=L, flops=None,
+                                        peak_bytes=1e3 * L ** 2, backward_error=1e-16,
+                                        **cfg))
+    if gpu:
+        benchmarks.append(bench("matmul", 2 * n ** 3 / 50e12 / 0.9, suite="gpu",
+                                series="matmul", backend="cupy", n=n, flops=2 * n ** 3))
+        for L in (16, 64, 256, 1024):
+            cfg = dict(suite="gpu", series="riccati", role="method", width=32, batch=32,
+                       p=1024, a=1024, L=L, peak_bytes=None, backward_error=1e-15)
+            benchmarks += [bench("gpu riccati", 1e-4 * L, backend="cupy", flops=1e13 * 1e-4 * L,
+                                 **cfg),
+                           bench("cpu riccati", 25e-4 * L, backend="numpy", flops=None, **cfg)]
+    return dict(machine_info={"cpu": {"brand_raw": "test cpu"},
+                              "tallskinny": {"loadavg_start": [0.5, 0.4, 0.3],
+                                             "loadavg_end": [0.6, 0.4, 0.3], "cpu_count": 2,
+                                             "blas_threads": {}}},
+                datetime="2026-01-01T00:00:00", benchmarks=benchmarks)
+
+
+def write(tmp_path, data):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def target_row(markdown, *words):
+    """The single markdown table row of the targets that contains all ``words``."""
+    rows = [line for line in markdown.splitlines()
+            if line.startswith("|") and all(w in line for w in words)]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_fit_slope():
+    Ls = [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    slope, span = report.fit_slope(Ls, [3.0 * L for L in Ls])
+    assert slope == pytest.approx(1.0)
+    assert span == (16, 512)
+    assert report.fit_slope(Ls, [L ** 3 for L in Ls])[0] == pytest.approx(3.0)
+    assert report.fit_slope([4, 8, 16], [1, 2, 3]) == (None, None)
+    assert report.fit_slope(Ls, [None] * len(Ls)) == (None, None)
+
+
+def test_report_from_synthetic_json(tmp_path):
+    out = tmp_path / "results"
+    path = report.write_report(write(tmp_path, synthetic()), out)
+    md = path.read_text()
+    for png in ("time_vs_L.png", "memory_vs_L.png"):
+        assert (out / png).read_bytes().startswith(PNG_SIGNATURE)
+        assert f"![{png}]({png})" in md
+    assert not (out / "gpu_time_vs_L.png").exists()
+
+    assert "same-run dgemm: 100 GFLOP/s (best, n = 1024)" in md
+    assert "at start: 0.50, 0.40, 0.30" in md
+    # per-configuration tables: median, backward error, GFLOP/s and its share of dgemm
+    assert "| riccati | 64 | 6.4 ms | 3 | 2.0e-16 | 10 | 10.0 | 6.4 |  |" in md
+    assert "| minres | 16 | 4.8 ms | 3 | 1.0e-10 | - | - | - | 100 iterations" in md
+
+    assert "| MET | 1.00 (L 16-512) |" in target_row(md, "solve time slope", "riccati",
+                                                       "width 8 batch 8")
+    assert "| MET | 1.00 (L 16-512) |" in target_row(md, "memory slope", "ldu",
+                                                       "width 16 batch 16")
+    # riccati vs ldu only where p and a are >= 256: (16, 16), not (8, 8)
+    assert "| MET | L 4: 8.0x;" in target_row(md, "faster than ldu", "width 16 batch 16")
+    assert "faster than ldu, width 8 batch 8" not in md
+    assert "| MET | 410x (2.62 s / 6.4 ms) |" in target_row(md, "riccati >= 100x faster")
+    assert "| MISSED | 51x (" in target_row(md, "ldu >= 100x faster than dense")
+    assert "| MET | 7.68 ms (1.28 ms + 6.4 ms) |" in target_row(md, "setup + riccati solve <")
+    assert "| MET | 12.8 MB |" in target_row(md, "setup + riccati solve peak memory")
+    assert "| MET | max 2.0e-16" in target_row(md, "backward error of riccati", "width 8 ")
+    assert "| MISSED | max 5.0e-15" in target_row(md, "backward error of ldu", "width 8 ")
+    assert "Not measured: no GPU results" in md
+
+
+def test_report_gpu_section(tmp_path):
+    data = synthetic(gpu=True)
+    md = report.write_report(write(tmp_path, data), tmp_path).read_text()
+    assert (tmp_path / "gpu_time_vs_L.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "same-run GPU fp64 matmul: 50 TFLOP/s" in md
+    assert "| MET | 25.0x |" in target_row(md, "GPU riccati >= 20x faster")
+    assert "| MET | 1.00 (L 16-1024) |" in target_row(md, "GPU riccati time slope")
+    assert "| MISSED | L 1024: 10 TFLOP/s = 20.0% |" in target_row(md, "fp64 matmul rate")
+    assert "| riccati | cupy | 256 | 25.6 ms | 1.0e-15 | 10 | 20.0 | 25.0 |" in md
+
+
+def test_report_of_a_real_quick_run(tmp_path):
+    """The smallest configuration of the CPU suites, through pytest-benchmark and the
+    report: the fields the suites write are the ones the report reads."""
+    bench_json = tmp_path / "bench.json"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/test_curvature.py",
+         "benchmarks/test_solvers.py", "--bench-quick", "--bench-max-depth", "4", "-q",
+         "-p", "no:cacheprovider", f"--benchmark-json={bench_json}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    md = report.write_report(bench_json, tmp_path / "out").read_text()
+    for series in ("setup", "hvp", "riccati", "ldu", "dense", "splu", "minres"):
+        assert f"| {series} | 4 |" in md, series
+    assert "same-run dgemm: not measured" in md
+    row = target_row(md, "backward error of riccati", "width 8 batch 8")
+    assert "| MET | max " in row or "| MISSED | max " in row

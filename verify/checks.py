@@ -1,0 +1,547 @@
+"""``check_all``: every intermediate quantity of the structured algorithm, against brute
+force.
+
+Each check is a :class:`Step` record comparing a quantity computed by ``tallskinny_np`` (or
+assembled densely from its derivative blocks by :mod:`verify.assemble`) with a reference
+computed independently (:mod:`verify.reference`, :mod:`verify.fd`, NumPy's dense linear
+algebra). Steps, as numbered in issue 3:
+
+1. forward pass: activations, softmax, loss;
+2. each layer's Dx and Dz (DESIGN.md section 2) vs central differences of the layer;
+3. each layer's A, S, C vs central differences of the b-contracted first derivatives;
+4. backprop vectors b_l and the gradient ``e_L^T M^{-1} Dx`` vs central differences of the
+   loss;
+5. M (block lower-bidiagonal, identity diagonal) and the down-shift P (section 3);
+6. the dense H of section 3 vs an H computed independently (:mod:`verify.dense`), symmetry;
+7. ``Curvature.hvp`` vs the dense H;
+8. the augmented K of section 4: its solution, the zero pattern of ``Pi K Pi^T``, the pivot
+   blocks of :mod:`tallskinny_np.ldu` and the product of its LDU factors;
+9. ``Curvature.solve`` (every method of :data:`tallskinny_np.curvature.METHODS`) vs
+   the dense solve;
+10. the symmetric form K_sym and the inertia identity (section 4), and ``curv.inertia``
+    where the Curvature has one;
+11. (GGN only) the GGN vs ``J^T Lambda J`` from a central-difference Jacobian.
+
+Errors: ``max_abs_err`` is the largest entry of ``|computed - reference|``; ``rel_err`` is
+that divided by the largest entry of ``|reference|`` (the error itself when the reference is
+zero). Quantities made of several layers are compared layer by layer; the record keeps
+the worst layer (``where``) and its errors. A central-difference reference comes with an
+a posteriori estimate E of its own error (:func:`verify.fd.jacobian_and_error`), whose
+rounding part is absolute: a check against it passes when the error is below
+``max(tol max|reference|, ERROR_SAFETY max E)``, i.e. its relative error is taken against
+``max(max|reference|, ERROR_SAFETY max E / tol)``. So a derivative much smaller than the
+function differentiated (a vanishing gradient, a saturated unit) is checked to the accuracy
+that central differences can give it, and no further. Integer checks (inertia) have
+tolerance 0.
+
+Tolerances, from the accuracy of each reference (u = ``eps`` of the net's dtype):
+
+* ``rounding = 1e4 u`` (2.2e-12 in float64): both sides are exact formulas and differ by
+  rounding only, a bound ``c n u`` with inner products of length n up to ~1e3. The
+  complex-step H of :mod:`verify.dense` is exact to rounding, so comparisons with it use
+  this tolerance too;
+* ``FD_TOL = 1e-7`` (or ``rounding`` if larger) against central differences with
+  Richardson extrapolation, which are good to 1e-10 or so (:mod:`verify.fd`);
+* solutions of ``(H + eps I) x = g``: ``kappa`` times the tolerance of the matrix, kappa the
+  2-norm condition number of ``H + eps I`` (a relative perturbation d of the matrix moves
+  the solution by up to ``kappa d``);
+* the LDU product: ``rounding`` times the growth ``max_l max(|Sigma_l| |F_l|) / max|K'|``
+  (the classical bound ``|L D U - K'| <= c n u |L| |U|`` of Gaussian elimination).
+"""
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tallskinny_np import Curvature
+from tallskinny_np import curvature as curvature_module
+from tallskinny_np.blocks import to_dense
+from tallskinny_np.ldu import ldu_factor, pivot_blocks
+
+from . import assemble, dense, fd, reference
+
+ROUNDING_FACTOR = 1e4
+FD_TOL = 1e-7
+ERROR_SAFETY = 10
+
+
+@dataclass
+class Step:
+    """One check: ``quantity`` (computed) against ``reference``."""
+    step: int
+    check: str
+    quantity: str
+    reference: str
+    max_abs_err: float
+    rel_err: float
+    tol: float
+    passed: bool
+    where: str = ""
+
+    @property
+    def key(self):
+        """``"step.check"``, e.g. ``"2.Dx"``: unique within a report."""
+        return f"{self.step}.{self.check}"
+
+
+class Report(list):
+    """The list of :class:`Step` records of :func:`check_all`, with the configuration it
+    ran on (``config``). ``str(report)`` is the table, :meth:`to_json` the JSON text."""
+
+    def __init__(self, steps=(), config=None):
+        super().__init__(steps)
+        self.config = dict(config or {})
+
+    @property
+    def passed(self):
+        return all(s.passed for s in self)
+
+    @property
+    def failed(self):
+        """Keys of the failed checks."""
+        return [s.key for s in self if not s.passed]
+
+    def to_dict(self):
+        finite = lambda v: v if not isinstance(v, float) or math.isfinite(v) else None
+        steps = [{k: finite(v) for k, v in asdict(s).items()} for s in self]
+        return {"config": self.config, "passed": self.passed, "steps": steps}
+
+    def to_json(self, **kwargs):
+        """JSON text (non-finite errors, from a NaN computed quantity, become null)."""
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+    def __str__(self):
+        head = ("step", "quantity", "reference", "max abs err", "rel err", "tol", "result",
+                "worst")
+        rows = [(f"{s.step}", s.quantity, s.reference, f"{s.max_abs_err:.2e}",
+                 f"{s.rel_err:.2e}", f"{s.tol:.1e}", "PASS" if s.passed else "FAIL",
+                 s.where) for s in self]
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+        line = lambda r: "  ".join(c.rjust(w) if i in (0, 3, 4, 5) else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        config = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        verdict = ("all checks passed" if self.passed
+                   else f"FAILED: {', '.join(self.failed)}")
+        return "\n".join([config, line(head), line(["-" * w for w in widths])]
+                         + [line(r) for r in rows] + [verdict])
+
+
+def compare(pairs, tol):
+    """``(max abs err, rel err, label)`` of the worst of the pairs ``(label, computed,
+    reference)`` or ``(label, computed, reference, error estimate of the reference)``,
+    ranked by relative error (see the module docstring)."""
+    worst = (0.0, 0.0, "")
+    for label, x, ref, *estimate in pairs:
+        x = np.asarray(x, dtype=np.float64)
+        ref = np.asarray(ref, dtype=np.float64)
+        if x.shape != ref.shape:
+            return math.inf, math.inf, f"{label}: shape {x.shape} != {ref.shape}"
+        err = float(np.max(np.abs(x - ref), initial=0.0))
+        scale = float(np.max(np.abs(ref), initial=0.0))
+        if estimate and tol > 0:
+            scale = max(scale, ERROR_SAFETY * float(np.max(estimate[0], initial=0.0)) / tol)
+        rel = err / scale if scale > 0 else err
+        if math.isnan(rel) or rel > worst[1]:
+            worst = (err, rel, label)
+            if math.isnan(rel):
+                break  # a NaN is the worst there is
+    return worst
+
+
+def record(step, check, quantity, ref, pairs, tol):
+    err, rel, where = compare(pairs, tol)
+    return Step(step, check, quantity, ref, err, rel, tol, bool(rel <= tol), where)
+
+
+def failure(step, check, quantity, ref, error):
+    """A check whose computation raised: FAIL, with the error as ``where``."""
+    return Step(step, check, quantity, ref, math.inf, math.inf, 0.0, False,
+                f"{type(error).__name__}: {error}")
+
+
+def count(step, check, quantity, ref, computed, expected, where):
+    """An integer check (tolerance 0)."""
+    err = float(np.max(np.abs(np.subtract(computed, expected))))
+    return Step(step, check, quantity, ref, err, err, 0.0, err == 0, where)
+
+
+def inertia(eigenvalues):
+    """``(n_neg, n_zero, n_pos)``; an eigenvalue is zero within ``N eps max|lambda|``."""
+    zero = len(eigenvalues) * np.finfo(np.float64).eps * np.max(np.abs(eigenvalues))
+    return (int(np.sum(eigenvalues < -zero)), int(np.sum(np.abs(eigenvalues) <= zero)),
+            int(np.sum(eigenvalues > zero)))
+
+
+class Context:
+    """Everything the steps share: the Curvature under test, the independent references
+    (computed once, on first use), the dense global matrices assembled from the
+    Curvature's blocks, and the tolerances."""
+
+    def __init__(self, curv, X, y, damping, method):
+        self.net, self.curv, self.kind = curv.net, curv, curv.kind
+        self.X, self.y, self.damping, self.method = X, y, damping, method
+        self.L = self.net.n_layers
+        self.rounding = ROUNDING_FACTOR * np.finfo(self.net.dtype).eps
+        self.fd_tol = max(FD_TOL, self.rounding)
+        self.ref_tol = self.rounding if method == "complex-step" else self.fd_tol
+        self.params = np.asarray(curv.params, dtype=np.float64)
+        self.thetas = reference.split(self.net, self.params)
+        self.Zs, self.loss = reference.forward(self.net, self.thetas, X, y)
+        self.bs, grads = reference.backprop(self.net, self.thetas, self.Zs, y)
+        self.g_ref = reference.join(self.net, grads)
+        self.order = reference.block_order(self.net)
+        self.layer_params = assemble.offsets([t.size for t in self.thetas])
+        self.glob = assemble.assemble(curv.blocks, X.size)
+        self.H = assemble.hessian(self.glob)
+        self.data = {}
+
+    def cached(self, name, compute):
+        if name not in self.data:
+            self.data[name] = compute()
+        return self.data[name]
+
+    @property
+    def H_ref(self):
+        """The independent dense curvature, flat layout (:mod:`verify.dense`)."""
+        curvature = dense.dense_ggn if self.kind == "ggn" else dense.dense_hessian
+        return self.cached("H_ref", lambda: curvature(self.net, self.params, self.X,
+                                                      self.y, self.method))
+
+    @property
+    def ref_name(self):
+        what = "J^T Lambda J" if self.kind == "ggn" else "d(backprop grad)"
+        return f"{what}, {self.method}"
+
+    @property
+    def tangents_fd(self):
+        """Central differences of ``theta -> (z_0, z_1, ..., z_{L-1}, loss)`` (flat
+        layout) and their error estimate: the rows after z_0 are ``d(z_1..z_L)/d theta``,
+        the last row the gradient."""
+        def outputs(v):
+            Zs, loss = reference.forward(self.net, reference.split(self.net, v), self.X,
+                                         self.y)
+            return np.concatenate([Z.ravel() for Z in Zs] + [[loss]])
+        return self.cached("tangents_fd",
+                           lambda: fd.jacobian_and_error(outputs, self.params))
+
+    @property
+    def solution(self):
+        """``(H_ref + eps I)^{-1} g_ref`` and the condition number of ``H_ref + eps I``."""
+        def solve():
+            Hd = self.H_ref + self.damping * np.eye(self.net.n_params)
+            return np.linalg.solve(Hd, self.g_ref), np.linalg.cond(Hd)
+        return self.cached("solution", solve)
+
+    def block(self, M):
+        """A flat-layout matrix (P x P) in the block layout."""
+        return M[np.ix_(self.order, self.order)]
+
+    def by_layer(self, name, x, ref, rows, estimate=None):
+        """Pairs of the block rows of x and ref (and of the error estimate of ref, if
+        given) split at the offsets ``rows``."""
+        parts = (x, ref) if estimate is None else (x, ref, estimate)
+        return [(f"{name} {l + 1}", *(a[rows[l]:rows[l + 1]] for a in parts))
+                for l in range(len(rows) - 1)]
+
+
+def step1_forward(ctx):
+    lin = ctx.curv.linearization
+    pairs = [(f"Z_{l} (input of layer {l + 1})", lin.Z[l], ctx.Zs[l])
+             for l in range(ctx.L)]
+    pi = reference.cross_entropy(reference.affine(ctx.net.bias, ctx.thetas[-1], ctx.Zs[-1]),
+                                 ctx.y)[1]
+    ref = "plain NumPy forward (verify.reference)"
+    return [
+        record(1, "Z", "activations Z_l (linearization)", ref, pairs, ctx.rounding),
+        record(1, "pi", "softmax pi (linearization)", ref, [("pi", lin.pi, pi)],
+               ctx.rounding),
+        record(1, "loss", "Curvature.loss", ref, [("loss", ctx.curv.loss, ctx.loss)],
+               ctx.rounding),
+    ]
+
+
+def layer_variables(ctx, l):
+    """``(w, unpack)``: layer l's variables, ``theta_l`` and (above layer 1) its input,
+    as one vector, and the map back to ``(theta, Z)``."""
+    theta, Z = ctx.thetas[l], ctx.Zs[l]
+    p = theta.size
+    if l == 0:
+        return theta.ravel(), lambda w: (w.reshape(theta.shape), Z)
+    return (np.concatenate([theta.ravel(), Z.ravel()]),
+            lambda w: (w[:p].reshape(theta.shape), w[p:].reshape(Z.shape)))
+
+
+def step2_first_derivatives(ctx):
+    Dx, Dz = [], []
+    for l, blk in enumerate(ctx.curv.blocks.layers):
+        w, unpack = layer_variables(ctx, l)
+        J, E = fd.jacobian_and_error(
+            lambda v: reference.layer(ctx.net, l, *unpack(v), ctx.y), w)
+        d = to_dense(blk)
+        p = ctx.thetas[l].size
+        Dx.append((f"layer {l + 1}", d.Dx, J[:, :p], E[:, :p]))
+        if l > 0:
+            Dz.append((f"layer {l + 1}", d.Dz, J[:, p:], E[:, p:]))
+    ref = "central differences of the layer"
+    return [record(2, "Dx", "Dx_l = d z_l / d theta_l", ref, Dx, ctx.fd_tol),
+            record(2, "Dz", "Dz_l = d z_l / d z_{l-1}", ref, Dz, ctx.fd_tol)]
+
+
+def second_derivatives(ctx, l):
+    """Layer l's ``[[A, C], [C^T, S]]`` by central differences, and its error estimate:
+    of the b-contracted first derivatives ``(Dx^T b, Dz^T b)`` for the Hessian; for the
+    GGN's loss layer ``J^T Lambda J`` of the logits (:func:`verify.dense.gauss_newton`)."""
+    w, unpack = layer_variables(ctx, l)
+    if ctx.kind == "ggn":
+        G, error = dense.gauss_newton(lambda v: reference.affine(ctx.net.bias, *unpack(v)),
+                                      w, ctx.y, method="richardson")
+        return G, np.full(G.shape, error)
+    b = ctx.bs[l] if l < ctx.L - 1 else None
+    return fd.jacobian_and_error(lambda v: np.concatenate(
+        [d.ravel() for d in reference.layer_vjp(ctx.net, l, *unpack(v), b, ctx.y)]), w)
+
+
+def step3_second_derivatives(ctx):
+    A, S, C = [], [], []
+    for l, blk in enumerate(ctx.curv.blocks.layers):
+        d = to_dense(blk)
+        p, a = ctx.thetas[l].size, ctx.Zs[l].size
+        if ctx.kind == "ggn" and l < ctx.L - 1:
+            # the GGN's hidden A, S, C are zero (DESIGN.md section 2, GGN variant)
+            zero = lambda r, c: np.zeros((r, c))
+            A.append((f"layer {l + 1}", zero(p, p) if d.A is None else d.A, zero(p, p)))
+            if l > 0:
+                S.append((f"layer {l + 1}", zero(a, a) if d.S is None else d.S, zero(a, a)))
+                C.append((f"layer {l + 1}", zero(p, a) if d.C is None else d.C, zero(p, a)))
+            continue
+        Hl, E = second_derivatives(ctx, l)
+        A.append((f"layer {l + 1}", d.A, Hl[:p, :p], E[:p, :p]))
+        if l > 0:
+            S.append((f"layer {l + 1}", d.S, Hl[p:, p:], E[p:, p:]))
+            C.append((f"layer {l + 1}", d.C, Hl[:p, p:], E[:p, p:]))
+            # the paper's D_M D_xz is C^T (DESIGN.md section 3)
+            C.append((f"C^T layer {l + 1}", d.C.T, Hl[p:, :p], E[p:, :p]))
+    if ctx.kind == "hessian":
+        ref = "central differences of (Dx^T b, Dz^T b)"
+    else:
+        ref = "J^T Lambda J (central differences), hidden: 0"
+    return [record(3, "A", "A_l = b . d2 z_l / d theta2", ref, A, ctx.fd_tol),
+            record(3, "S", "S_l = b . d2 z_l / d z_{l-1}2", ref, S, ctx.fd_tol),
+            record(3, "C", "C_l = b . d2 z_l / d theta dz_{l-1}", ref, C, ctx.fd_tol)]
+
+
+def gradient_pairs(ctx, g):
+    """Per-layer pairs of a gradient in the block layout and the central differences of
+    the loss."""
+    T, E = ctx.tangents_fd
+    return ctx.by_layer("layer", g, T[-1][ctx.order], ctx.layer_params, E[-1][ctx.order])
+
+
+def step4_backprop(ctx):
+    b = []
+    for l in range(ctx.L - 1):
+        Z = ctx.Zs[l + 1]
+        J, E = fd.jacobian_and_error(
+            lambda v: reference.forward(ctx.net, ctx.thetas, v, ctx.y, start=l + 1)[1], Z)
+        b.append((f"b_{l + 1}", ctx.curv.linearization.b[l], J.reshape(Z.shape), E))
+    # e_L^T M^{-1} Dx: the last row of the tangents (a_L = 1)
+    g_blocks = assemble.tangents(ctx.glob)[-1]
+    ref = "central differences of the loss"
+    return [
+        record(4, "b", "b_l (linearization)", ref, b, ctx.fd_tol),
+        record(4, "grad_blocks", "e_L^T M^{-1} Dx (from the blocks)", ref,
+               gradient_pairs(ctx, g_blocks), ctx.fd_tol),
+        record(4, "grad", "Curvature.grad", ref,
+               gradient_pairs(ctx, ctx.curv.grad[ctx.order]), ctx.fd_tol),
+        record(4, "grad_reference", "backprop of verify.reference", ref,
+               gradient_pairs(ctx, ctx.g_ref[ctx.order]), ctx.fd_tol),
+    ]
+
+
+def step5_structure(ctx):
+    g = ctx.glob
+    out, inp = assemble.offsets(g.a[1:]), assemble.offsets(g.a[:-1])
+
+    def residual(z):
+        # r_l = z_l - f_l(theta_l, z_{l-1}): M = dr/dz (DESIGN.md section 3)
+        zs = [ctx.X] + [z[out[l]:out[l + 1]].reshape(ctx.Zs[l + 1].shape)
+                        for l in range(ctx.L - 1)]
+        f = [reference.layer(ctx.net, l, ctx.thetas[l], zs[l], ctx.y).ravel()
+             for l in range(ctx.L)]
+        return z - np.concatenate(f)
+
+    z = np.concatenate([Z.ravel() for Z in ctx.Zs[1:]] + [[ctx.loss]])
+    M_fd, E_M = fd.jacobian_and_error(residual, z)
+    T, E = (a[:, ctx.order] for a in ctx.tangents_fd)
+    T_out, T_in = T[g.a[0]:], T[:-1]
+    return [
+        record(5, "M", "M: block lower-bidiagonal, identity diagonal, -Dz_l below",
+               "dr/dz, r_l = z_l - f_l(z_{l-1}) (central diff.)",
+               ctx.by_layer("block row", g.M, M_fd, out, E_M), ctx.fd_tol),
+        record(5, "tangents", "M^{-1} Dx", "d(z_1..z_L)/d theta (central diff.)",
+               ctx.by_layer("z", assemble.tangents(g), T_out, out, E[g.a[0]:]), ctx.fd_tol),
+        record(5, "P", "P (down-shift) applied to d(z_1..z_L)/d theta",
+               "d(z_0..z_{L-1})/d theta (central diff.)",
+               ctx.by_layer("input of layer", g.P @ T_out, T_in, inp), ctx.rounding),
+    ]
+
+
+def step6_hessian(ctx):
+    name = "GGN" if ctx.kind == "ggn" else "H"
+    return [
+        record(6, "H", f"{name} = A + C P M^-1 Dx + ... (section 3)", ctx.ref_name,
+               ctx.by_layer("block row", ctx.H, ctx.block(ctx.H_ref), ctx.layer_params),
+               ctx.ref_tol),
+        record(6, "H_symmetric", f"{name} (section 3) symmetric", f"{name}^T",
+               [(name, ctx.H, ctx.H.T)], ctx.rounding),
+        record(6, "H_ref_symmetric", f"reference {name} symmetric", "its transpose",
+               [(name, ctx.H_ref, ctx.H_ref.T)], ctx.ref_tol),
+    ]
+
+
+def step7_hvp(ctx):
+    HV = ctx.curv.hvp(np.eye(ctx.net.n_params))
+    return [record(7, "hvp", "Curvature.hvp(e_j), all j", ctx.ref_name,
+                   ctx.by_layer("block row", ctx.block(HV), ctx.block(ctx.H_ref),
+                                ctx.layer_params), ctx.ref_tol)]
+
+
+def step8_augmented(ctx):
+    g, eps = ctx.glob, ctx.damping
+    K = assemble.augmented(g, eps)
+    rhs = np.zeros(len(K))
+    rhs[:ctx.net.n_params] = ctx.g_ref[ctx.order]
+    x_K = np.zeros(ctx.net.n_params)
+    x_K[ctx.order] = np.linalg.solve(K, rhs)[:ctx.net.n_params]
+    x_ref, kappa = ctx.solution
+    pi = assemble.pivot(g)
+    Kp = K[np.ix_(pi, pi)]
+    sizes = assemble.pivot_sizes(g)
+    outside = assemble.outside_tridiagonal(sizes)
+    o = assemble.offsets(sizes)
+    dense_layers = [to_dense(blk) for blk in ctx.curv.blocks.layers]
+    blocks = []
+    for l in range(ctx.L):
+        D, Lo, Up = pivot_blocks(dense_layers, l, eps)
+        rows = slice(o[l], o[l + 1])
+        blocks.append((f"D_{l + 1}", D, Kp[rows, rows]))
+        if Lo is not None:
+            blocks.append((f"Lo_{l + 1}", Lo, Kp[rows, o[l - 1]:o[l]]))
+        if Up is not None:
+            blocks.append((f"Up_{l + 1}", Up, Kp[rows, o[l + 1]:o[l + 2]]))
+    steps = [
+        record(8, "K_solve", "x of K [x; y; z] = [g; 0; 0] (section 4)",
+               "numpy.linalg.solve(H_ref + eps I, g)", [("x", x_K, x_ref)],
+               kappa * ctx.ref_tol),
+        record(8, "tridiagonal", "K' = Pi K Pi^T outside its block-tridiagonal band",
+               "0", [("K'", Kp[outside], np.zeros(np.count_nonzero(outside)))], 0.0),
+        record(8, "pivot_blocks", "tallskinny_np.ldu.pivot_blocks D_l, Lo_l, Up_l",
+               "blocks of Pi K Pi^T", blocks, ctx.rounding),
+    ]
+    quantity, ref = "L D U of tallskinny_np.ldu.ldu_factor", "K' = Pi K Pi^T"
+    try:
+        fac = ldu_factor(ctx.curv.blocks, eps)
+    except np.linalg.LinAlgError as e:
+        return steps + [failure(8, "LDU", quantity, ref, e)]
+    growth = max(np.max(np.abs(assemble.lu_matrix(lu)) @ np.abs(F))
+                 for lu, F in zip(fac.pivots, fac.upper) if F is not None)
+    growth = max(1.0, growth / np.max(np.abs(Kp)))
+    return steps + [record(8, "LDU", quantity, ref,
+                           [("K'", assemble.ldu_product(fac), Kp)],
+                           ctx.rounding * growth)]
+
+
+def step9_solve(ctx):
+    x_ref, kappa = ctx.solution
+    steps = []
+    for method in curvature_module.METHODS:
+        quantity = f"Curvature.solve(g, eps, method={method!r})"
+        ref = "numpy.linalg.solve(H_ref + eps I, g)"
+        try:
+            x = ctx.curv.solve(ctx.g_ref, ctx.damping, method=method)
+        except np.linalg.LinAlgError as e:
+            steps.append(failure(9, f"solve[{method}]", quantity, ref, e))
+            continue
+        steps.append(record(9, f"solve[{method}]", quantity, ref, [("x", x, x_ref)],
+                            kappa * ctx.ref_tol))
+    return steps
+
+
+def step10_inertia(ctx):
+    g, eps = ctx.glob, ctx.damping
+    K_sym = assemble.symmetric(g, eps)
+    ny = g.M.shape[0]  # sum_{l=1}^{L} a_l, a_L = 1 included
+    In_K = inertia(np.linalg.eigvalsh(K_sym))
+    In_H = inertia(np.linalg.eigvalsh(ctx.H + eps * np.eye(len(ctx.H))))
+    shifted = (In_K[0] - ny, In_K[1], In_K[2] - ny)
+    where = (f"In(K_sym) = {In_K}, In(H + eps I) = {In_H}, sum_l a_l = {ny} "
+             f"(a_L = 1 included)")
+    steps = [
+        record(10, "K_sym_symmetric", "K_sym (section 4) symmetric", "K_sym^T",
+               [("K_sym", K_sym, K_sym.T)], ctx.rounding),
+        count(10, "inertia", "In(K_sym) - (sum a_l, 0, sum a_l)",
+              "In(H + eps I), numpy.linalg.eigvalsh", shifted, In_H, where),
+    ]
+    if hasattr(ctx.curv, "inertia"):
+        quantity, ref = f"Curvature.inertia(shift={eps})", "In(H + eps I), eigvalsh"
+        try:
+            In_c = tuple(ctx.curv.inertia(shift=eps))
+        except np.linalg.LinAlgError as e:
+            return steps + [failure(10, "inertia_curv", quantity, ref, e)]
+        steps.append(count(10, "inertia_curv", quantity, ref, In_c, In_H,
+                           f"Curvature.inertia = {In_c}, eigvalsh: {In_H}"))
+    return steps
+
+
+def step11_ggn(ctx):
+    if ctx.kind != "ggn":
+        return []
+    G_fd, error = dense.gauss_newton(lambda v: reference.logits(ctx.net, v, ctx.X),
+                                     ctx.params, ctx.y, method="richardson")
+    return [record(11, "ggn", "GGN = A + C P M^-1 Dx + ... (section 3)",
+                   "J^T Lambda J, J central differences",
+                   ctx.by_layer("block row", ctx.H, ctx.block(G_fd), ctx.layer_params,
+                                np.full(G_fd.shape, error)), ctx.fd_tol)]
+
+
+STEPS = (step1_forward, step2_first_derivatives, step3_second_derivatives, step4_backprop,
+         step5_structure, step6_hessian, step7_hvp, step8_augmented, step9_solve,
+         step10_inertia, step11_ggn)
+
+
+def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
+              method="complex-step"):
+    """Run every check of this module on ``net`` at ``params`` with the batch ``(X, y)``
+    and return the :class:`Report`.
+
+    ``curv`` is the :class:`tallskinny_np.Curvature` under test, of ``net`` at ``params``
+    (default: a new one of ``kind``, "hessian" if not given); pass one to check it as it
+    is, for example after corrupting its blocks. ``method`` is how the independent dense
+    H is differentiated (:mod:`verify.dense`: ``"complex-step"`` or ``"richardson"``).
+    Raises ValueError for a network above the size limit of
+    :func:`verify.dense.check_size`.
+    """
+    if method not in fd.METHODS:
+        raise ValueError(f"unknown reference method {method!r}; choose one of {fd.METHODS}")
+    dense.check_size(net, X)
+    if curv is None:
+        curv = Curvature(net, params, X, y, kind=kind or "hessian")
+    elif kind not in (None, curv.kind):
+        raise ValueError(f"curv.kind is {curv.kind!r} but kind={kind!r} was asked for")
+    elif curv.net is not net or not np.array_equal(curv.params, params):
+        raise ValueError("curv must be the Curvature of net at params")
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    ctx = Context(curv, X, y, float(damping), method)
+    config = {"net": repr(net), "batch": int(X.shape[0]), "kind": curv.kind,
+              "damping": float(damping), "reference": method,
+              "n_params": int(net.n_params)}
+    report = Report(config=config)
+    for number, step in enumerate(STEPS, 1):
+        try:
+            report.extend(step(ctx))
+        except np.linalg.LinAlgError as e:
+            # garbage in the quantities under test (a NaN, a singular K) fails the step
+            report.append(failure(number, "raised", f"step {number}", "", e))
+    return report

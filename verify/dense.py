@@ -1,0 +1,103 @@
+"""The dense Hessian and Gauss-Newton matrix of a small network, in the flat parameter
+layout of DESIGN.md section 1, computed two independent ways.
+
+``method="complex-step"`` (default) or ``"richardson"`` differentiate the plain backprop
+gradient of :mod:`verify.reference` (which shares no code with ``tallskinny_np``) column by
+column with :func:`verify.fd.jacobian`; complex step is exact to rounding (relative error
+around 1e-15 for float64), Richardson-extrapolated central differences good to about
+1e-10. ``method="formula"`` assembles DESIGN.md section 3,
+``H = A + C P M^{-1} Dx + (C P M^{-1} Dx)^T + Dx^T M^{-T} P^T S P M^{-1} Dx``, from the
+derivative blocks of :class:`tallskinny_np.Curvature`, with M and P formed as dense
+matrices (:mod:`verify.assemble`).
+
+Both refuse networks above :data:`MAX_PARAMS` parameters or :data:`MAX_ACTIVATIONS`
+activations (see :func:`check_size`).
+"""
+import numpy as np
+
+from tallskinny_np import Curvature
+
+from . import assemble, fd, reference
+
+MAX_PARAMS = 3000
+MAX_ACTIVATIONS = 3000
+METHODS = fd.METHODS + ("formula",)
+
+
+def check_size(net, X):
+    """Refuse networks whose dense matrices are too large to form.
+
+    The verifier forms H (P x P) and the augmented K of DESIGN.md section 4, of size
+    ``P + 2 sum_l a_l``, and takes eigenvalues of the latter: O((P + 2 sum a)^3) time.
+    With P <= 3000 parameters and ``sum_{l=0}^{L-1} B n_l`` <= 3000 activations that is at
+    most 9000 x 9000 (650 MB a copy, and the checks hold a few) and minutes on one core.
+    """
+    activations = X.shape[0] * sum(net.sizes[:-1])
+    if net.n_params > MAX_PARAMS or activations > MAX_ACTIVATIONS:
+        raise ValueError(
+            f"{net!r} with a batch of {X.shape[0]} is too large for the dense verifier: "
+            f"{net.n_params} parameters (limit {MAX_PARAMS}) and {activations} activations "
+            f"B * (n_0 + ... + n_{{L-1}}) (limit {MAX_ACTIVATIONS}); the dense matrices it "
+            f"forms grow as the square of these and their factorizations as the cube")
+
+
+def check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def to_flat(net, H):
+    """A matrix in the block layout of :mod:`verify.assemble` -> the flat layout."""
+    order = reference.block_order(net)
+    out = np.empty_like(H)
+    out[np.ix_(order, order)] = H
+    return out
+
+
+def formula(curv):
+    """The dense curvature (Hessian or GGN, as ``curv.kind``) of DESIGN.md section 3,
+    assembled from ``curv.blocks``, in the flat layout."""
+    a0 = curv.linearization.Z[0].size
+    return to_flat(curv.net, assemble.hessian(assemble.assemble(curv.blocks, a0)))
+
+
+def dense_hessian(net, params, X, y, method="complex-step"):
+    """The dense Hessian (P x P, float64, flat layout) of the mean cross-entropy."""
+    check_method(method)
+    check_size(net, X)
+    if method == "formula":
+        return formula(Curvature(net, params, X, y, kind="hessian"))
+    X = np.asarray(X, dtype=np.float64)
+    return fd.jacobian(lambda v: reference.gradient(net, v, X, y), params, method)
+
+
+def gauss_newton(logits, w, y, method="complex-step"):
+    """``J^T Lambda J`` with J the Jacobian of ``logits(w)`` (B x c) at w and Lambda the
+    Hessian of the mean cross-entropy in the logits, the Jacobian of ``(pi - Y) / B``, both
+    differentiated by ``method``; and an estimate of its absolute error for
+    ``"richardson"`` (0 for complex step): first-order propagation of the largest error
+    estimates ``dJ``, ``dLam`` of :func:`verify.fd.jacobian_and_error`,
+    ``2 dJ max_j (1^T |Lambda| |J|)_j + dLam (max_j sum_k |J_kj|)^2``."""
+    O = logits(w)
+    gradient = lambda o: reference.cross_entropy_gradient(o, y)
+    if method != "richardson":
+        J, Lam = fd.jacobian(logits, w, method), fd.jacobian(gradient, O, method)
+        return J.T @ Lam @ J, 0.0
+    J, dJ = fd.jacobian_and_error(logits, w)
+    Lam, dLam = fd.jacobian_and_error(gradient, O)
+    aJ = np.abs(J)
+    error = (2 * np.max(dJ) * np.max(np.abs(Lam).sum(0) @ aJ)
+             + np.max(dLam) * np.max(aJ.sum(0)) ** 2)
+    return J.T @ Lam @ J, error
+
+
+def dense_ggn(net, params, X, y, method="complex-step"):
+    """The dense generalized Gauss-Newton matrix ``J^T Lambda J`` (P x P, float64, flat
+    layout) of DESIGN.md section 2, "GGN variant", by :func:`gauss_newton` on the logits
+    of :mod:`verify.reference`."""
+    check_method(method)
+    check_size(net, X)
+    if method == "formula":
+        return formula(Curvature(net, params, X, y, kind="ggn"))
+    X = np.asarray(X, dtype=np.float64)
+    return gauss_newton(lambda v: reference.logits(net, v, X), params, y, method)[0]

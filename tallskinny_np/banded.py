@@ -11,7 +11,7 @@ from collections import namedtuple
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 
-from .errors import SingularPivotError
+from .errors import check_pivot
 from .ldu import layer_sizes, pivot_rows
 
 Banded = namedtuple("Banded", "lu ipiv kl ku starts sizes")
@@ -57,13 +57,9 @@ def banded_factor(blocks, damping):
     gbtrf, gbcon = get_lapack_funcs(("gbtrf", "gbcon"), (ab,))
     lu, ipiv, info = gbtrf(ab, kl, ku, overwrite_ab=1)
     rcond = 0.0 if info > 0 else float(gbcon(kl, ku, lu, ipiv, colsum.max())[0])
-    if not rcond > N * np.finfo(ab.dtype).eps:
-        # The layer holding the smallest pivot of U is the one to blame.
-        worst = info - 1 if info > 0 else int(np.argmin(np.abs(lu[kl + ku])))
-        raise SingularPivotError(
-            _layer_of(worst, starts), rcond, "banded LU of the augmented system",
-            "H + damping I is singular or too ill-conditioned; increase the damping "
-            "(H itself is singular in general)")
+    # The layer holding the smallest pivot of U is the one to blame.
+    worst = info - 1 if info > 0 else int(np.argmin(np.abs(lu[kl + ku])))
+    check_pivot(rcond, ab.dtype, _layer_of(worst, starts), "banded LU of the augmented system")
     return Banded(lu, ipiv, kl, ku, starts, sizes)
 
 

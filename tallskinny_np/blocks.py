@@ -108,6 +108,16 @@ def linearize(net, params, X, y):
     return Linearization(loss, Z, S1, S2, b, pi, G)
 
 
+def gradient(net, lin):
+    """Per-layer gradient blocks ``(n_l, q_l)`` (layout of
+    :func:`tallskinny_np.model.to_layers`): ``g = Dx^T M^{-T} e_L``, i.e. ``g_l = Dx_l^T b_l``
+    (DESIGN.md section 2), which is ``(b_l * sigma'(U_l))^T Zt_l`` for a hidden layer and
+    ``G^T Zt_L`` for the loss layer: plain backprop, without forming Dx."""
+    xp = array_module(lin.G)
+    deltas = [b * s1 for b, s1 in zip(lin.b, lin.S1)] + [lin.G]
+    return [d.T @ with_ones(xp, Z, net.bias) for d, Z in zip(deltas, lin.Z)]
+
+
 def second_derivative_blocks(xp, Zt, W, R, bS1, first, use_numba=None):
     """``(A, S, C)`` of a stack of hidden layers (for layer 1: ``GramA`` and None, None). By the
     numba kernels of :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at

@@ -11,10 +11,10 @@ import numpy as np
 
 from .backend import array_module, backend_module, to_numpy
 from .banded import banded_factor, banded_solve
-from .blocks import KINDS, Blocks, linearize
+from .blocks import KINDS, Blocks, gradient, linearize
 from .ldu import ldu_factor, ldu_solve
 from .model import from_layers, to_layers
-from .products import gradient, hvp
+from .products import hvp
 from .riccati import riccati_factor, riccati_solve
 
 METHODS = ("riccati", "ldu", "banded")
@@ -54,7 +54,7 @@ class Curvature:
         self.linearization = linearize(net, params, X, y)
         self.blocks = Blocks(net, params, self.linearization, kind)
         self.loss = float(self.linearization.loss)
-        g = gradient(self.blocks, self.linearization.b)
+        g = gradient(net, self.linearization)
         self.grad = from_layers(net, [gl[..., None] for gl in g])[:, 0]
         self._factors = {}
 
@@ -180,7 +180,13 @@ class Curvature:
         one backward Riccati sweep (DESIGN.md section 4, "Inertia"), O(L). An eigenvalue
         within round-off of zero (pivot below ``n eps ||Qxx||``) counts as zero."""
         shift = self._check_shift(shift)
-        return riccati_factor(self.blocks, shift, inertia=True).inertia
+        cached = self._factors.get("riccati")
+        if cached is not None and cached[0] == shift and cached[1].inertia is not None:
+            return cached[1].inertia
+        fac = riccati_factor(self.blocks, shift, inertia=True)
+        if fac.singular is None:               # sound pivots: a solve at this shift reuses it
+            self._factors["riccati"] = (shift, fac)
+        return fac.inertia
 
     def _check_shift(self, shift):
         if (not isinstance(shift, numbers.Real) or isinstance(shift, bool)

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .blocks import to_dense
-from .errors import SingularPivotError
+from .errors import check_pivot
 
 LDU = namedtuple("LDU", "pivots lower upper sizes")
 LDU.__doc__ = """Factors of ``K' = L D U``: per layer the LU factorization of the pivot
@@ -88,17 +88,13 @@ def pivot_rows(blocks, damping):
 
 def lu_checked(M, layer, what):
     """LU factors of M, or SingularPivotError if M is singular to working precision
-    (LAPACK's 1-norm reciprocal condition estimate below ``n * eps``)."""
+    (LAPACK's 1-norm reciprocal condition estimate below eps, :func:`check_pivot`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sla.LinAlgWarning)
         lu, piv = sla.lu_factor(M, check_finite=False)
     gecon, = sla.get_lapack_funcs(("gecon",), (lu,))
     rcond, _ = gecon(lu, np.linalg.norm(M, 1), norm="1")
-    if not rcond > M.shape[0] * np.finfo(M.dtype).eps:
-        raise SingularPivotError(
-            layer, float(np.nan_to_num(rcond)), what,
-            "H + damping I is singular or too ill-conditioned for this solver; "
-            "increase the damping (H itself is singular in general)")
+    check_pivot(rcond, M.dtype, layer, what)
     return lu, piv
 
 

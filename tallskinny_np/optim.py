@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from .backend import array_module
-from .blocks import linearize, with_ones
+from .blocks import gradient, linearize
 from .errors import SingularPivotError
 from .model import from_layers
 
@@ -37,15 +37,11 @@ EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the r
 def loss_and_gradient(net, params, X, y):
     """``(loss, g, pi)``: the batch-mean cross-entropy, its gradient (flat, the layout of
     DESIGN.md section 1) and the softmax (B x classes), by one forward and one backward
-    pass and no derivative blocks: ``g_l = (b_l * sigma'(U_l))^T [z_{l-1}, 1]`` for the
-    hidden layers and ``G^T [z_{L-1}, 1]`` for the loss layer, i.e. ``g_l = Dx_l^T b_l``
-    of DESIGN.md section 2 without forming Dx."""
+    pass and no derivative blocks (:func:`tallskinny_np.blocks.gradient`)."""
     params = net.check_params(params)
     X, y = net.check_data(X, y)
-    xp = array_module(params, X)
     lin = linearize(net, params, X, y)
-    deltas = [b * s1 for b, s1 in zip(lin.b, lin.S1)] + [lin.G]
-    gs = [(d.T @ with_ones(xp, Z, net.bias))[..., None] for d, Z in zip(deltas, lin.Z)]
+    gs = [g[..., None] for g in gradient(net, lin)]
     return float(lin.loss), from_layers(net, gs)[:, 0], lin.pi
 
 

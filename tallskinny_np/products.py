@@ -59,14 +59,6 @@ def CT_mv(blk, x):
     return array_module(x).einsum("kjsm,kjr->smr", blk.C, x)
 
 
-def gradient(blocks, b):
-    """Per-layer gradient ``g = Dx^T M^{-T} e_L``, i.e. ``g_l = Dx_l^T b_l`` with the
-    backprop vectors ``b_l`` (DESIGN.md section 2); the loss layer's Dx is its gradient."""
-    xp = array_module(blocks.layers[0].Dx)
-    g = [xp.einsum("sij,si->ij", blk.Dx, bl) for blk, bl in zip(blocks.layers[:-1], b)]
-    return g + [blocks.layers[-1].Dx]
-
-
 def hvp(blocks, xs):
     """``H x`` in O(L) (DESIGN.md section 3, Pearlmutter's algorithm as matrices).
 

@@ -26,15 +26,17 @@ import numpy as np
 
 from .backend import array_module
 from .blocks import block_diagonal, dense_A
-from .errors import SingularPivotError
+from .errors import check_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
 from .symmetric import sym_factor, sym_solve
 from .wide import WIDE, first_stage, loss_stage
 
 Stage = namedtuple("Stage", "factor Qxy K")
-Riccati = namedtuple("Riccati", "layers stages inertia")
+Riccati = namedtuple("Riccati", "layers stages inertia singular")
 Riccati.__doc__ = """The derivative blocks' layers, the per-layer stages (factor of Qxx,
-Qxy, K) and the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I``."""
+Qxy, K), the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked
+for) and ``singular``, the 1-based layer of the first pivot that is singular to working
+precision (None when every pivot is sound, so the factors can also solve)."""
 
 
 def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
@@ -51,6 +53,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     pd = blocks.kind == "ggn" and eps > 0
     stages = [None] * len(layers)
     counts = [0, 0, 0]
+    singular = None
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
@@ -67,11 +70,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
             Qxx = _sum(_dense_A(xp, blk), DxPDx)
             Qxx[xp.arange(p), xp.arange(p)] += eps
             f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
-        if not inertia and not f.rcond > p * np.finfo(blk.Dx.dtype).eps:
-            raise SingularPivotError(
-                l + 1, f.rcond, "Riccati pivot block Qxx",
-                "H + damping I is singular or too ill-conditioned for this solver; "
-                "increase the damping (H itself is singular in general)")
+        if not inertia:
+            check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
+        elif not f.rcond >= np.finfo(blk.Dx.dtype).eps and singular is None:
+            singular = l + 1
         if inertia:
             counts = [c + n for c, n in zip(counts, f.inertia)]
         Qxy = K = None
@@ -82,7 +84,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
             P = Qyy + Qxy.T @ K
             P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
         stages[l] = Stage(f, Qxy, K)
-    return Riccati(layers, stages, tuple(counts) if inertia else None)
+    return Riccati(layers, stages, tuple(counts) if inertia else None, singular)
 
 
 def _sum(*terms):

@@ -85,7 +85,7 @@ def parse_args(argv):
         prog="tallskinny-train",
         description="Train a tall-skinny MLP with SGD, Adam or exact second-order steps. "
                     "With no arguments: the embedded digits comparison.")
-    p.add_argument("--data", nargs="+", default=["digits"], metavar="SOURCE [PATH]",
+    p.add_argument("--data", nargs="+", default=["digits"], metavar=("SOURCE", "PATH"),
                    help="digits | synthetic | imagefolder PATH | imagenet-npz PATH")
     p.add_argument("--resolution", type=positive_int, help="image side r (default: the "
                    "source's own; 32 for imagefolder and synthetic)")
@@ -118,11 +118,14 @@ def parse_args(argv):
     p.add_argument("--curvature-batch", type=positive_int,
                    help="the curvature's sub-batch of the gradient batch (default: all)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=positive_int, help="first-order step budget")
+    steps.add_argument("--steps", type=positive_int, help="first-order step budget "
+                       "(default: 3000 memorise, 2000 train)")
     steps.add_argument("--epochs", type=positive_float,
                        help="first-order budget in epochs of the training split")
-    p.add_argument("--second-order-steps", type=positive_int)
-    p.add_argument("--eval-every", type=positive_int, default=20)
+    p.add_argument("--second-order-steps", type=positive_int, help="budget of newton, ggn "
+                   "and trust-region (default: 300 memorise, --steps / 5 train)")
+    p.add_argument("--eval-every", type=positive_int, default=20,
+                   help="steps between evaluations of the full splits and checkpoints")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,7 @@ and cancel in Lambda). Positive semi-definiteness and the rank are asserted to t
 eigenvalues that should be zero are at most 60 u ``||J||^2 ||Lambda||`` in modulus on this
 grid, and the tolerance is ``PSD_FACTOR = 1e3`` times that scale. A Hessian term leaking
 into the GGN would show as a negative eigenvalue of order 1e-2 to 1 (the Hessians of this
-grid reach -2.4), far beyond it.
+grid reach -14), far beyond it.
 """
 import numpy as np
 import pytest

@@ -138,6 +138,7 @@ def solve_records(method, raw):
 
 
 def backward_bound(method, raw, definite):
+    """The factor over dense LU's backward error allowed (module docstring)."""
     if raw and not definite:
         return RAW_INDEFINITE_FACTOR.get(method, BACKWARD_FACTOR)
     return BACKWARD_FACTOR
@@ -155,6 +156,20 @@ def test_grid_is_hard_enough():
     indefinite = [c for c in GRID for d in DAMPINGS["hessian"]
                   if dense_spectrum(c, "hessian")[0] + d < 0]
     assert len(indefinite) >= 50
+
+
+def test_grid_covers_the_required_configurations():
+    """Depths 2 to 8, hidden widths 1 to 6, batches 1 to 5, every activation with bias on
+    and off, input sizes and class counts (>= 2) that differ from the hidden widths."""
+    assert {c.depth for c in GRID} == set(range(2, 9))
+    assert {w for c in GRID for w in c.sizes[1:-1]} == set(range(1, 7))
+    assert {c.batch for c in GRID} == set(range(1, 6))
+    assert {(c.activation, c.bias) for c in GRID} == {
+        (a, bias) for a in ("tanh", "sigmoid", "softplus") for bias in (True, False)}
+    assert min(c.sizes[-1] for c in GRID) >= 2
+    assert any(c.sizes[0] not in c.sizes[1:-1] for c in GRID)
+    assert any(c.sizes[-1] not in c.sizes[1:-1] for c in GRID)
+    assert 1.0 <= min(c.gain for c in GRID) and max(c.gain for c in GRID) <= 1.5
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["refined", "raw"])

@@ -1,0 +1,80 @@
+"""The structured Riccati stages of the wide end layers (DESIGN.md section 4, "Wide end
+layers") against dense references on small analogues (input 300, 50 classes), and at
+ImageNet shape, where the dense stages could not even be stored."""
+import numpy as np
+import pytest
+
+from tallskinny_np import MLP, Curvature
+from tallskinny_np.blocks import GramA, LossA
+from tallskinny_np.model import from_layers, to_layers
+from tallskinny_np.riccati import riccati_factor, riccati_solve
+from tallskinny_np.wide import WIDE
+
+U64 = np.finfo(np.float64).eps
+
+
+def _wide_problem(seed, kind, bias, activation="tanh", sizes=(300, 6, 6, 6, 50), B=5):
+    rng = np.random.default_rng(seed)
+    net = MLP(list(sizes), activation=activation, bias=bias)
+    params = net.init_params(seed=seed, gain=1.3)
+    X = rng.standard_normal((B, sizes[0]))
+    y = rng.integers(0, sizes[-1], B)
+    return net, Curvature(net, params, X, y, kind=kind)
+
+
+def _raw_solve(net, curv, b, eps, wide):
+    layers = to_layers(net, b)
+    fac = riccati_factor(curv.blocks, eps, wide=wide)
+    xs = riccati_solve(fac, [x.reshape(-1, x.shape[-1]) for x in layers])
+    return from_layers(net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
+
+
+CASES = [(kind, bias, "tanh" if bias else "softplus", eps)
+         for kind, epss in (("hessian", (0.1, 1e-3, -0.05)), ("ggn", (0.1, 1e-3)))
+         for bias in (True, False) for eps in epss]
+
+
+@pytest.mark.parametrize("kind,bias,activation,eps", CASES)
+def test_structured_end_stages_match_dense(kind, bias, activation, eps):
+    net, curv = _wide_problem(11, kind, bias, activation)
+    p1, pL = net.layer_params[0], net.layer_params[-1]
+    assert p1 > WIDE and pL < WIDE          # the default path: range stage 1, dense loss stage
+    n = net.n_params
+    M = curv.hvp(np.eye(n)) + eps * np.eye(n)
+    b = np.random.default_rng(12).standard_normal((n, 2))
+    x_ref = np.linalg.solve(M, b)
+    w = np.linalg.eigvalsh(M)
+    norm2, cond = np.abs(w).max(), np.abs(w).max() / np.abs(w).min()
+    for wide in (WIDE, 0):                   # wide=0: the Woodbury loss stage too
+        x = _raw_solve(net, curv, b, eps, wide)
+        err = np.linalg.norm(x - x_ref) / np.linalg.norm(x_ref)
+        assert err <= 100 * cond * U64, f"wide={wide}: error {err:.2e}, cond {cond:.2e}"
+        assert (riccati_factor(curv.blocks, eps, inertia=True, wide=wide).inertia
+                == (int((w < 0).sum()), 0, int((w > 0).sum())))
+    x = curv.solve(b, eps)
+    berr = lambda z: (np.linalg.norm(M @ z - b)
+                      / (norm2 * np.linalg.norm(z) + np.linalg.norm(b)))
+    assert berr(x) <= 10 * max(berr(x_ref), U64)
+
+
+def test_end_layers_A_are_never_dense():
+    net, curv = _wide_problem(3, "hessian", True)
+    assert isinstance(curv.blocks.layers[0].A, GramA)
+    assert isinstance(curv.blocks.layers[-1].A, LossA)
+    m, q = net.sizes[1], net.sizes[0] + 1
+    assert curv.blocks.nbytes < 8 * m * q * q     # what a dense layer-1 A alone would take
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_imagenet_shape_solve(kind):
+    """32x32x3 inputs and 1000 classes: dense stage 1 would factor a 24584-square Qxx
+    (4.8 GB) and the loss stage a 9000-square one; the structured stages take seconds."""
+    net, curv = _wide_problem(5, kind, True, sizes=(3072, 8, 8, 8, 1000), B=8)
+    g = curv.grad
+    x = curv.solve(g, 0.1)
+    r = curv.hvp(x) + 0.1 * x - g
+    assert np.linalg.norm(r) <= 1e-10 * np.linalg.norm(g)
+    n_neg, n_zero, n_pos = curv.inertia(0.1)
+    assert n_neg + n_zero + n_pos == net.n_params
+    if kind == "ggn":
+        assert (n_neg, n_zero) == (0, 0)

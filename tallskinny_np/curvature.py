@@ -9,7 +9,7 @@ import numbers
 
 import numpy as np
 
-from .backend import array_module, backend_module, to_numpy
+from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
 from .ldu import ldu_factor, ldu_solve
@@ -110,7 +110,8 @@ class Curvature:
         cached = self._factors.get(method)
         if cached is None or cached[0] != damping:
             # Store only after a successful factorization: a failure leaves no state.
-            self._factors[method] = (damping, _SOLVERS[method][0](self.blocks, damping))
+            with sweep_threads():
+                self._factors[method] = (damping, _SOLVERS[method][0](self.blocks, damping))
         return self._factors[method][1]
 
     def solve(self, b, damping, method="riccati", refine=3):
@@ -167,8 +168,9 @@ class Curvature:
     def _solve_columns(self, Bm, damping, method):
         """One substitution with the cached factors: Bm (n_params, r) -> (n_params, r)."""
         layers = to_layers(self.net, Bm)
-        xs = _SOLVERS[method][1](self.factor(damping, method),
-                                 [x.reshape(-1, x.shape[-1]) for x in layers])
+        fac = self.factor(damping, method)
+        with sweep_threads():
+            xs = _SOLVERS[method][1](fac, [x.reshape(-1, x.shape[-1]) for x in layers])
         return from_layers(self.net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
 
     def _shifted_product(self, X, damping):
@@ -183,7 +185,8 @@ class Curvature:
         cached = self._factors.get("riccati")
         if cached is not None and cached[0] == shift and cached[1].inertia is not None:
             return cached[1].inertia
-        fac = riccati_factor(self.blocks, shift, inertia=True)
+        with sweep_threads():
+            fac = riccati_factor(self.blocks, shift, inertia=True)
         if fac.singular is None:               # sound pivots: a solve at this shift reuses it
             self._factors["riccati"] = (shift, fac)
         return fac.inertia

@@ -97,21 +97,26 @@ class Curvature:
                 f"semi-definite and damping is what makes it invertible); got {damping}")
         return float(damping)
 
-    def factor(self, damping, method="riccati"):
-        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
-        factorization of each method is kept, so right-hand sides with the same damping
-        reuse it)."""
-        damping = self._check_damping(damping)
+    def _check_method(self, method):
         if method not in METHODS:
             raise ValueError(f"unknown solve method {method!r}; choose one of {METHODS}")
         if method != "riccati" and array_module(self.params) is not np:
             raise ValueError(f"method {method!r} is a CPU (LAPACK) solver; on the GPU use "
                              f"method='riccati', or pass NumPy arrays")
+        return method
+
+    def factor(self, damping, method="riccati"):
+        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
+        factorization of each method is kept, so right-hand sides with the same damping
+        reuse it)."""
+        return self._factor(self._check_damping(damping), self._check_method(method))
+
+    def _factor(self, shift, method):
         cached = self._factors.get(method)
-        if cached is None or cached[0] != damping:
+        if cached is None or cached[0] != shift:
             # Store only after a successful factorization: a failure leaves no state.
             with sweep_threads():
-                self._factors[method] = (damping, _SOLVERS[method][0](self.blocks, damping))
+                self._factors[method] = (shift, _SOLVERS[method][0](self.blocks, shift))
         return self._factors[method][1]
 
     def solve(self, b, damping, method="riccati", refine=3):
@@ -141,8 +146,7 @@ class Curvature:
         raw backward error can exceed dense LU's by orders of magnitude (measured in
         tests/test_solve.py); refinement restores it. ``refine=0`` gives the raw algorithm.
         """
-        if method not in METHODS:
-            raise ValueError(f"unknown solve method {method!r}; choose one of {METHODS}")
+        method = self._check_method(method)
         if not isinstance(refine, numbers.Integral) or isinstance(refine, bool) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0; got {refine!r}")
         if isinstance(damping, (list, tuple, np.ndarray)):
@@ -165,10 +169,11 @@ class Curvature:
             out.append(X[:, 0] if vector else X)
         return out if len(dampings) > 1 or not np.isscalar(damping) else out[0]
 
-    def _solve_columns(self, Bm, damping, method):
-        """One substitution with the cached factors: Bm (n_params, r) -> (n_params, r)."""
+    def _solve_columns(self, Bm, shift, method):
+        """One substitution with the cached factors of ``H + shift I``:
+        Bm (n_params, r) -> (n_params, r)."""
         layers = to_layers(self.net, Bm)
-        fac = self.factor(damping, method)
+        fac = self._factor(shift, method)
         with sweep_threads():
             xs = _SOLVERS[method][1](fac, [x.reshape(-1, x.shape[-1]) for x in layers])
         return from_layers(self.net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
@@ -234,11 +239,11 @@ class Curvature:
             else:
                 lo = mid
         try:
-            u = v
+            u = v[:, None]
             for _ in range(3):
-                u = self.solve(u, damping=-lo)
+                u = self._solve_columns(u, -lo, "riccati")
                 u = u / xp.linalg.norm(u)
-            rq = float(u @ self.hvp(u))
+            rq = float((u[:, 0] @ self.hvp(u[:, 0])))
         except np.linalg.LinAlgError:           # lo sits on the eigenvalue itself
             return lo
         return min(max(rq, lo), hi)

@@ -17,10 +17,10 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator, minres, splu
 
-from tallskinny_np import MLP, Curvature
+from tallskinny_np import MLP, Curvature, banded
 from tallskinny_np.backend import array_module
 from tallskinny_np.blocks import to_dense
-from tallskinny_np.ldu import pivot_blocks
+from tallskinny_np.ldu import layer_sizes, pivot_blocks
 from tallskinny_np.model import from_layers, to_layers
 
 from . import flops
@@ -260,11 +260,10 @@ def sparse_direct_solve(curv, b, damping):
 
 @functools.lru_cache(maxsize=None)
 def bandwidths(width, batch):
-    """Sub- and super-diagonal counts (kl, ku) of K'. Every interior block row of K' has
-    the pattern of the depth-4 net's (first, hidden, hidden, loss layers cover every pair
-    of neighbours), so the depth-4 net of the same width and batch gives them for any L."""
-    K = augmented_system(make_problem(4, width, batch).curv, DAMPING).tocoo()
-    return int((K.row - K.col).max()), int((K.col - K.row).max())
+    """The band ``(kl, ku)`` that :func:`tallskinny_np.banded.banded_factor` stores for K'.
+    Every interior block row of K' has the sizes of the depth-4 net's (first, hidden,
+    hidden, loss layers cover every pair of neighbours), so that net gives them for any L."""
+    return banded.bandwidths(layer_sizes(make_problem(4, width, batch).curv.blocks))
 
 
 def solve_cost(method, lys):

@@ -54,8 +54,12 @@ def test_splu(benchmark, settings, cpu_gflops, depth, shape):
                    flops.blocks_bytes(lys) + flops.band_bytes(lys, kl, ku), cpu_gflops)
     prob = problem(depth, *shape)
     label(benchmark, prob, "cpu", "splu", "baseline", None)
-    out = measure(benchmark, lambda: sparse_direct_solve(prob.curv, prob.b, DAMPING),
-                  settings)
+    try:
+        out = measure(benchmark, lambda: sparse_direct_solve(prob.curv, prob.b, DAMPING),
+                      settings)
+    except MemoryError:
+        # SuperLU's fill is not known in advance; running out of memory is the result.
+        pytest.skip(f"splu ran out of memory at L={depth}, (width, batch)={shape}")
     benchmark.extra_info.update(backward_error=backward_error(prob, out.x),
                                 factor_nnz=int(out.factor.L.nnz + out.factor.U.nnz))
 

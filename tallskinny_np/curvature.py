@@ -140,7 +140,9 @@ class Curvature:
         ``refine``: at most this many steps of fixed-precision iterative refinement,
         ``x += solve(b - (H + damping I) x)``, with the exact O(L) ``hvp`` for the residual
         and the cached factors for the correction; a step is kept only while it at least
-        halves the residual. Riccati and the block LDU eliminate stage by stage without
+        halves the residual. None is taken when the first solve is already backward stable:
+        since ``||(H + damping I) x|| <= ||H + damping I|| ||x||``, the residual r bounds the
+        normwise backward error by ``||r|| / (||b - r|| + ||b||)``, and below 10 eps it is. Riccati and the block LDU eliminate stage by stage without
         pivoting across stages, so on an indefinite, ill-conditioned ``H + damping I`` an
         intermediate pivot can be far worse conditioned than the whole matrix, and their
         raw backward error can exceed dense LU's by orders of magnitude (measured in
@@ -160,7 +162,7 @@ class Curvature:
         for d in dampings:
             X = self._solve_columns(Bm, d, method)
             R = Bm - self._shifted_product(X, d) if refine else None
-            for _ in range(refine):
+            for _ in range(refine if refine and not _backward_stable(R, Bm) else 0):
                 X_new = X + self._solve_columns(R, d, method)
                 R_new = Bm - self._shifted_product(X_new, d)
                 if not _norm(R_new) <= 0.5 * _norm(R):
@@ -257,6 +259,15 @@ class Curvature:
         costs only the substitutions."""
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
+
+
+def _backward_stable(R, Bm):
+    """Whether every column's residual certifies a normwise backward error below 10 eps:
+    ``||r|| <= 10 eps (||b - r|| + ||b||)``, an upper bound (see ``Curvature.solve``)."""
+    xp = array_module(R)
+    eps = np.finfo(R.dtype).eps
+    norm = lambda A: xp.linalg.norm(A, axis=0)
+    return bool(xp.all(norm(R) <= 10 * eps * (norm(Bm - R) + norm(Bm))))
 
 
 def _norm(R):

@@ -72,10 +72,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
             f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
-        elif not f.rcond >= np.finfo(blk.Dx.dtype).eps and singular is None:
-            singular = l + 1
-        if inertia:
+        else:
             counts = [c + n for c, n in zip(counts, f.inertia)]
+            if singular is None and not f.rcond >= np.finfo(blk.Dx.dtype).eps:
+                singular = l + 1
         Qxy = K = None
         if l > 0:
             Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)

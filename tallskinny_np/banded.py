@@ -47,7 +47,7 @@ def banded_factor(blocks, damping):
     N = int(starts[-1])
     ab = np.zeros((2 * kl + ku + 1, N), dtype=blocks.layers[0].Dx.dtype)
     colsum = np.zeros(N)                                     # for the 1-norm of K'
-    for l, _, (D, Lo, Up) in pivot_rows(blocks, damping):
+    for l, (D, Lo, Up) in pivot_rows(blocks, damping):
         for c0, M in ((starts[l], D), (starts[max(l - 1, 0)], Lo),
                       (starts[min(l + 1, len(sizes))], Up)):
             if M is not None:

@@ -14,7 +14,8 @@ Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) 
 A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``;
                            for layer 1 kept as its factors ``GramA(Zt, R)``
 S       (B, n, n)          block-diagonal over samples, block s = ``W^T diag(R[s]) W``
-C       (m, q, B, n)       dense ``p x a_{l-1}``: ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
+C       (m, q, B, n)       dense ``p x a_{l-1}``:
+                           ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
 ======  =================  ===========================================================
 
 The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
@@ -211,18 +212,27 @@ class Blocks:
 
 
 def _map(fn, a):
-    """fn applied to every array inside nested tuples (None stays None)."""
+    """fn applied to every array inside nested named tuples or lists (None stays None)."""
     if a is None:
         return None
-    if isinstance(a, (tuple, list)):
-        return type(a)(*(_map(fn, x) for x in a)) if hasattr(a, "_fields") else \
-            type(a)(_map(fn, x) for x in a)
+    if isinstance(a, list):
+        return [_map(fn, x) for x in a]
+    if isinstance(a, tuple):
+        return type(a)(*(_map(fn, x) for x in a))
     return fn(a)
 
 
 def is_loss_layer(blk):
     """The loss layer's Dx is the 1 x p row ``G^T Zt``, stored as (c, q)."""
     return blk.Dx.ndim == 2
+
+
+def layer_size(blk):
+    """``(p_l, a_l)``: the layer's parameter and output-activation counts (``a_L = 1``)."""
+    if is_loss_layer(blk):
+        return blk.Dx.size, 1
+    B, m, q = blk.Dx.shape
+    return m * q, B * m
 
 
 def block_diagonal(xp, blocks):

@@ -88,14 +88,12 @@ class Curvature:
         return self._result(hvp(self.blocks, to_layers(self.net, V)), vector)
 
     def _check_damping(self, damping):
-        if (not isinstance(damping, numbers.Real) or isinstance(damping, bool)
-                or not np.isfinite(damping)):
-            raise ValueError(f"damping must be a finite real number; got {damping!r}")
+        damping = _finite_real(damping, "damping")
         if self.kind == "ggn" and damping < 0:
             raise ValueError(
                 f"damping must be >= 0 for kind='ggn' (the Gauss-Newton matrix is positive "
                 f"semi-definite and damping is what makes it invertible); got {damping}")
-        return float(damping)
+        return damping
 
     def _check_method(self, method):
         if method not in METHODS:
@@ -140,13 +138,15 @@ class Curvature:
         ``refine``: at most this many steps of fixed-precision iterative refinement,
         ``x += solve(b - (H + damping I) x)``, with the exact O(L) ``hvp`` for the residual
         and the cached factors for the correction; a step is kept only while it at least
-        halves the residual. None is taken when the first solve is already backward stable:
-        since ``||(H + damping I) x|| <= ||H + damping I|| ||x||``, the residual r bounds the
-        normwise backward error by ``||r|| / (||b - r|| + ||b||)``, and below 10 eps it is. Riccati and the block LDU eliminate stage by stage without
+        halves the residual. Riccati and the block LDU eliminate stage by stage without
         pivoting across stages, so on an indefinite, ill-conditioned ``H + damping I`` an
         intermediate pivot can be far worse conditioned than the whole matrix, and their
         raw backward error can exceed dense LU's by orders of magnitude (measured in
-        tests/test_solve.py); refinement restores it. ``refine=0`` gives the raw algorithm.
+        tests/test_solve.py); refinement restores it. No step is taken when the first
+        solve is already backward stable: as ``||(H + damping I) x|| <= ||H + damping I||
+        ||x||``, the residual r bounds the normwise backward error by
+        ``||r|| / (||b - r|| + ||b||)``, and a bound below 10 eps certifies it.
+        ``refine=0`` gives the raw algorithm.
         """
         method = self._check_method(method)
         if not isinstance(refine, numbers.Integral) or isinstance(refine, bool) or refine < 0:
@@ -188,7 +188,7 @@ class Curvature:
         """``(n_neg, n_zero, n_pos)`` of ``H + shift I`` by Sylvester's law of inertia from
         one backward Riccati sweep (DESIGN.md section 4, "Inertia"), O(L). An eigenvalue
         within round-off of zero (pivot below ``n eps ||Qxx||``) counts as zero."""
-        shift = self._check_shift(shift)
+        shift = _finite_real(shift, "shift")
         cached = self._factors.get("riccati")
         if cached is not None and cached[0] == shift and cached[1].inertia is not None:
             return cached[1].inertia
@@ -198,15 +198,9 @@ class Curvature:
             self._factors["riccati"] = (shift, fac)
         return fac.inertia
 
-    def _check_shift(self, shift):
-        if (not isinstance(shift, numbers.Real) or isinstance(shift, bool)
-                or not np.isfinite(shift)):
-            raise ValueError(f"shift must be a finite real number; got {shift!r}")
-        return float(shift)
-
     def count_eigenvalues_below(self, sigma):
         """The number of eigenvalues of H strictly below sigma: ``n_neg(H - sigma I)``."""
-        return self.inertia(-self._check_shift(sigma))[0]
+        return self.inertia(-_finite_real(sigma, "sigma"))[0]
 
     def is_positive_definite(self, shift=0.0):
         """Whether ``H + shift I`` is positive definite (all pivots of the sweep > 0)."""
@@ -259,6 +253,14 @@ class Curvature:
         costs only the substitutions."""
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
+
+
+def _finite_real(value, name):
+    """value as a float, or ValueError if it is not a finite real number."""
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not np.isfinite(value)):
+        raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    return float(value)
 
 
 def _backward_stable(R, Bm):

@@ -10,12 +10,12 @@ every check passes, 1 otherwise.
 """
 import argparse
 import itertools
-import math
 import time
 
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .cli import integer, positive_float
 from .curvature import METHODS, Curvature
 from .datasets import channel_statistics, load_digits, standardize, whole
 from .errors import SingularPivotError
@@ -58,47 +58,24 @@ def run_lengths(values):
     return ", ".join(f"{v}" if k == 1 else f"{v} (x{k})" for v, k in runs)
 
 
-def _integer(low, high=None):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
-        return value
-    return parse
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
 def parser(n_samples):
     p = argparse.ArgumentParser(
         prog="tallskinny-demo",
         description="Gradient, H v and (H + damping I)^{-1} g of a deep, narrow MLP on the "
                     "embedded 8x8 digits, timed and checked (arXiv 2601.06096).")
-    p.add_argument("--depth", type=_integer(2), default=16,
+    p.add_argument("--depth", type=integer(2), default=16,
                    help="number of layers L, the loss layer included (default 16)")
-    p.add_argument("--width", type=_integer(1), default=8,
+    p.add_argument("--width", type=integer(1), default=8,
                    help="width of the hidden layers (default 8)")
-    p.add_argument("--batch", type=_integer(1, n_samples), default=16,
+    p.add_argument("--batch", type=integer(1, n_samples), default=16,
                    help=f"samples in the batch, at most {n_samples} (default 16)")
-    p.add_argument("--damping", type=_positive_float, default=0.1,
+    p.add_argument("--damping", type=positive_float, default=0.1,
                    help="eps in (H + eps I) x = g, > 0 (default 0.1)")
-    p.add_argument("--seed", type=_integer(0), default=0,
+    p.add_argument("--seed", type=integer(0), default=0,
                    help="seed of the weights, the batch and the check direction (default 0)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
                    help="hidden activation (default tanh)")
-    p.add_argument("--repeats", type=_integer(1), default=3,
+    p.add_argument("--repeats", type=integer(1), default=3,
                    help=f"timings are the best of this many runs, or of fewer once they "
                         f"add up to {TIME_BUDGET:g} s (default 3)")
     return p

@@ -13,7 +13,7 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg as sla
 
-from .blocks import to_dense
+from .blocks import layer_size, to_dense
 from .errors import check_pivot
 
 LDU = namedtuple("LDU", "pivots lower upper sizes")
@@ -68,12 +68,11 @@ def pivot_blocks(dense, l, damping):
 
 def layer_sizes(blocks):
     """``(p_l, a_l)`` per layer, with ``a_L = 1`` for the loss layer."""
-    return [(blk.Dx.shape[1] * blk.Dx.shape[2], blk.Dx.shape[0] * blk.Dx.shape[1])
-            if blk.Dx.ndim == 3 else (blk.Dx.size, 1) for blk in blocks.layers]
+    return [layer_size(blk) for blk in blocks.layers]
 
 
 def pivot_rows(blocks, damping):
-    """Yield ``(l, (p_l, a_l), (D_l, Lo_l, Up_l))`` for every block row of K', holding
+    """Yield ``(l, (D_l, Lo_l, Up_l))`` for every block row of K', holding
     the dense blocks of at most three layers at a time (memory O(p^2 + a^2), not O(L ...))."""
     layers = blocks.layers
     dense = [None] * len(layers)
@@ -83,7 +82,7 @@ def pivot_rows(blocks, damping):
                 dense[k] = to_dense(layers[k])
         if l >= 2:
             dense[l - 2] = None
-        yield l, dense[l].Dx.shape[::-1], pivot_blocks(dense, l, damping)
+        yield l, pivot_blocks(dense, l, damping)
 
 
 def lu_checked(M, layer, what):
@@ -100,17 +99,16 @@ def lu_checked(M, layer, what):
 
 def ldu_factor(blocks, damping):
     """Block LDU of K': ``Sigma_1 = D_1``, ``Sigma_l = D_l - Lo_l Sigma_{l-1}^{-1} Up_{l-1}``."""
-    pivots, lower, upper, sizes = [], [], [], []
+    pivots, lower, upper = [], [], []
     F = None
-    for l, size, (D, Lo, Up) in pivot_rows(blocks, damping):
+    for l, (D, Lo, Up) in pivot_rows(blocks, damping):
         Sigma = D if Lo is None else D - Lo @ F
         lu = lu_checked(Sigma, l + 1, "LDU pivot block Sigma")
         F = None if Up is None else sla.lu_solve(lu, Up, check_finite=False)
         pivots.append(lu)
         lower.append(Lo)
         upper.append(F)
-        sizes.append(size)
-    return LDU(pivots, lower, upper, sizes)
+    return LDU(pivots, lower, upper, layer_sizes(blocks))
 
 
 def ldu_solve(fac, gs):

@@ -25,7 +25,7 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import array_module
-from .blocks import block_diagonal, dense_A
+from .blocks import block_diagonal, dense_A, layer_size
 from .errors import check_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
 from .symmetric import sym_factor, sym_solve
@@ -57,7 +57,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
-        p = blk.Dx.shape[-2] * blk.Dx.shape[-1]
+        p = layer_size(blk)[0]
         wide_first, wide_loss = l == 0 and p > wide, P is None and p > wide
         DxPDx = DxPDz = DzPDz = None
         if P is not None and not wide_first:
@@ -99,7 +99,7 @@ def _sum(*terms):
 def _dense_A(xp, blk):
     if blk.A is not None:
         return dense_A(blk.A)
-    p = blk.Dx.shape[-2] * blk.Dx.shape[-1]
+    p = layer_size(blk)[0]
     return xp.zeros((p, p), dtype=blk.Dx.dtype)
 
 

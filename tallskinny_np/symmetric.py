@@ -27,12 +27,20 @@ from .backend import array_module
 
 SymFactor = namedtuple("SymFactor", "strategy data inertia rcond")
 SymFactor.__doc__ = """A factored symmetric block: ``strategy`` ("cholesky", "lu",
-"eigh", or "range"/"woodbury" from :mod:`tallskinny_np.wide`), the factor ``data``, ``inertia = (n_neg, n_zero, n_pos)`` (None if not asked
-for) and ``rcond``, an estimate of the reciprocal 1-norm condition number."""
+"eigh", or "range"/"woodbury" from :mod:`tallskinny_np.wide`), the factor ``data``,
+``inertia = (n_neg, n_zero, n_pos)`` (None if not asked for) and ``rcond``, an estimate of
+the reciprocal 1-norm condition number."""
 
 
 def _zero_tol(n, anorm, dtype):
     return n * np.finfo(dtype).eps * anorm
+
+
+def eigenvalue_signs(w, tol):
+    """``(n_neg, n_zero, n_pos)`` of the eigenvalues w, those within ``tol`` of 0 counted
+    as zero."""
+    n_neg, n_pos = int((w < -tol).sum()), int((w > tol).sum())
+    return n_neg, int(w.size) - n_neg - n_pos, n_pos
 
 
 def _cholesky(Q, anorm):
@@ -57,32 +65,28 @@ def bunch_kaufman_inertia(Q, anorm):
     lwork_query = dsytrf_lwork if Q.dtype == np.float64 else ssytrf_lwork
     lwork = int(lwork_query(Q.shape[0], lower=1)[0])
     ldu, ipiv, _ = sytrf(Q, lower=1, lwork=max(lwork, 1))
-    tol = _zero_tol(Q.shape[0], anorm, Q.dtype)
     d = np.diag(ldu)
-    counts = [0, 0, 0]
+    eig = []
     k = 0
     while k < len(d):
         if ipiv[k] > 0:
-            eig = (d[k],)
+            eig.append(d[k])
             k += 1
         else:  # a 2x2 block of D (LAPACK marks both of its rows with the same negative ipiv)
             a, b, c = d[k], ldu[k + 1, k], d[k + 1]
             mean, rad = 0.5 * (a + c), np.hypot(0.5 * (a - c), b)
-            eig = (mean - rad, mean + rad)
+            eig += [mean - rad, mean + rad]
             k += 2
-        for e in eig:
-            counts[0 if e < -tol else 2 if e > tol else 1] += 1
-    return tuple(counts)
+    return eigenvalue_signs(np.array(eig), _zero_tol(Q.shape[0], anorm, Q.dtype))
 
 
 def _eigh(Q, anorm):
     xp = array_module(Q)
     w, V = xp.linalg.eigh(Q)
-    tol = _zero_tol(Q.shape[0], anorm, Q.dtype)
-    n_neg, n_pos = int((w < -tol).sum()), int((w > tol).sum())
     absw = xp.abs(w)
     rcond = float(absw.min() / absw.max()) if float(absw.max()) > 0 else 0.0
-    return SymFactor("eigh", (w, V), (n_neg, Q.shape[0] - n_neg - n_pos, n_pos), rcond)
+    return SymFactor("eigh", (w, V), eigenvalue_signs(w, _zero_tol(Q.shape[0], anorm, Q.dtype)),
+                     rcond)
 
 
 def sym_factor(Q, inertia=False, positive_definite=False, strategy=None):

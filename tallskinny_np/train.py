@@ -49,6 +49,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import array_module, backend_module, to_numpy
+from .cli import integer, nonnegative_float, positive_float
 from .curvature import Curvature
 from .datasets import (SOURCES, atomic_write_text, batch_index, channel_statistics,
                        default_cache_dir, load_data, standardize)
@@ -87,18 +88,18 @@ def parse_args(argv):
                     "With no arguments: the embedded digits comparison.")
     p.add_argument("--data", nargs="+", default=["digits"], metavar=("SOURCE", "PATH"),
                    help="digits | synthetic | imagefolder PATH | imagenet-npz PATH")
-    p.add_argument("--resolution", type=positive_int, help="image side r (default: the "
+    p.add_argument("--resolution", type=integer(1), help="image side r (default: the "
                    "source's own; 32 for imagefolder and synthetic)")
-    p.add_argument("--classes", type=positive_int, help="keep the first K classes")
+    p.add_argument("--classes", type=integer(1), help="keep the first K classes")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="validation share when the source has no validation split")
-    p.add_argument("--synthetic-size", type=positive_int, default=20000,
+    p.add_argument("--synthetic-size", type=integer(1), default=20000,
                    help="images of --data synthetic")
     p.add_argument("--cache-dir", default=None,
                    help=f"resized ImageFolder images (default {default_cache_dir()})")
-    p.add_argument("--depth", type=positive_int, default=16,
+    p.add_argument("--depth", type=integer(1), default=16,
                    help="L, the number of affine layers (loss layer included)")
-    p.add_argument("--width", type=positive_int, default=8)
+    p.add_argument("--width", type=integer(1), default=8)
     p.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "softplus"))
     group = p.add_mutually_exclusive_group()
     group.add_argument("--optimizer", choices=OPTIMIZERS)
@@ -114,17 +115,17 @@ def parse_args(argv):
                    help="initial Levenberg-Marquardt damping of newton and ggn")
     p.add_argument("--radius", type=positive_float, default=1.0,
                    help="initial trust-region radius")
-    p.add_argument("--batch", type=positive_int, default=32)
-    p.add_argument("--curvature-batch", type=positive_int,
+    p.add_argument("--batch", type=integer(1), default=32)
+    p.add_argument("--curvature-batch", type=integer(1),
                    help="the curvature's sub-batch of the gradient batch (default: all)")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=positive_int, help="first-order step budget "
+    steps.add_argument("--steps", type=integer(1), help="first-order step budget "
                        "(default: 3000 memorise, 2000 train)")
     steps.add_argument("--epochs", type=positive_float,
                        help="first-order budget in epochs of the training split")
-    p.add_argument("--second-order-steps", type=positive_int, help="budget of newton, ggn "
+    p.add_argument("--second-order-steps", type=integer(1), help="budget of newton, ggn "
                    "and trust-region (default: 300 memorise, --steps / 5 train)")
-    p.add_argument("--eval-every", type=positive_int, default=20,
+    p.add_argument("--eval-every", type=integer(1), default=20,
                    help="steps between evaluations of the full splits and checkpoints")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
@@ -147,27 +148,6 @@ def parse_args(argv):
     if args.depth < 2:
         p.error("--depth must be at least 2 (a hidden layer and the loss layer)")
     return args
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text):
-    value = float(text)
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 def float_list(text):

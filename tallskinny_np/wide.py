@@ -30,7 +30,7 @@ import numpy as np
 from .backend import array_module
 from .blocks import LayerBlocks, block_diagonal, loss_A_low_rank
 from .products import congruences
-from .symmetric import SymFactor, sym_factor, sym_solve
+from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
 
 WIDE = 1024
 """An end layer with more parameters than this gets the structured stage."""
@@ -97,9 +97,7 @@ def loss_stage(blk, eps, inertia=False, positive_definite=False, strategy=None):
     rcond = min(float(absw.min()) / wmax if wmax > 0 else 0.0, fC.rcond)
     counts = None
     if inertia:
-        tol = q * np.finfo(w.dtype).eps * wmax
-        n_neg, n_pos = int((w < -tol).sum()), int((w > tol).sum())
-        In_D = (n_neg, w.size - n_neg - n_pos, n_pos)
+        In_D = eigenvalue_signs(w, q * np.finfo(w.dtype).eps * wmax)
         counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
 
     def solve(u):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tallskinny_np import datasets
-from tallskinny_np.datasets import (batch_index, channel_statistics, digits_data,
+from tallskinny_np.training import datasets
+from tallskinny_np.training.datasets import (batch_index, channel_statistics, digits_data,
                                     image_folder_data, imagenet_batches_data, load_data,
                                     split_train_val, standardize, synthetic_imagenet)
 

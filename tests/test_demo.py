@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from tallskinny_np import curvature, demo
+from tallskinny_np import curvature
+from tallskinny_np.training import demo
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tallskinny_np import train
-from tallskinny_np.train import main
+from tallskinny_np.training import train
+from tallskinny_np.training.train import main
 
 TINY = ["--depth", "3", "--width", "4", "--batch", "16", "--eval-every", "2"]
 

@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
-from .activations import ACTIVATIONS
+from ..activations import ACTIVATIONS
+from ..curvature import METHODS, Curvature
+from ..errors import SingularPivotError
+from ..model import MLP
 from .cli import integer, positive_float
-from .curvature import METHODS, Curvature
 from .datasets import channel_statistics, load_digits, standardize, whole
-from .errors import SingularPivotError
-from .model import MLP
 
 GRAD_CHECK_TOL = 1e-6   # relative error of the directional derivative, float64, step 1e-5
 RESIDUAL_TOL = 1e-8     # relative residual of a solve in float64

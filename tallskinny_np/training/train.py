@@ -48,13 +48,13 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import array_module, backend_module, to_numpy
+from ..backend import array_module, backend_module, to_numpy
+from ..curvature import Curvature
+from ..model import MLP, cross_entropy
+from ..optim import SGD, Adam, DampedNewton, TrustRegion, loss_and_gradient
 from .cli import integer, nonnegative_float, positive_float
-from .curvature import Curvature
 from .datasets import (SOURCES, atomic_write_text, batch_index, channel_statistics,
                        default_cache_dir, load_data, standardize)
-from .model import MLP, cross_entropy
-from .optim import SGD, Adam, DampedNewton, TrustRegion, loss_and_gradient
 
 OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "trust-region")
 FIRST_ORDER = ("sgd", "adam")

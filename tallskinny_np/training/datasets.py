@@ -30,7 +30,7 @@ SOURCES = ("digits", "imagefolder", "imagenet-npz", "synthetic")
 
 def load_digits():
     """``(images, labels)``: uint8 images (1797, 8, 8) with values 0..16, int64 labels 0..9."""
-    with resources.files("tallskinny_np").joinpath("data/digits.npz").open("rb") as f:
+    with resources.files("tallskinny_np.training").joinpath("data/digits.npz").open("rb") as f:
         d = np.load(f)
         return d["images"], d["target"].astype(np.int64)
 

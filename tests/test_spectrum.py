@@ -63,18 +63,29 @@ def test_positive_definiteness_and_lambda_min(case, kind):
     assert abs(lam - w[0]) <= 1e-9 * scale, f"lambda_min {lam!r} vs eigvalsh {w[0]!r}"
 
 
-def test_damping_list_equals_separate_solves():
+def test_solve_dampings_equals_separate_solves():
     curv = _curvature(GRID[5], "hessian")
     b = np.random.default_rng(0).standard_normal((curv.n_params, 2))
-    xs = curv.solve(b, damping=[0.1, 1.0, -0.05])
+    xs = curv.solve_dampings(b, [0.1, 1.0, -0.05])
     assert isinstance(xs, list) and len(xs) == 3
     for x, d in zip(xs, [0.1, 1.0, -0.05]):
         np.testing.assert_allclose(x, _curvature(GRID[5], "hessian").solve(b, d),
                                    rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="empty"):
-        curv.solve(b, damping=[])
+        curv.solve_dampings(b, [])
     with pytest.raises(ValueError, match="finite"):
-        curv.solve(b, damping=[0.1, np.nan])
+        curv.solve_dampings(b, [0.1, np.nan])
+
+
+@pytest.mark.parametrize("damping", [[0.1, 1.0], (0.1,), np.array([0.1]), np.array(0.1)])
+def test_solve_takes_one_damping_and_returns_one_array(damping):
+    curv = _curvature(GRID[5], "hessian")
+    b = np.random.default_rng(0).standard_normal(curv.n_params)
+    if np.ndim(damping) == 0:
+        assert curv.solve(b, damping).shape == b.shape
+    else:
+        with pytest.raises(ValueError, match="solve_dampings"):
+            curv.solve(b, damping)
 
 
 def test_linear_operators_work_with_scipy():

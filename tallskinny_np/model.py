@@ -1,4 +1,4 @@
-"""The MLP, its parameter layout and its loss (DESIGN.md section 1).
+"""The MLP, its parameter layout and its loss (docs/math.md section 1).
 
 Layers 1..L-1 are hidden, ``z_l = sigma(z_{l-1} W_l^T + 1 c_l^T)``; layer L is the loss
 layer, ``loss = mean_s CE(z_{L-1,s} W_L^T + c_L, y_s)``. The flat parameter vector holds,
@@ -155,7 +155,7 @@ def to_layers(net, v):
     """Split flat vectors v (n_params, r) into per-layer blocks ``x_l`` of shape
     ``(n_l, q_l, r)``: row k holds ``W_l[k, :]`` followed (with bias) by ``c_l[k]``, so
     ``q_l = n_{l-1} + 1`` with bias and ``n_{l-1}`` without. This is the layout in which
-    Dx is Kronecker-structured (DESIGN.md section 2)."""
+    Dx is Kronecker-structured (docs/math.md eqs. (1.5) and (2.4))."""
     xp = array_module(v)
     r = v.shape[1]
     out = []

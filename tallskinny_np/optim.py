@@ -5,8 +5,8 @@ Second-order steps minimise the quadratic model of the loss at ``theta``::
 
     m(s) = f + g^T s + 1/2 s^T H s
 
-with H the Hessian or the Gauss-Newton matrix ``J^T Lambda J`` (DESIGN.md section 2, last
-paragraph), solved exactly in O(L) by ``curv.solve`` (DESIGN.md section 4). The gradient g
+with H the Hessian or the Gauss-Newton matrix ``J^T Lambda J`` (docs/math.md section 2.5),
+solved exactly in O(L) by ``curv.solve`` (docs/math.md section 4). The gradient g
 comes from the gradient batch; the curvature may come from a sub-batch of it. A step is
 judged by the reduction ratio ``rho = (f(theta) - f(theta + s)) / (m(0) - m(s))`` on the
 gradient batch, and rejected when rho is below :data:`ACCEPT` (or the trial loss is not
@@ -17,7 +17,7 @@ finite). Second-order optimizers take any curvature-like object with ``solve(b, 
   ``-(G + lam I)^{-1} g`` (``--optimizer ggn``), with Levenberg-Marquardt adaptation of lam.
 - :class:`TrustRegion`: ``min m(s)`` subject to ``||s|| <= Delta``, solved exactly by
   Moré-Sorensen iterations on lam (:func:`trust_region_subproblem`), with the inertia of
-  ``H + lam I`` (DESIGN.md section 4, "Inertia (Sylvester)") deciding positive
+  ``H + lam I`` (docs/math.md section 4.7, eq. (4.18)) deciding positive
   definiteness, and the radius adapted from rho.
 """
 import math
@@ -36,7 +36,7 @@ EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the r
 
 def loss_and_gradient(net, params, X, y):
     """``(loss, g, pi)``: the batch-mean cross-entropy, its gradient (flat, the layout of
-    DESIGN.md section 1) and the softmax (B x classes), by one forward and one backward
+    docs/math.md section 1.3) and the softmax (B x classes), by one forward and one backward
     pass and no derivative blocks (:func:`tallskinny_np.blocks.gradient`)."""
     params = net.check_params(params)
     X, y = net.check_data(X, y)
@@ -113,7 +113,7 @@ def check_failures(state, failed, limit, what):
 
 class DampedNewton:
     """Damped Newton ``s = -(H + lam I)^{-1} g`` (``kind="hessian"``) or Gauss-Newton
-    ``s = -(G + lam I)^{-1} g`` (``kind="ggn"``), DESIGN.md section 4, with the
+    ``s = -(G + lam I)^{-1} g`` (``kind="ggn"``), docs/math.md section 4, with the
     Levenberg-Marquardt rule for lam: divide it by ``factor`` when rho > 3/4, multiply it
     by ``factor`` (at least to ``min_damping``) when rho < 1/4.
 
@@ -183,7 +183,7 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
     radius within ``rtol`` of the one asked for.
 
     Each trial lam is first tested with ``curv.is_positive_definite(lam)`` (the inertia of
-    ``H + lam I`` from one Riccati sweep, DESIGN.md section 4), which replaces the
+    ``H + lam I`` from one Riccati sweep, docs/math.md section 4.7), which replaces the
     Cholesky test of the original algorithm. For positive definite ``H + lam I`` the
     Newton step on ``1/||s(lam)|| - 1/radius`` is
     ``lam + (||s|| / radius - 1) ||s||^2 / (s^T (H + lam I)^{-1} s)`` (one more solve with
@@ -199,7 +199,7 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
     ``m(p) + lam/2 ||p||^2``, ``m* >= m(s) - lam/2 (radius^2 - ||s||^2)``, so the test
     bounds the model value within ``rtol`` of the optimum (Moré-Sorensen, Lemma 3.4).
     This ends the iteration when lam* = 0 and H is singular (the softmax makes H
-    singular at every point, DESIGN.md section 4), where lam only tends to 0.
+    singular at every point, docs/math.md section 3.5), where lam only tends to 0.
     """
     xp = array_module(grad)
     gnorm = float(xp.linalg.norm(grad))

@@ -1,11 +1,11 @@
 """The dense Hessian and Gauss-Newton matrix of a small network, in the flat parameter
-layout of DESIGN.md section 1, computed two independent ways.
+layout of docs/math.md section 1.3, computed two independent ways.
 
 ``method="complex-step"`` (default) or ``"richardson"`` differentiate the plain backprop
 gradient of :mod:`verify.reference` (which shares no code with ``tallskinny_np``) column by
 column with :func:`verify.fd.jacobian`; complex step is exact to rounding (relative error
 around 1e-15 for float64), Richardson-extrapolated central differences good to about
-1e-10. ``method="formula"`` assembles DESIGN.md section 3,
+1e-10. ``method="formula"`` assembles docs/math.md eq. (3.5),
 ``H = A + C P M^{-1} Dx + (C P M^{-1} Dx)^T + Dx^T M^{-T} P^T S P M^{-1} Dx``, from the
 derivative blocks of :class:`tallskinny_np.Curvature`, with M and P formed as dense
 matrices (:mod:`verify.assemble`).
@@ -27,7 +27,7 @@ METHODS = fd.METHODS + ("formula",)
 def check_size(net, X):
     """Refuse networks whose dense matrices are too large to form.
 
-    The verifier forms H (P x P) and the augmented K of DESIGN.md section 4, of size
+    The verifier forms H (P x P) and the augmented K of docs/math.md eq. (4.1), of size
     ``P + 2 sum_l a_l``, and takes eigenvalues of the latter: O((P + 2 sum a)^3) time.
     With P <= 3000 parameters and ``sum_{l=0}^{L-1} B n_l`` <= 3000 activations that is at
     most 9000 x 9000 (650 MB a copy, and the checks hold a few) and minutes on one core.
@@ -55,7 +55,7 @@ def to_flat(net, H):
 
 
 def formula(curv):
-    """The dense curvature (Hessian or GGN, as ``curv.kind``) of DESIGN.md section 3,
+    """The dense curvature (Hessian or GGN, as ``curv.kind``) of docs/math.md eq. (3.5),
     assembled from ``curv.blocks``, in the flat layout."""
     a0 = curv.linearization.Z[0].size
     return to_flat(curv.net, assemble.hessian(assemble.assemble(curv.blocks, a0)))
@@ -93,7 +93,7 @@ def gauss_newton(logits, w, y, method="complex-step"):
 
 def dense_ggn(net, params, X, y, method="complex-step"):
     """The dense generalized Gauss-Newton matrix ``J^T Lambda J`` (P x P, float64, flat
-    layout) of DESIGN.md section 2, "GGN variant", by :func:`gauss_newton` on the logits
+    layout) of docs/math.md section 2.5, by :func:`gauss_newton` on the logits
     of :mod:`verify.reference`."""
     check_method(method)
     check_size(net, X)

@@ -513,15 +513,55 @@ STEPS = (step1_forward, step2_first_derivatives, step3_second_derivatives, step4
 
 def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
               method="complex-step"):
-    """Run every check of this module on ``net`` at ``params`` with the batch ``(X, y)``
-    and return the :class:`Report`.
+    """Run every check of this module on ``net`` at ``params`` with the batch ``(X, y)``.
 
-    ``curv`` is the :class:`tallskinny_np.Curvature` under test, of ``net`` at ``params``
-    (default: a new one of ``kind``, "hessian" if not given); pass one to check it as it
-    is, for example after corrupting its blocks. ``method`` is how the independent dense
-    H is differentiated (:mod:`verify.dense`: ``"complex-step"`` or ``"richardson"``).
-    Raises ValueError for a network above the size limit of
-    :func:`verify.dense.check_size`.
+    Parameters
+    ----------
+    net : tallskinny_np.MLP
+        A small network (see :func:`verify.dense.check_size`).
+    params : ndarray, shape (n_params,)
+        The point, in the flat layout of docs/math.md section 1.3.
+    X : array_like, shape (B, n_0)
+    y : array_like of int, shape (B,)
+    kind : {"hessian", "ggn"}, optional
+        The curvature to check (default ``curv.kind``, or "hessian").
+    damping : float, optional
+        eps of ``H + eps I`` for the solve and inertia checks (default 0.1).
+    curv : tallskinny_np.Curvature, optional
+        The Curvature under test, of ``net`` at ``params`` (default: a new one of
+        ``kind``); pass one to check it as it is, for example after corrupting its
+        blocks.
+    method : {"complex-step", "richardson"}, optional
+        How the independent dense H is differentiated (:mod:`verify.dense`; default
+        "complex-step").
+
+    Returns
+    -------
+    report : Report
+        One :class:`Step` per check, in the order of the module docstring;
+        ``report.passed`` says whether all passed, ``str(report)`` is the table.
+
+    Raises
+    ------
+    ValueError
+        For a network above the size limit, an unknown method, or a ``curv`` that is
+        not of ``net`` at ``params`` or not of ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP
+    >>> from verify import check_all  # installed: tallskinny_np.verify
+    >>> net = MLP([3, 2, 2])
+    >>> X = np.random.default_rng(0).standard_normal((2, 3))
+    >>> report = check_all(net, net.init_params(seed=0), X, np.array([0, 1]))
+    >>> report.passed, report.failed
+    (True, [])
+    >>> print(report)  # doctest: +ELLIPSIS
+    net=MLP([3, 2, 2], ...), batch=2, kind=hessian, damping=0.1, ...
+    step  quantity ...
+    ...
+    all checks passed
     """
     if method not in fd.METHODS:
         raise ValueError(f"unknown reference method {method!r}; choose one of {fd.METHODS}")

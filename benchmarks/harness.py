@@ -39,7 +39,7 @@ spent on timed rounds of one benchmark, at most ``max_rounds`` of them."""
 
 Problem = namedtuple("Problem", "net params X y backend curv b norm layers info")
 Problem.__doc__ = """A benchmark problem: the net, its point and batch, a Curvature of
-its Hessian, the right-hand side ``b`` (the gradient: the Newton system of DESIGN.md
+its Hessian, the right-hand side ``b`` (the gradient: the Newton system of docs/math.md
 section 4), ``norm``, a power-iteration estimate of ``||H + DAMPING I||_2``, ``layers``,
 the :class:`benchmarks.flops.Layer` sizes, and ``info``, the sizes recorded in every
 benchmark's extra_info."""
@@ -223,7 +223,7 @@ def augmented_offsets(net, batch):
 
 
 def augmented_system(curv, damping):
-    """``K' = Pi K Pi^T`` (DESIGN.md section 4) as a scipy.sparse CSC matrix, assembled from
+    """``K' = Pi K Pi^T`` (docs/math.md eq. (4.5)) as a scipy.sparse CSC matrix, assembled from
     the block rows of :func:`tallskinny_np.ldu.pivot_blocks` without their zeros."""
     dense = DenseLayers(curv.blocks)
     offsets, n = augmented_offsets(curv.net, curv.blocks.batch)

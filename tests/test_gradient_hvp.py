@@ -1,8 +1,9 @@
-"""Gradient and H v against finite differences (issue 2, "Tests").
+"""Gradient and H v against finite differences.
 
-``Curvature.grad`` (backprop, DESIGN.md section 2) is checked against central differences
-of ``net.loss``, and ``Curvature.hvp`` (Pearlmutter as matrices, DESIGN.md section 3)
-against central differences of ``Curvature.grad`` along v, at fresh points ``params +- h v``.
+``Curvature.grad`` (backprop, docs/math.md eqs. (2.8), (2.9)) is checked against central
+differences of ``net.loss``, and ``Curvature.hvp`` (Pearlmutter as matrices, docs/math.md
+section 3.4) against central differences of ``Curvature.grad`` along v, at fresh points
+``params +- h v``.
 
 Tolerances. With the fourth-order stencil of :func:`conftest.central_difference` the
 finite-difference error is truncation ``h^4 |f^(5)| / 30`` plus rounding ``~ 1.5 e_f / h``,

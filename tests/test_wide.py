@@ -1,6 +1,6 @@
-"""The structured Riccati stages of the wide end layers (DESIGN.md section 4, "Wide end
-layers") against dense references on small analogues (input 300, 50 classes), and at
-ImageNet shape, where the dense stages could not even be stored."""
+"""The structured Riccati stages of the wide end layers (docs/math.md section 4.8) against
+dense references on small analogues (input 300, 50 classes), and at ImageNet shape, where
+the dense stages could not even be stored."""
 import numpy as np
 import pytest
 

@@ -10,6 +10,7 @@ import warnings
 from typing import NamedTuple
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
@@ -540,13 +541,46 @@ class Curvature:
             return lo
         return min(max(rq, lo), hi)
 
-    def as_linear_operator(self):
-        """H (or the GGN) as a ``scipy.sparse.linalg.LinearOperator`` (symmetric)."""
+    @property
+    def shape(self):
+        """``(n_params, n_params)``: the curvature is a square operator."""
+        return (self.n_params, self.n_params)
+
+    @property
+    def dtype(self):
+        """The dtype of the network, hence of every product and solve."""
+        return np.dtype(self.net.dtype)
+
+    def __matmul__(self, v):
+        """``curv @ v`` is :meth:`hvp`."""
+        return self.hvp(v)
+
+    def to_scipy(self):
+        """H (or the GGN) as a symmetric ``scipy.sparse.linalg.LinearOperator`` (on CuPy
+        arrays, ``cupyx.scipy.sparse.linalg``'s), for scipy's eigsh, minres, cg, ...
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from scipy.sparse.linalg import eigsh
+        >>> from tallskinny_np import MLP, Curvature
+        >>> net = MLP([3, 4, 4, 2], activation="tanh")
+        >>> rng = np.random.default_rng(0)
+        >>> curv = Curvature(net, net.init_params(seed=0), rng.standard_normal((5, 3)),
+        ...                  rng.integers(0, 2, 5))
+        >>> op = curv.to_scipy()
+        >>> op.shape == curv.shape and op.H is op
+        True
+        >>> top = eigsh(op, k=1, which="LA", return_eigenvectors=False)
+        >>> bool(top[0] <= curv.norm_estimate() * (1 + 1e-6))
+        True
+        """
         return _operator(self, self.hvp)
 
-    def inverse_operator(self, damping, method="riccati"):
-        """``(H + damping I)^{-1}`` as a LinearOperator; factors once, then each product
-        costs only the substitutions."""
+    def inverse(self, damping, method="riccati"):
+        """``(H + damping I)^{-1}`` as a symmetric LinearOperator (see :meth:`to_scipy`):
+        factors once, then each product costs the certified substitutions of
+        :meth:`solve`."""
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
 
@@ -567,11 +601,28 @@ def _norm(R):
     return float(array_module(R).linalg.norm(R, axis=0).max())
 
 
+class SymmetricOperator(LinearOperator):
+    """A symmetric ``scipy.sparse.linalg.LinearOperator`` from one function that applies
+    it to a vector or to the columns of a matrix: its adjoint is itself."""
+
+    def __init__(self, apply, n, dtype):
+        super().__init__(dtype, (n, n))
+        self._apply = apply
+
+    def _matvec(self, v):
+        return self._apply(v.reshape(-1))
+
+    def _matmat(self, V):
+        return self._apply(V)
+
+    def _adjoint(self):
+        return self
+
+
 def _operator(curv, apply):
-    if array_module(curv.params) is np:
-        from scipy.sparse.linalg import LinearOperator
-    else:
-        from cupyx.scipy.sparse.linalg import LinearOperator
     n = curv.n_params
-    return LinearOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply,
-                          rmatmat=apply, dtype=curv.net.dtype)
+    if array_module(curv.params) is np:
+        return SymmetricOperator(apply, n, curv.dtype)
+    from cupyx.scipy.sparse.linalg import LinearOperator as CupyOperator
+    return CupyOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply, rmatmat=apply,
+                        dtype=curv.dtype)

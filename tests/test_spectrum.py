@@ -94,7 +94,7 @@ def test_linear_operators_work_with_scipy():
     H = dense_curvature(case, "hessian")
     w = dense_spectrum(case, "hessian")
     n = curv.n_params
-    op = curv.as_linear_operator()
+    op = curv.to_scipy()
     assert isinstance(op, LinearOperator) and op.shape == (n, n)
     v = np.random.default_rng(1).standard_normal(n)
     np.testing.assert_allclose(op @ v, H @ v, rtol=1e-10, atol=1e-12)
@@ -104,7 +104,7 @@ def test_linear_operators_work_with_scipy():
     # The exact inverse as a preconditioner: MINRES on H + eps I converges at once.
     eps = 0.1
     shifted = LinearOperator((n, n), matvec=lambda x: curv.hvp(x) + eps * x, dtype=float)
-    inv = curv.inverse_operator(eps)
+    inv = curv.inverse(eps)
     np.testing.assert_allclose(inv @ v, np.linalg.solve(H + eps * np.eye(n), v),
                                rtol=1e-9, atol=1e-12)
     x, info = minres(shifted, v, M=inv, rtol=1e-12, maxiter=5)
@@ -112,5 +112,5 @@ def test_linear_operators_work_with_scipy():
     assert np.linalg.norm(shifted @ x - v) <= 1e-10 * np.linalg.norm(v)
     ggn = _curvature(case, "ggn")
     G = LinearOperator((n, n), matvec=lambda x: ggn.hvp(x) + eps * x, dtype=float)
-    x, info = cg(G, v, M=ggn.inverse_operator(eps), rtol=1e-12, maxiter=5)
+    x, info = cg(G, v, M=ggn.inverse(eps), rtol=1e-12, maxiter=5)
     assert info == 0

@@ -1,6 +1,6 @@
 """Stage-wise (Riccati) solve of ``(H + eps I) x = g`` and the inertia of ``H + eps I``.
 
-DESIGN.md section 4, "Stage-wise (Riccati) elimination": the augmented system is the
+docs/math.md section 4, "Stage-wise (Riccati) elimination": the augmented system is the
 optimality condition of a linear-quadratic control problem with state y (the batch's
 activations) and control ``x_l`` per layer. Backward, with ``P_L = 0``::
 
@@ -25,9 +25,10 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import array_module
-from .blocks import block_diagonal, dense_A, layer_size
+from .blocks import FirstLayer, LossLayer, block_diagonal, dense_A, layer_size
+from .congruences import congruences
 from .errors import check_pivot
-from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
+from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
 from .wide import WIDE, first_stage, loss_stage
 
@@ -58,18 +59,18 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         p = layer_size(blk)[0]
-        wide_first, wide_loss = l == 0 and p > wide, P is None and p > wide
         DxPDx = DxPDz = DzPDz = None
-        if P is not None and not wide_first:
-            DxPDx, DxPDz, DzPDz = congruences(blk, P)
-        if wide_first:
-            f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
-        elif wide_loss:
-            f = loss_stage(blk, eps, inertia, pd, strategy)
-        else:
-            Qxx = _sum(_dense_A(xp, blk), DxPDx)
-            Qxx[xp.arange(p), xp.arange(p)] += eps
-            f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
+        match blk:
+            case FirstLayer() if p > wide:     # its Qxy is never needed: y_0 = 0
+                f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
+            case LossLayer() if p > wide:      # P_L = 0: no congruences
+                f = loss_stage(blk, eps, inertia, pd, strategy)
+            case _:
+                DxPDx, DxPDz, DzPDz = congruences(blk, P)
+                Qxx = _sum(dense_A(blk), DxPDx)
+                Qxx[xp.arange(p), xp.arange(p)] += eps
+                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd,
+                               strategy=strategy)
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:
@@ -94,13 +95,6 @@ def _sum(*terms):
     for t in present[1:]:
         out += t
     return out
-
-
-def _dense_A(xp, blk):
-    if blk.A is not None:
-        return dense_A(blk.A)
-    p = layer_size(blk)[0]
-    return xp.zeros((p, p), dtype=blk.Dx.dtype)
 
 
 def riccati_solve(fac, gs):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.blocks import (GramA, block_diagonal, dense_A, second_derivative_blocks,
-                                  with_ones)
+from tallskinny_np.blocks import (FirstLayer, GramA, block_diagonal, dense_A,
+                                  second_derivative_blocks, with_ones)
 from tallskinny_np.model import from_layers, to_layers
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 
@@ -26,13 +26,12 @@ def test_einsum_blocks_equal_numba_kernels(bias):
     L, B, m, n = 3, 4, 5, 3
     Zt = with_ones(np, rng.standard_normal((L, B, n)), bias)
     W, R, bS1 = (rng.standard_normal(s) for s in [(L, m, n), (L, B, m), (L, B, m)])
-    fast = second_derivative_blocks(np, Zt, W, R, bS1, False, use_numba=True)
-    generic = second_derivative_blocks(np, Zt, W, R, bS1, False, use_numba=False)
+    fast = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=True)
+    generic = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=False)
     for a, b in zip(fast, generic):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     # Layer 1 keeps A as its factors; expanded, they are the same A.
-    gram = second_derivative_blocks(np, Zt, W, R, bS1, True)[0]
-    np.testing.assert_allclose(dense_A(GramA(gram.Zt[0], gram.R[0])),
+    np.testing.assert_allclose(dense_A(FirstLayer(None, GramA(Zt[0], R[0]))),
                                block_diagonal(np, fast[0][0]), rtol=1e-13, atol=1e-13)
 
 

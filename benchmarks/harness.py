@@ -21,7 +21,6 @@ from tallskinny_np import MLP, Curvature, banded
 from tallskinny_np.backend import array_module
 from tallskinny_np.augmented import layer_sizes, pivot_blocks
 from tallskinny_np.blocks import to_dense
-from tallskinny_np.model import from_layers, to_layers
 
 from . import flops
 
@@ -249,13 +248,13 @@ def sparse_direct_solve(curv, b, damping):
     net = curv.net
     offsets, n = augmented_offsets(net, curv.blocks.batch)
     factor = splu(augmented_system(curv, damping))
-    gs = to_layers(net, b[:, None])
+    gs = net.split(b)
     rhs = np.zeros(n)
     for o, g in zip(offsets, gs):
         rhs[o:o + g.size] = g.ravel()
     u = factor.solve(rhs)
     xs = [u[o:o + g.size].reshape(g.shape) for o, g in zip(offsets, gs)]
-    return SparseDirect(from_layers(net, xs)[:, 0], factor)
+    return SparseDirect(net.join(xs), factor)
 
 
 @functools.lru_cache(maxsize=None)

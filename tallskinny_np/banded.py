@@ -64,11 +64,13 @@ def banded_factor(blocks, damping):
 
 
 def banded_solve(fac, gs):
-    """Solve ``K' [x; y; z] = [g; 0; 0]``; ``gs`` per-layer ``(p_l, r)``, returns x blocks."""
-    r = gs[0].shape[1]
+    """Solve ``K' [x; y; z] = [g; 0; 0]``; ``gs`` holds per-layer right-hand sides
+    ``(n_l, q_l, r)`` (the layout of :meth:`tallskinny_np.model.MLP.split`), and the x
+    blocks are returned in the same form."""
+    r = gs[0].shape[-1]
     rhs = np.zeros((int(fac.starts[-1]), r), dtype=gs[0].dtype)
-    for s, g in zip(fac.starts, gs):
-        rhs[s:s + g.shape[0]] = g
+    for s, (p, _), g in zip(fac.starts, fac.sizes, gs):
+        rhs[s:s + p] = g.reshape(p, r)
     gbtrs, = get_lapack_funcs(("gbtrs",), (fac.lu,))
     sol, _ = gbtrs(fac.lu, fac.kl, fac.ku, rhs, fac.ipiv)
-    return [sol[s:s + p] for s, (p, _) in zip(fac.starts, fac.sizes)]
+    return [sol[s:s + p].reshape(g.shape) for s, (p, _), g in zip(fac.starts, fac.sizes, gs)]

@@ -51,19 +51,21 @@ def ldu_factor(blocks, damping):
 def ldu_solve(fac, gs):
     """Solve ``K' [x; y; z] = [g; 0; 0]`` with the factors; return the x blocks.
 
-    ``gs`` holds per-layer right-hand sides ``(p_l, r)``. Forward: ``u_l =
-    Sigma_l^{-1} (r_l - Lo_l u_{l-1})`` (L then D); backward: ``w_l = u_l - F_l w_{l+1}`` (U).
+    ``gs`` holds per-layer right-hand sides ``(n_l, q_l, r)`` (the layout of
+    :meth:`tallskinny_np.model.MLP.split`), and the x blocks are returned in the same form.
+    Forward: ``u_l = Sigma_l^{-1} (r_l - Lo_l u_{l-1})`` (L then D); backward:
+    ``w_l = u_l - F_l w_{l+1}`` (U).
     """
     u = []
     for lu, Lo, (p, a), g in zip(fac.pivots, fac.lower, fac.sizes, gs):
-        r = np.zeros((p + 2 * a, g.shape[1]), dtype=g.dtype)
-        r[:p] = g
+        r = np.zeros((p + 2 * a, g.shape[-1]), dtype=g.dtype)
+        r[:p] = g.reshape(p, -1)
         if Lo is not None:
             r -= Lo @ u[-1]
         u.append(sla.lu_solve(lu, r, check_finite=False))
     w = u[-1]
-    xs = [w[:fac.sizes[-1][0]]]
+    ws = [w]
     for l in range(len(u) - 2, -1, -1):
         w = u[l] - fac.upper[l] @ w
-        xs.append(w[:fac.sizes[l][0]])
-    return xs[::-1]
+        ws.append(w)
+    return [w[:p].reshape(g.shape) for w, (p, _), g in zip(ws[::-1], fac.sizes, gs)]

@@ -98,8 +98,9 @@ def _sum(*terms):
 
 
 def riccati_solve(fac, gs):
-    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides ``(p_l, r)``,
-    and the x blocks are returned in the same form."""
+    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides
+    ``(n_l, q_l, r)`` (the layout of :meth:`tallskinny_np.model.MLP.split`), and the x
+    blocks are returned in the same form."""
     layers = fac.layers
     L = len(layers)
     r = gs[0].shape[-1]
@@ -109,8 +110,8 @@ def riccati_solve(fac, gs):
         blk, st = layers[l], fac.stages[l]
         qx = -gs[l]
         if pv is not None:
-            qx = qx + DxT_mv(blk, pv).reshape(qx.shape)
-        k[l] = -sym_solve(st.factor, qx)
+            qx = qx + DxT_mv(blk, pv)
+        k[l] = -sym_solve(st.factor, qx.reshape(-1, r))      # Qxx acts on (p_l, r)
         if l > 0:
             pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
             pv = pl if pv is None else pl + DzT_mv(blk, pv)
@@ -118,9 +119,8 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
-        x = k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)
+        x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
         xs.append(x)
         if l < L - 1:
-            xl = x.reshape(blk.Dx.shape[1:] + (r,))
-            y = Dx_mv(blk, xl) if y is None else Dx_mv(blk, xl) + Dz_mv(blk, y)
+            y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs

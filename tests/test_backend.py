@@ -7,7 +7,6 @@ import pytest
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.blocks import (FirstLayer, GramA, block_diagonal, dense_A,
                                   second_derivative_blocks, with_ones)
-from tallskinny_np.model import from_layers, to_layers
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 
 
@@ -39,14 +38,12 @@ def test_einsum_blocks_equal_numba_kernels(bias):
 def test_eigh_riccati_equals_lapack_riccati(kind, eps):
     net, params, X, y = _problem(2)
     curv = Curvature(net, params, X, y, kind=kind)
-    rhs = to_layers(net, np.random.default_rng(3).standard_normal((net.n_params, 2)))
-    gs = [x.reshape(-1, 2) for x in rhs]
+    gs = net.split(np.random.default_rng(3).standard_normal((net.n_params, 2)))
     lapack = riccati_factor(curv.blocks, eps, inertia=True)
     eigh = riccati_factor(curv.blocks, eps, inertia=True, strategy="eigh")
     assert lapack.inertia == eigh.inertia
     assert sum(eigh.inertia) == net.n_params
-    solve = lambda fac: from_layers(net, [x.reshape(g.shape) for x, g in
-                                          zip(riccati_solve(fac, gs), rhs)])
+    solve = lambda fac: net.join(riccati_solve(fac, gs))
     x1 = solve(riccati_factor(curv.blocks, eps))
     x2 = solve(riccati_factor(curv.blocks, eps, strategy="eigh"))
     # Both are backward stable, so they may differ by O(cond * eps) relative.

@@ -1,4 +1,4 @@
-"""The structured Riccati stages of the wide end layers (DESIGN.md section 4, "Wide end
+"""The structured Riccati stages of the wide end layers (docs/math.md section 4, "Wide end
 layers") against dense references on small analogues (input 300, 50 classes), and at
 ImageNet shape, where the dense stages could not even be stored."""
 import numpy as np
@@ -6,7 +6,6 @@ import pytest
 
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer
-from tallskinny_np.model import from_layers, to_layers
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 from tallskinny_np.wide import WIDE
 
@@ -23,10 +22,8 @@ def _wide_problem(seed, kind, bias, activation="tanh", sizes=(300, 6, 6, 6, 50),
 
 
 def _raw_solve(net, curv, b, eps, wide):
-    layers = to_layers(net, b)
     fac = riccati_factor(curv.blocks, eps, wide=wide)
-    xs = riccati_solve(fac, [x.reshape(-1, x.shape[-1]) for x in layers])
-    return from_layers(net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
+    return net.join(riccati_solve(fac, net.split(b)))
 
 
 CASES = [(kind, bias, "tanh" if bias else "softplus", eps)

@@ -131,7 +131,7 @@ def riccati_flops(lys, r=1):
         K_l = -Qxx^{-1} Qxy          2 p^2 a_in
         P_{l-1} = Qyy + Qxy^T K_l    2 a_in^2 p
 
-    (the congruences are :func:`tallskinny_np.products.congruences`, which skips Dx's and
+    (the congruences are :func:`tallskinny_np.congruences.congruences`, which skips Dx's and
     Dz's zeros), and per right-hand side ``2 (nnz(Dx) + nnz(Dz)) + 2 p^2 + 2 p a_in``
     backward (q, k, p_{l-1}) and ``2 p a_in + 2 (nnz(Dx) + nnz(Dz))`` forward (x_l, y_l).
     Time O(L (p^3 + p^2 a + p a^2)), docs/math.md section 5. A Cholesky (the damped

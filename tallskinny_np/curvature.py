@@ -20,7 +20,6 @@ from .certify import (BOUND_FLOOR, backward_error_bound, backward_errors, column
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
-from .model import from_layers, to_layers
 from .products import hvp
 from .riccati import riccati_factor, riccati_solve
 
@@ -41,7 +40,7 @@ class SolveInfo(NamedTuple):
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
-# method -> (factor(blocks, damping), solve(factor, per-layer rhs (p_l, r)) -> per-layer x)
+# method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
@@ -77,7 +76,7 @@ class Curvature:
         self.blocks = Blocks(net, params, self.linearization, kind)
         self.loss = float(self.linearization.loss)
         g = gradient(net, self.linearization)
-        self.grad = from_layers(net, [gl[..., None] for gl in g])[:, 0]
+        self.grad = net.join(g)
         self._factors = {}        # method -> (shift, factorization): the latest of each
         self._interval = None     # Lanczos interval of H (certify.lanczos_interval)
         self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
@@ -105,14 +104,14 @@ class Curvature:
         return (v[:, None] if v.ndim == 1 else v), v.ndim == 1
 
     def _result(self, xs, vector):
-        out = from_layers(self.net, xs)
+        out = self.net.join(xs)
         return out[:, 0] if vector else out
 
     def hvp(self, v):
         """``H v`` (or ``G v`` for the GGN) in O(L), DESIGN.md section 3. v may be
         ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
         V, vector = self._columns(v, "v")
-        return self._result(hvp(self.blocks, to_layers(self.net, V)), vector)
+        return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
     def _check_damping(self, damping):
         damping = _finite_real(damping, "damping")
@@ -388,15 +387,17 @@ class Curvature:
     def _solve_columns(self, Bm, shift, method):
         """One substitution with the cached factors of ``H + shift I``:
         Bm (n_params, r) -> (n_params, r)."""
-        layers = to_layers(self.net, Bm)
-        fac = self._factor(shift, method)
+        return self._substitute(self._factor(shift, method), method, Bm)
+
+    def _substitute(self, fac, method, Bm):
+        """The solve of factorization ``fac`` (of ``method``) on Bm (n_params, r)."""
         with sweep_threads():
-            xs = _SOLVERS[method][1](fac, [x.reshape(-1, x.shape[-1]) for x in layers])
-        return from_layers(self.net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
+            xs = _SOLVERS[method][1](fac, self.net.split(Bm))
+        return self.net.join(xs)
 
     def _shifted_product(self, X, damping):
         """``(H + damping I) X`` for X (n_params, r), by the O(L) product."""
-        return from_layers(self.net, hvp(self.blocks, to_layers(self.net, X))) + damping * X
+        return self.net.join(hvp(self.blocks, self.net.split(X))) + damping * X
 
     def inertia(self, shift=0.0, tol=None):
         """``(n_neg, n_zero, n_pos)`` of ``H + shift I``, certified (docs/math.md
@@ -465,15 +466,10 @@ class Curvature:
         if fac.singular is not None or fac.inertia[1] != 0:
             return None                          # F singular: no certificate
 
-        def solve(V):
-            layers = to_layers(self.net, V)
-            with sweep_threads():
-                xs = riccati_solve(fac, [x.reshape(-1, x.shape[-1]) for x in layers])
-            return from_layers(self.net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
-
         xp = array_module(self.params)
-        omega = factor_distance(lambda V: self._shifted_product(V, c), solve, self.n_params,
-                                xp, self.net.dtype)
+        omega = factor_distance(lambda V: self._shifted_product(V, c),
+                                lambda V: self._substitute(fac, "riccati", V),
+                                self.n_params, xp, self.net.dtype)
         if not omega < 0.25:
             return None
         self._factors["riccati"] = (c, fac)      # a solve at this shift reuses it

@@ -3,7 +3,9 @@
 Layers 1..L-1 are hidden, ``z_l = sigma(z_{l-1} W_l^T + 1 c_l^T)``; layer L is the loss
 layer, ``loss = mean_s CE(z_{L-1,s} W_L^T + c_L, y_s)``. The flat parameter vector holds,
 for each layer in order, ``W_l`` row-major ``(n_l x n_{l-1})`` then ``c_l``: the layout of
-PyTorch's ``parameters_to_vector`` on a stack of ``nn.Linear``.
+PyTorch's ``parameters_to_vector`` on a stack of ``nn.Linear``. The products and solvers
+work on per-layer blocks ``[W_l, c_l]`` of shape ``(n_l, q_l, r)`` instead;
+:meth:`MLP.split` and :meth:`MLP.join` convert between the two layouts.
 """
 import numbers
 
@@ -178,6 +180,43 @@ class MLP:
             layers.append((W, c))
         return layers
 
+    def split(self, v):
+        """Per-layer blocks ``x_l`` of shape ``(n_l, q_l) + v.shape[1:]`` from flat vectors v
+        of shape ``(n_params,)`` or ``(n_params, r)``: row k of ``x_l`` holds ``W_l[k, :]``
+        followed (with bias) by ``c_l[k]``, so ``q_l = n_{l-1} + 1`` with bias and
+        ``n_{l-1}`` without. This is the layout in which Dx is Kronecker-structured
+        (docs/math.md section 2), and the one the products and solvers take and return;
+        :meth:`join` is its inverse."""
+        if v.ndim < 1 or v.shape[0] != self.n_params:
+            raise ValueError(f"split needs an array of shape ({self.n_params}, ...) for "
+                             f"{self!r}; got {v.shape}")
+        xp = array_module(v)
+        rest = v.shape[1:]
+        out = []
+        for l, (n, m) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            o = self.offsets[l]
+            x = v[o:o + m * n].reshape((m, n) + rest)
+            if self.bias:
+                x = xp.concatenate([x, v[o + m * n:o + m * n + m].reshape((m, 1) + rest)],
+                                   axis=1)
+            out.append(x)
+        return out
+
+    def join(self, parts):
+        """Flat vectors ``(n_params,) + rest`` from per-layer blocks ``(n_l, q_l) + rest``
+        (the inverse of :meth:`split`)."""
+        if len(parts) != self.n_layers:
+            raise ValueError(f"join needs {self.n_layers} per-layer blocks for {self!r}; "
+                             f"got {len(parts)}")
+        xp = array_module(parts[0])
+        rest = parts[0].shape[2:]
+        flat = []
+        for x, n in zip(parts, self.sizes[:-1]):
+            flat.append(x[:, :n].reshape((-1,) + rest))
+            if self.bias:
+                flat.append(x[:, n])
+        return xp.concatenate(flat, axis=0)
+
     def check_params(self, params):
         """``params`` as an array of the net's dtype, after checking shape and values.
 
@@ -334,32 +373,3 @@ def cross_entropy(O, y):
     B = O.shape[0]
     loss = (lse - shifted[xp.arange(B), y]).mean()
     return loss, pi
-
-
-def to_layers(net, v):
-    """Split flat vectors v (n_params, r) into per-layer blocks ``x_l`` of shape
-    ``(n_l, q_l, r)``: row k holds ``W_l[k, :]`` followed (with bias) by ``c_l[k]``, so
-    ``q_l = n_{l-1} + 1`` with bias and ``n_{l-1}`` without. This is the layout in which
-    Dx is Kronecker-structured (docs/math.md eqs. (1.5) and (2.4))."""
-    xp = array_module(v)
-    r = v.shape[1]
-    out = []
-    for l, (n, m) in enumerate(zip(net.sizes[:-1], net.sizes[1:])):
-        o = net.offsets[l]
-        x = v[o:o + m * n].reshape(m, n, r)
-        if net.bias:
-            x = xp.concatenate([x, v[o + m * n:o + m * n + m].reshape(m, 1, r)], axis=1)
-        out.append(x)
-    return out
-
-
-def from_layers(net, xs):
-    """Inverse of :func:`to_layers`: per-layer blocks back to flat vectors (n_params, r)."""
-    xp = array_module(xs[0])
-    parts = []
-    for x, n in zip(xs, net.sizes[:-1]):
-        r = x.shape[-1]
-        parts.append(x[:, :n].reshape(-1, r))
-        if net.bias:
-            parts.append(x[:, n])
-    return xp.concatenate(parts, axis=0)

@@ -26,7 +26,6 @@ import numpy as np
 
 from .backend import array_module
 from .blocks import gradient, linearize
-from .model import from_layers
 
 ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
 SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the radius
@@ -70,8 +69,7 @@ def loss_and_gradient(net, params, X, y):
     params = net.check_params(params)
     X, y = net.check_data(X, y)
     lin = linearize(net, params, X, y)
-    gs = [g[..., None] for g in gradient(net, lin)]
-    return float(lin.loss), from_layers(net, gs)[:, 0], lin.pi
+    return float(lin.loss), net.join(gradient(net, lin)), lin.pi
 
 
 class SGD:

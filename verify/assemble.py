@@ -15,7 +15,7 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg as sla
 
-from tallskinny_np.blocks import LayerBlocks, to_dense
+from tallskinny_np.blocks import DenseBlocks, to_dense
 
 Global = namedtuple("Global", "A C S Dx M P p a")
 Global.__doc__ = """The block-diagonal ``A`` (P x P), ``C`` (P x sum a_{l-1}),
@@ -31,7 +31,7 @@ def offsets(sizes):
 def assemble(blocks, a0):
     """The global matrices of docs/math.md section 3.1 from ``blocks`` (``a0 = B n_0``)."""
     # in float64 whatever the blocks' dtype: the only rounding under test is the blocks'
-    dense = [LayerBlocks(*(None if b is None else b.astype(np.float64)
+    dense = [DenseBlocks(*(None if b is None else b.astype(np.float64)
                            for b in to_dense(blk))) for blk in blocks.layers]
     p = [d.Dx.shape[1] for d in dense]
     a = [a0] + [d.Dx.shape[0] for d in dense]

@@ -58,7 +58,8 @@ import numpy as np
 from tallskinny_np import Curvature
 from tallskinny_np import curvature as curvature_module
 from tallskinny_np.blocks import to_dense
-from tallskinny_np.ldu import ldu_factor, pivot_blocks
+from tallskinny_np.augmented import pivot_blocks
+from tallskinny_np.ldu import ldu_factor
 
 from . import assemble, dense, fd, reference
 
@@ -437,7 +438,7 @@ def step8_augmented(ctx):
                kappa * ctx.ref_tol),
         record(8, "tridiagonal", "K' = Pi K Pi^T outside its block-tridiagonal band",
                "0", [("K'", Kp[outside], np.zeros(np.count_nonzero(outside)))], 0.0),
-        record(8, "pivot_blocks", "tallskinny_np.ldu.pivot_blocks D_l, Lo_l, Up_l",
+        record(8, "pivot_blocks", "tallskinny_np.augmented.pivot_blocks D_l, Lo_l, Up_l",
                "blocks of Pi K Pi^T", blocks, ctx.rounding),
     ]
     quantity, ref = "L D U of tallskinny_np.ldu.ldu_factor", "K' = Pi K Pi^T"

@@ -1,9 +1,10 @@
-"""``Curvature``: gradient, H v and (H + damping I)^{-1} b of an MLP at a point.
+"""``Curvature``: the gradient, ``H v``, certified solves with ``H + damping I`` and
+certified eigenvalue counts of an MLP's loss at a point (docs/math.md sections 3, 4 and 7).
 
-The damping-independent work (forward pass, backprop, derivative blocks of DESIGN.md
-section 2) is done once in the constructor; products and solves reuse it, and the most
-recent factorization is kept so that further right-hand sides with the same damping cost
-only the substitutions.
+The damping-independent work (forward pass, backprop, derivative blocks of docs/math.md
+section 2) is done once in the constructor; products and solves reuse it, and the latest
+factorization of each method is kept so that further right-hand sides with the same damping
+cost only the substitutions.
 """
 import numbers
 import warnings
@@ -49,16 +50,74 @@ _SOLVERS = {
 
 
 class Curvature:
-    """Exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch (X, y).
+    r"""The exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch
+    ``(X, y)``, as an O(L) operator with O(L) solves.
 
-    ``kind="hessian"`` is the Hessian H; ``kind="ggn"`` the generalized Gauss-Newton
-    matrix ``J^T Lambda J`` (DESIGN.md section 2, last paragraph). ``backend`` ("numpy" or
-    "cupy") moves the data there; by default the arrays' own module is used, so CuPy arrays
-    in means GPU computation, with results as CuPy arrays. On CuPy, blocks, ``hvp``, the
-    ``riccati`` solve, the inertia and the operators run on the GPU; ``ldu`` and ``banded``
-    are LAPACK (CPU) solvers and refuse CuPy arrays. Attributes: ``loss``
-    (float), ``grad`` (flat vector), ``blocks`` (:class:`tallskinny_np.blocks.Blocks`),
-    ``linearization`` (forward and backward pass).
+    .. math::
+
+        H = A + C P M^{-1} D_x + (C P M^{-1} D_x)^T + D_x^T M^{-T} P^T S P M^{-1} D_x
+
+    (docs/math.md eq. (3.5)), or for ``kind="ggn"`` the generalized Gauss-Newton matrix
+    :math:`G = J^T \Lambda J` (section 2.5).
+
+    Parameters
+    ----------
+    net : MLP
+    params : array, shape ``(n_params,)``
+        The point, in the layout of docs/math.md section 1.3.
+    X : array, shape ``(B, n_0)``
+    y : array of int, shape ``(B,)``
+    kind : {"hessian", "ggn"}
+    backend : {None, "numpy", "cupy"}
+        Where to compute. By default the arrays' own module: CuPy arrays in means GPU
+        computation, with results as CuPy arrays. On CuPy the blocks, ``hvp``, the Riccati
+        solve, the inertia and the operators run on the GPU; ``"ldu"`` and ``"banded"`` are
+        LAPACK (CPU) solvers and refuse CuPy arrays.
+
+    Attributes
+    ----------
+    loss : float
+    grad : array, shape ``(n_params,)``
+    blocks : tallskinny_np.blocks.Blocks
+        The per-layer derivative blocks (records :class:`~tallskinny_np.blocks.FirstLayer`,
+        :class:`~tallskinny_np.blocks.HiddenLayer`, :class:`~tallskinny_np.blocks.LossLayer`).
+    linearization : tallskinny_np.blocks.Linearization
+        The forward and backward pass.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or backend, or parameters and data that ``net`` refuses.
+
+    Notes
+    -----
+    ``curv @ v`` is ``curv.hvp(v)``; :meth:`to_scipy` and :meth:`inverse` give scipy
+    LinearOperators. Every solve is certified by its backward error and every eigenvalue
+    count by a factorization-distance test (docs/math.md section 7); what cannot be
+    certified raises a :class:`numpy.linalg.LinAlgError` subclass.
+
+    References
+    ----------
+    A. Rahimi, "The Hessian of tall-skinny networks is easy to invert", arXiv:2601.06096,
+    2026. B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation
+    6(1), 1994. doi:10.1162/neco.1994.6.1.147
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> net = MLP([3, 4, 4, 2], activation="tanh")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    >>> curv = Curvature(net, net.init_params(seed=0), X, y)
+    >>> v = rng.standard_normal(net.n_params)
+    >>> Hv = curv @ v                                  # O(L), exact
+    >>> x = curv.solve(v, damping=0.1)                 # (H + 0.1 I)^{-1} v, certified
+    >>> bool(np.linalg.norm(curv @ x + 0.1 * x - v) <= 1e-10 * np.linalg.norm(v))
+    True
+    >>> n_neg, n_zero, n_pos = curv.inertia(0.1)       # of H + 0.1 I
+    >>> n_neg + n_zero + n_pos == net.n_params
+    True
     """
 
     def __init__(self, net, params, X, y, kind="hessian", backend=None):
@@ -108,7 +167,7 @@ class Curvature:
         return out[:, 0] if vector else out
 
     def hvp(self, v):
-        """``H v`` (or ``G v`` for the GGN) in O(L), DESIGN.md section 3. v may be
+        """``H v`` (or ``G v`` for the GGN) in O(L), docs/math.md section 3.4. v may be
         ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
         V, vector = self._columns(v, "v")
         return self._result(hvp(self.blocks, self.net.split(V)), vector)

@@ -314,7 +314,7 @@ class Curvature:
             try:
                 self._factor(shift, m)
             except SingularPivotError as err:    # a pivot, not necessarily H + shift I
-                singular = err
+                singular = singular or err
                 continue
             Bt = B[:, todo]
             Xt = self._solve_columns(Bt, shift, m)
@@ -346,7 +346,7 @@ class Curvature:
             better = eta_t < eta[todo]
             X[:, todo[better]] = Xt[:, better]
             eta[todo[better]] = eta_t[better]
-        if step is None:                         # every factorization had a singular pivot
+        if step is None:        # every factorization had a singular pivot: the first one says
             raise singular
         self._check_singular(B, X, shift, bound)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)

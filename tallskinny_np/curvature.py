@@ -41,11 +41,18 @@ class SolveInfo(NamedTuple):
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
+UNCHECKED = "riccati, pivots unchecked"
+"""The solve's last resort when every factorization met a pivot that is singular to
+working precision: the Riccati sweep that goes on past such pivots (as for the inertia)
+still makes a preconditioner for GMRES, and the certificate judges the result."""
+
 # method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
     "banded": (banded_factor, banded_solve),
+    UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
+                riccati_solve),
 }
 
 
@@ -307,9 +314,9 @@ class Curvature:
         chain = [method] + (["banded"] if method != "banded" and xp is np else [])
         singular = None
         step = None
-        for m in chain:
+        for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
-            if todo.size == 0:
+            if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
             try:
                 self._factor(shift, m)
@@ -318,8 +325,10 @@ class Curvature:
                 continue
             Bt = B[:, todo]
             Xt = self._solve_columns(Bt, shift, m)
+            if not bool(xp.all(xp.isfinite(Xt))):
+                continue                         # an exactly singular pivot
             Rt = Bt - self._shifted_product(Xt, shift)
-            step = "factor" if m == method else "banded"
+            step = "banded" if m == "banded" else "factor"
             for j in todo:
                 paths[j].append(step)
             # Refinement aims lower than the bound, at dense LU's level, while it halves

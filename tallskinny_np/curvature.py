@@ -323,7 +323,7 @@ class Curvature:
             except SingularPivotError as err:    # a pivot, not necessarily H + shift I
                 singular = singular or err
                 continue
-            Bt = B[:, todo]
+            Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
             Xt = self._solve_columns(Bt, shift, m)
             if not bool(xp.all(xp.isfinite(Xt))):
                 continue                         # an exactly singular pivot
@@ -352,8 +352,8 @@ class Curvature:
                 paths[todo[i]].append(step)
                 if e < eta_t[i]:
                     Xt[:, i], eta_t[i] = x, e
-            better = eta_t < eta[todo]
-            X[:, todo[better]] = Xt[:, better]
+            better = np.flatnonzero(eta_t < eta[todo])
+            X[:, todo[better].tolist()] = Xt[:, better.tolist()]
             eta[todo[better]] = eta_t[better]
         if step is None:        # every factorization had a singular pivot: the first one says
             raise singular

@@ -304,7 +304,8 @@ class Curvature:
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
     def _certified_solve(self, B, shift, method, refine, uncertified):
-        """The chain of :meth:`solve` on the columns of B (n_params, k)."""
+        """The chain of :meth:`solve` on the columns of B (n_params, k): each
+        factorization in turn on the columns that are not yet certified."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
@@ -313,7 +314,6 @@ class Curvature:
         paths = [[] for _ in range(k)]
         chain = [method] + (["banded"] if method != "banded" and xp is np else [])
         singular = None
-        step = None
         for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
             if todo.size == 0 or (m == UNCHECKED and singular is None):
@@ -324,47 +324,56 @@ class Curvature:
                 singular = singular or err
                 continue
             Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
-            Xt = self._solve_columns(Bt, shift, m)
-            if not bool(xp.all(xp.isfinite(Xt))):
+            solved = self._solve_with(m, Bt, shift, refine, bound)
+            if solved is None:
                 continue                         # an exactly singular pivot
-            Rt = Bt - self._shifted_product(Xt, shift)
-            step = "banded" if m == "banded" else "factor"
-            for j in todo:
-                paths[j].append(step)
-            # Refinement aims lower than the bound, at dense LU's level, while it halves
-            # the residual; the cheap residual bound suffices to stop it.
-            target = REFINE_TARGET * np.finfo(self.net.dtype).eps
-            for _ in range(refine):
-                if np.all(backward_errors(Rt, Xt, Bt) <= target):
-                    break
-                X_new = Xt + self._solve_columns(Rt, shift, m)
-                R_new = Bt - self._shifted_product(X_new, shift)
-                if not _norm(R_new) <= 0.5 * _norm(Rt):
-                    break
-                Xt, Rt = X_new, R_new
-                step = "refine"
-                for j in todo:
-                    paths[j].append(step)
-            eta_t = self._backward_errors(Rt, Xt, Bt, shift, bound)
-            for i in np.flatnonzero(~(eta_t <= bound)):
-                x, e = self._gmres_refinement(Bt[:, i], Xt[:, i], Rt[:, i], shift, m, bound)
-                step = "gmres"
-                paths[todo[i]].append(step)
-                if e < eta_t[i]:
-                    Xt[:, i], eta_t[i] = x, e
+            Xt, eta_t, steps = solved
+            for i, j in enumerate(todo):
+                paths[j] += steps[i]
             better = np.flatnonzero(eta_t < eta[todo])
             X[:, todo[better].tolist()] = Xt[:, better.tolist()]
             eta[todo[better]] = eta_t[better]
-        if step is None:        # every factorization had a singular pivot: the first one says
+        if not any(paths):      # every factorization had a singular pivot: the first one says
             raise singular
         self._check_singular(B, X, shift, bound)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
         if not np.all(eta <= bound):
+            last = max(paths, key=len)[-1]
             if uncertified == "raise":
-                raise UncertifiedSolveError(eta, bound, step)
-            warnings.warn(str(UncertifiedSolveError(eta, bound, step)),
+                raise UncertifiedSolveError(eta, bound, last)
+            warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
                           UncertifiedSolveWarning, stacklevel=3)
         return X, info
+
+    def _solve_with(self, method, B, shift, refine, bound):
+        """Steps 1-3 of :meth:`solve` with one factorization: its solve, fixed-precision
+        refinement, GMRES-IR on the columns still above ``bound``. Returns ``(X, backward
+        error bounds, the steps of each column)``, or None for a non-finite solve."""
+        xp = array_module(B)
+        X = self._solve_columns(B, shift, method)
+        if not bool(xp.all(xp.isfinite(X))):
+            return None
+        R = B - self._shifted_product(X, shift)
+        first = "banded" if method == "banded" else "factor"
+        # Refinement aims lower than the bound, at dense LU's level, while it halves the
+        # residual; the cheap residual bound suffices to stop it.
+        target = REFINE_TARGET * np.finfo(self.net.dtype).eps
+        refined = 0
+        while refined < refine and not np.all(backward_errors(R, X, B) <= target):
+            X_new = X + self._solve_columns(R, shift, method)
+            R_new = B - self._shifted_product(X_new, shift)
+            if not _norm(R_new) <= 0.5 * _norm(R):
+                break
+            X, R = X_new, R_new
+            refined += 1
+        steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
+        eta = self._backward_errors(R, X, B, shift, bound)
+        for i in np.flatnonzero(~(eta <= bound)):
+            x, e = self._gmres_refinement(B[:, i], X[:, i], R[:, i], shift, method, bound)
+            steps[i].append("gmres")
+            if e < eta[i]:
+                X[:, i], eta[i] = x, e
+        return X, eta, steps
 
     def _gmres_refinement(self, b, x, r, shift, method, bound):
         """GMRES-based iterative refinement of one column (Carson and Higham 2017): the

@@ -6,6 +6,8 @@ section 2) is done once in the constructor; products and solves reuse it, and th
 factorization of each method is kept so that further right-hand sides with the same damping
 cost only the substitutions.
 """
+import contextlib
+import functools
 import numbers
 import warnings
 from typing import NamedTuple
@@ -318,13 +320,18 @@ class Curvature:
             todo = np.flatnonzero(~(eta <= bound))
             if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
+            # Past a singular pivot inf and nan are expected; the certificate judges them.
+            quiet = (functools.partial(np.errstate, all="ignore") if m == UNCHECKED
+                     else contextlib.nullcontext)
             try:
-                self._factor(shift, m)
+                with quiet():
+                    self._factor(shift, m)
             except SingularPivotError as err:    # a pivot, not necessarily H + shift I
                 singular = singular or err
                 continue
             Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
-            solved = self._solve_with(m, Bt, shift, refine, bound)
+            with quiet():
+                solved = self._solve_with(m, Bt, shift, refine, bound)
             if solved is None:
                 continue                         # an exactly singular pivot
             Xt, eta_t, steps = solved

@@ -135,6 +135,12 @@ def read_checkpoint(path):
     ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names).
     A :class:`RunFileError` naming the file for anything damaged, truncated or foreign."""
     try:
+        # np.load reads each array's bytes without reaching the CRC check at the end of its
+        # member; testzip reads every member through it, so a flipped bit is caught.
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+        if bad is not None:
+            raise RunFileError(f"{path}: damaged checkpoint (bad CRC-32 of {bad})")
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in REQUIRED if k not in f.files]
             if missing:

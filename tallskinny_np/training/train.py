@@ -433,7 +433,7 @@ def run(problem, task, name, out_dir, lr=None):
         bar.close()
     if not args.quiet:
         print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
-              f"{rows[-1]['batch_loss']:.4g}", file=sys.stderr)
+              f"{rows[-1]['batch_loss']:.4g}")
     return rows
 
 

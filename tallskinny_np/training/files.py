@@ -45,8 +45,12 @@ def atomic_save(path, array):
 
 def json_value(value):
     """``json.dumps``'s ``default``: NumPy scalars and arrays as Python numbers and lists
-    (a float32 is not a Python float, and json refuses it)."""
-    if isinstance(value, (np.generic, np.ndarray)):
+    (a float32 is not a Python float, and json refuses it); a non-finite NumPy scalar
+    as null, which strict JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item() if not np.issubdtype(value.dtype, np.floating) \
+            or np.isfinite(value) else None
+    if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 

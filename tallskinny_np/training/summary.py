@@ -101,7 +101,7 @@ def comparisons(task, summary, runs):
         if hit:
             text += (f" Adam reached {name}'s final training loss ({s['final_train_loss']:.4f}) "
                      f"at step {hit['step']}.")
-        lines.append(textwrap.fill(text, WIDTH))
+        lines.append(textwrap.fill(text, WIDTH, break_on_hyphens=False))
     return lines
 
 

@@ -86,7 +86,7 @@ def evaluate(args):
     loss, top1, top5 = split_metrics(net, xp.asarray(ck["params"].astype(net.dtype)), split,
                                      ck["mean"], ck["std"], xp, top=(1, min(5, sizes[-1])))
     print(f"checkpoint  {path} (step {ck['step']})")
-    print(f"data        {source} {' '.join(paths)}: {args.split} split, {len(split)} images")
+    print(f"data        {' '.join([source, *paths])}: {args.split} split, {len(split)} images")
     print(f"loss        {loss:.4f}")
     print(f"top-1       {top1:.4f}")
     print(f"top-5       {top5:.4f}")

@@ -447,8 +447,10 @@ class Curvature:
         v, Hv = self._probe
         return float(array_module(v).linalg.norm(Hv + shift * v))
 
-    def _spectrum(self):
-        """Ritz values ``(theta_min, theta_max)`` of H, inside its spectrum (cached)."""
+    def ritz_interval(self):
+        """Ritz values ``(theta_min, theta_max)`` of H from 20 Lanczos steps (cached):
+        ``lambda_min <= theta_min`` and ``theta_max <= lambda_max``, usually within a few
+        percent of them."""
         if self._interval is None:
             xp = array_module(self.params)
             self._interval = lanczos_interval(lambda v: self.hvp(v), self.n_params, xp,
@@ -458,14 +460,14 @@ class Curvature:
     def _norm_lower_bound(self, shift):
         """``max(|theta_min + shift|, |theta_max + shift|) <= ||H + shift I||_2``."""
         if shift not in self._norm_bounds:
-            lo, hi = self._spectrum()
+            lo, hi = self.ritz_interval()
             self._norm_bounds[shift] = max(abs(lo + shift), abs(hi + shift))
         return self._norm_bounds[shift]
 
     def norm_estimate(self):
         """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few
         percent of it); the scale of the inertia's tolerance."""
-        lo, hi = self._spectrum()
+        lo, hi = self.ritz_interval()
         return max(abs(lo), abs(hi))
 
     def _solve_columns(self, Bm, shift, method):
@@ -593,7 +595,7 @@ class Curvature:
         if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
         xp = array_module(self.params)
-        theta_min, _ = self._spectrum()
+        theta_min, _ = self.ritz_interval()
         scale = max(1.0, self.norm_estimate())
         count_tol = min(0.25 * tol * scale / self.norm_estimate(), 0.5) \
             if self.norm_estimate() > 0 else None

@@ -293,10 +293,11 @@ class DampedNewton:
         FloatingPointError
             After ``max_failures`` consecutive non-finite trial losses or singular solves.
         """
+        extra = {}
         for trial in range(1, self.trials + 1):
             lam = self.state["damping"]
             try:
-                s = -curv.solve(grad, lam)
+                s, extra = self.direction(curv, grad, lam)
             except np.linalg.LinAlgError:       # singular, or not certified: damp more
                 rho = -math.inf
                 failed = True
@@ -310,8 +311,14 @@ class DampedNewton:
             elif rho < SHRINK_BELOW:
                 self.state["damping"] = max(lam * self.factor, self.min_damping)
             if rho > ACCEPT:
-                return params + s, dict(accepted=True, rho=rho, damping=lam, trials=trial)
-        return params, dict(accepted=False, rho=rho, damping=lam, trials=self.trials)
+                return params + s, dict(accepted=True, rho=rho, damping=lam, trials=trial,
+                                        **extra)
+        return params, dict(accepted=False, rho=rho, damping=lam, trials=self.trials, **extra)
+
+    def direction(self, curv, grad, lam):
+        """The trial step ``-(H + lam I)^{-1} g`` (or the GGN's) by the certified O(L)
+        solve, and a dict of what to report beside it (nothing here)."""
+        return -curv.solve(grad, lam), {}
 
 
 def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=60):
@@ -572,3 +579,275 @@ class TrustRegion:
             if rho > ACCEPT:
                 return params + s, info
         return params, info
+
+
+CG_DECAY = 0.95        # CG starts from 0.95 times the previous step's solution (Martens 2010)
+CG_PROGRESS = 5e-4     # stop when the last k iterations improved phi by < k * 5e-4 of it
+CG_MAX_ITER = 250      # Martens's cap on CG iterations per step
+
+
+def truncated_cg(apply, b, x0=None, max_iter=CG_MAX_ITER, progress=CG_PROGRESS, rtol=1e-12):
+    """Conjugate gradients on ``phi(x) = 1/2 x^T A x - b^T x``, truncated as in Martens
+    (2010, section 4.4).
+
+    Iteration i stops when ``i > k``, ``phi(x_i) < 0`` and
+    ``(phi(x_i) - phi(x_{i-k})) / phi(x_i) < k * progress`` with ``k = max(10, i / 10)``
+    (the relative decrease of the quadratic over the last k iterations is too small to
+    pay for them), when the residual is below ``rtol ||b||``, after ``max_iter``
+    iterations, or at a direction of non-positive curvature ``p^T A p <= 0`` (possible for
+    an indefinite A: the iterate before it is returned). A start ``x0`` (the warm start)
+    with ``phi(x0) >= 0`` is replaced by 0. ``phi`` is tracked as
+    ``-1/2 x^T (b + r)`` with the recursive residual r, at no extra product.
+
+    Parameters
+    ----------
+    apply : callable
+        ``v -> A v`` for a symmetric A.
+    b : ndarray, shape (n,)
+    x0 : ndarray, shape (n,), optional
+        The first iterate (default 0).
+    max_iter : int, optional
+    progress : float, optional
+        Martens's epsilon (default 5e-4).
+    rtol : float, optional
+        Relative residual at which to stop (default 1e-12).
+
+    Returns
+    -------
+    x : ndarray, shape (n,)
+    iterations : int
+        Products with A after the first residual.
+    stop : str
+        ``"progress"``, ``"residual"``, ``"max_iter"`` or ``"negative curvature"``.
+
+    References
+    ----------
+    .. [1] J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np.optim import truncated_cg
+    >>> A = np.diag([1.0, 2.0, 4.0])
+    >>> x, its, stop = truncated_cg(lambda v: A @ v, np.ones(3))
+    >>> np.allclose(x, [1, 0.5, 0.25]), its, stop
+    (True, 3, 'residual')
+    """
+    xp = array_module(b)
+    bnorm = float(xp.linalg.norm(b))
+    x = xp.zeros_like(b) if x0 is None else x0.copy()
+    r = b - apply(x) if x0 is not None else b.copy()
+    phi = -0.5 * float(x @ (b + r))
+    if phi >= 0 and x0 is not None:
+        x, r, phi = xp.zeros_like(b), b.copy(), 0.0
+    history = [phi]
+    p = None
+    rr = float(r @ r)
+    for i in range(1, max_iter + 1):
+        if math.sqrt(rr) <= rtol * bnorm:
+            return x, i - 1, "residual"
+        p = r.copy() if p is None else r + (rr / rr_old) * p
+        Ap = apply(p)
+        curvature = float(p @ Ap)
+        if not curvature > 0:
+            return x, i, "negative curvature"
+        alpha = rr / curvature
+        x = x + alpha * p
+        r = r - alpha * Ap
+        rr_old, rr = rr, float(r @ r)
+        phi = -0.5 * float(x @ (b + r))
+        history.append(phi)
+        k = max(10, i // 10)
+        if i > k and phi < 0 and (phi - history[i - k]) / phi < k * progress:
+            return x, i, "progress"
+    return x, max_iter, "max_iter"
+
+
+class HessianFree(DampedNewton):
+    """Hessian-free optimization (Martens 2010): the step ``s`` minimises the damped
+    quadratic ``g^T s + 1/2 s^T (G + lam I) s`` (``kind="ggn"``) or with H
+    (``kind="hessian"``) by :func:`truncated_cg` on the exact O(L) products, warm-started
+    from ``decay`` times the previous step's CG solution; lam follows the
+    Levenberg-Marquardt rule of :class:`DampedNewton` and rejected steps are retried the
+    same way, so that the truncated CG solve is the only difference from the exact one.
+
+    Martens's CG backtracking and diagonal preconditioner are not used: the comparison is
+    exact against truncated solves of the same damped system.
+
+    Parameters
+    ----------
+    damping, factor, min_damping, trials, max_failures
+        As :class:`DampedNewton`.
+    kind : {"ggn", "hessian"}, optional
+        The curvature of the products (default "ggn", Martens's choice: CG on an
+        indefinite H stops at the first direction of negative curvature).
+    max_iter : int, optional
+        CG iterations per trial step (default 250).
+    progress : float, optional
+        The truncation tolerance of :func:`truncated_cg` (default 5e-4).
+    decay : float, optional
+        The warm start's factor, in [0, 1] (default 0.95).
+
+    References
+    ----------
+    .. [1] J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.optim import HessianFree, loss_and_gradient
+    >>> net = MLP([4, 3, 2])
+    >>> params = net.init_params(seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((8, 4)), rng.integers(0, 2, 8)
+    >>> loss, g, _ = loss_and_gradient(net, params, X, y)
+    >>> loss_at = lambda theta: float(net.loss(theta, X, y))
+    >>> new, info = HessianFree().step(params, loss, g, Curvature(net, params, X, y,
+    ...                                kind="ggn"), loss_at)
+    >>> info["accepted"], loss_at(new) < loss, info["cg_iterations"] > 0
+    (True, True, True)
+    """
+
+    def __init__(self, damping=1.0, kind="ggn", max_iter=CG_MAX_ITER, progress=CG_PROGRESS,
+                 decay=CG_DECAY, **rule):
+        super().__init__(damping, kind, **rule)
+        if max_iter < 1 or not progress >= 0 or not 0 <= decay <= 1:
+            raise ValueError(f"need max_iter >= 1, progress >= 0 and decay in [0, 1]; got "
+                             f"{max_iter}, {progress}, {decay}")
+        self.max_iter, self.progress, self.decay = max_iter, progress, decay
+
+    def direction(self, curv, grad, lam):
+        """The truncated CG solution of ``(G + lam I) s = -g`` from the warm start."""
+        previous = self.state.get("cg_solution")
+        s, iterations, _ = truncated_cg(lambda v: curv.hvp(v) + lam * v, -grad,
+                                        None if previous is None else self.decay * previous,
+                                        self.max_iter, self.progress)
+        self.state["cg_solution"] = s
+        return s, {"cg_iterations": iterations}
+
+
+def smallest_eigenpairs(curv, k, tol=None):
+    """The k smallest eigenvalues of H (ascending) and their orthonormal eigenvectors, by
+    shift-invert Lanczos (ARPACK's ``eigsh``) on the certified O(L) solves with
+    ``H - sigma I`` (docs/math.md section 8.2).
+
+    sigma lies below lambda_min: the Lanczos value theta_min minus a gap (1% of ``||H||``,
+    quadrupled until the certified count ``n(H < sigma)`` is 0), so the eigenvalues of
+    ``(H - sigma I)^{-1}`` of largest magnitude belong to the smallest of H. For
+    ``k >= n_params - 1`` (ARPACK needs ``k < n``) the dense eigendecomposition is used.
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When ARPACK does not converge, or a solve cannot be certified.
+    """
+    from scipy.sparse.linalg import ArpackError, eigsh
+    n = curv.n_params
+    if array_module(curv.params) is not np:
+        raise ValueError("saddle-free steps need NumPy arrays (ARPACK's shift-invert mode)")
+    if k >= n - 1:
+        w, U = np.linalg.eigh(curv.hvp(np.eye(n, dtype=curv.dtype)))
+        return w[:k], U[:, :k]
+    theta_min, theta_max = curv.ritz_interval()
+    gap = 0.01 * max(abs(theta_min), abs(theta_max), np.finfo(curv.dtype).tiny)
+    while curv.count_eigenvalues_below(theta_min - gap, tol) > 0:
+        gap *= 4
+    sigma = theta_min - gap
+    try:
+        w, U = eigsh(curv.to_scipy(), k=k, sigma=sigma, which="LM",
+                     OPinv=curv.inverse(-sigma), tol=0)
+    except ArpackError as e:
+        raise np.linalg.LinAlgError(f"shift-invert Lanczos for {k} eigenpairs: {e}") from None
+    order = np.argsort(w)
+    return w[order], U[:, order]
+
+
+def saddle_free_solve(curv, b, damping, max_pairs=None, tol=None):
+    """``(|H| + damping I)^{-1} b`` with ``|H| = sum_i |lambda_i| u_i u_i^T``, in O(L) plus
+    a rank-k correction (docs/math.md section 8.2, eqs. (8.3)-(8.5)).
+
+    The number k of negative eigenvalues is the certified count ``n(H < 0)`` (eigenvalues
+    within ``tol ||H||`` of 0 may count either way; such a one, treated as positive,
+    changes the result by at most ``2 tol ||H|| / damping`` relative). Their eigenpairs
+    ``(w, U)`` come from :func:`smallest_eigenpairs`, and with ``c = U^T b``::
+
+        x = P (H + damping I)^{-1} (b - U c) + U diag(1 / (|w| + damping)) c,
+        P = I - U U^T
+
+    which is ``(H + damping I)^{-1} b`` corrected on the span of U; the right-hand side and
+    the result are projected off U, so a ``lambda_i + damping`` near 0 leaves no trace
+    (a ``H + damping I`` singular to working precision still raises).
+
+    With ``max_pairs`` below k (the top-k variant) only the ``max_pairs`` most negative
+    pairs are flipped and the shift becomes ``damping - lambda_{max_pairs + 1}``, so that
+    the matrix inverted, H with those pairs flipped plus the shift, is positive definite
+    (its smallest eigenvalue is ``damping``).
+
+    Returns
+    -------
+    x : ndarray, shape (n_params,)
+    info : dict
+        ``negative`` (k), ``flipped`` (pairs used) and ``shift`` (the damping applied).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.optim import saddle_free_solve
+    >>> net = MLP([3, 4, 4, 2], activation="tanh")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    >>> curv = Curvature(net, net.init_params(seed=0, gain=2.0), X, y)
+    >>> x, info = saddle_free_solve(curv, curv.grad, 0.1)
+    >>> w, U = np.linalg.eigh(curv @ np.eye(net.n_params))
+    >>> dense = U @ ((U.T @ curv.grad) / (np.abs(w) + 0.1))
+    >>> info["negative"] > 0, bool(np.linalg.norm(x - dense) <= 1e-10 * np.linalg.norm(dense))
+    (True, True)
+    """
+    n_neg = curv.count_eigenvalues_below(0.0, tol)
+    k = n_neg if max_pairs is None else min(n_neg, max_pairs)
+    if n_neg == 0:
+        return curv.solve(b, damping), dict(negative=0, flipped=0, shift=damping)
+    w, U = smallest_eigenpairs(curv, k + (n_neg > k), tol)
+    shift = damping
+    if n_neg > k:
+        shift = damping - min(float(w[k]), 0.0)
+        w, U = w[:k], U[:, :k]
+    c = U.T @ b
+    x = curv.solve(b - U @ c, shift)
+    x = x - U @ (U.T @ x) + U @ (c / (np.abs(w) + shift))
+    return x, dict(negative=n_neg, flipped=k, shift=shift)
+
+
+class SaddleFreeNewton(DampedNewton):
+    """Saddle-free Newton ``s = -(|H| + lam I)^{-1} g`` (Dauphin et al. 2014) with the
+    exact |H| on the negative eigenvalues found by :func:`saddle_free_solve`, lam adapted by
+    the Levenberg-Marquardt rule of :class:`DampedNewton` (the reduction ratio judges the
+    step against the quadratic model with H, whose decrease is positive for this step).
+
+    Parameters
+    ----------
+    damping, factor, min_damping, trials, max_failures
+        As :class:`DampedNewton`.
+    max_pairs : int, optional
+        Flip at most this many of the most negative eigenpairs (the top-k variant; default
+        None: all of them).
+
+    References
+    ----------
+    .. [1] Y. N. Dauphin, R. Pascanu, C. Gulcehre, K. Cho, S. Ganguli and Y. Bengio,
+       "Identifying and attacking the saddle point problem in high-dimensional non-convex
+       optimization", NeurIPS 2014.
+    """
+
+    def __init__(self, damping=1.0, max_pairs=None, **rule):
+        super().__init__(damping, "hessian", **rule)
+        if max_pairs is not None and max_pairs < 0:
+            raise ValueError(f"max_pairs must be >= 0 or None; got {max_pairs}")
+        self.max_pairs = max_pairs
+
+    def direction(self, curv, grad, lam):
+        """``-(|H| + lam I)^{-1} g`` (top-k: see :func:`saddle_free_solve`)."""
+        x, info = saddle_free_solve(curv, grad, lam, self.max_pairs)
+        return -x, info

@@ -86,7 +86,7 @@ def citations(text, markdown_about_math):
 
 def test_math_note_has_the_numbered_sections_that_are_cited():
     sections = math_sections()
-    assert {str(n) for n in range(1, 9)} <= sections, sorted(sections)
+    assert {str(n) for n in range(1, 10)} <= sections, sorted(sections)
     assert len(math_equations()) > 50
 
 

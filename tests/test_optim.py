@@ -2,7 +2,10 @@
 step; the Gauss-Newton step equals a dense solve of ``(J^T Lambda J + lam I) s = -g``; the
 trust-region step satisfies the Moré-Sorensen optimality conditions and reaches the optimal
 model value computed from a dense eigendecomposition, hard case included; the
-Levenberg-Marquardt and radius rules follow rho; SGD and Adam follow their formulas.
+Levenberg-Marquardt and radius rules follow rho; SGD and Adam follow their formulas;
+Hessian-free CG converges to the dense damped Gauss-Newton step and truncates by Martens's
+rule; the saddle-free step equals the dense ``(|H| + eps I)^{-1} g``, top-k variant and
+near-singular ``H + eps I`` included.
 
 The quadratic and eigenvalue-controlled problems use :class:`DenseCurvature`, a
 curvature-like object built from a dense symmetric matrix with the interface the
@@ -18,8 +21,9 @@ from scipy.optimize import brentq
 from conftest import jacobian_fd
 from tallskinny_np import MLP, Curvature, SingularPivotError
 from tallskinny_np.model import cross_entropy
-from tallskinny_np.optim import (SGD, Adam, DampedNewton, TrustRegion, loss_and_gradient,
-                                 model_decrease, trust_region_subproblem)
+from tallskinny_np.optim import (SGD, Adam, DampedNewton, HessianFree, SaddleFreeNewton,
+                                 TrustRegion, loss_and_gradient, model_decrease,
+                                 saddle_free_solve, truncated_cg, trust_region_subproblem)
 
 EPS = np.finfo(np.float64).eps
 
@@ -278,3 +282,90 @@ def test_sgd_momentum_and_adam_formulas():
     m = (0.9 * 0.1 * g0 + 0.1 * g1) / (1 - 0.9 ** 2)
     v = (0.999 * 0.001 * g0 ** 2 + 0.001 * g1 ** 2) / (1 - 0.999 ** 2)
     assert np.allclose(x, -0.01 * np.sign(g0) - 0.01 * m / (np.sqrt(v) + 1e-8), rtol=1e-12)
+
+
+def test_hessian_free_cg_converges_to_the_dense_damped_gauss_newton_step():
+    net, params, X, y = tiny_net(seed=4)
+    lam = 0.5
+    loss, g, _ = loss_and_gradient(net, params, X, y)
+    curv = Curvature(net, params, X[:3], y[:3], kind="ggn")
+    G = gauss_newton_dense(net, params, X[:3])
+    s_dense = -np.linalg.solve(G + lam * np.eye(net.n_params), g)
+    opt = HessianFree(damping=lam, progress=0.0)              # no truncation: to rtol
+    new, info = opt.step(params, loss, g, curv, lambda p: float(net.loss(p, X, y)))
+    assert info["accepted"] and 0 < info["cg_iterations"] <= net.n_params
+    assert np.linalg.norm((new - params) - s_dense) <= 1e-10 * np.linalg.norm(s_dense)
+    # The warm start: from the solution itself (decay 1) CG has nothing left to do.
+    opt.decay = 1.0
+    s, extra = opt.direction(curv, g, lam)
+    assert extra["cg_iterations"] == 0
+    assert np.linalg.norm(s - s_dense) <= 1e-10 * np.linalg.norm(s_dense)
+
+
+def test_truncated_cg_stops_by_martens_rule():
+    A = spd(300, 1e6, seed=21)
+    b = np.random.default_rng(22).standard_normal(300)
+    apply = lambda v: A @ v
+    phi = lambda x: 0.5 * x @ A @ x - b @ x
+    x, i, stop = truncated_cg(apply, b, progress=5e-4, max_iter=1000)
+    assert stop == "progress"                         # truncated: far from converged
+    assert np.linalg.norm(A @ x - b) > 1e-6 * np.linalg.norm(b)
+    k = max(10, i // 10)
+    before = lambda j: truncated_cg(apply, b, progress=0.0, max_iter=j, rtol=0)[0]
+    assert np.allclose(before(i), x, rtol=0, atol=1e-12 * np.linalg.norm(x))
+    assert (phi(x) - phi(before(i - k))) / phi(x) < k * 5e-4     # the rule holds at i
+    j = i - 1                                                     # and not one step earlier
+    kj = max(10, j // 10)
+    assert not (phi(before(j)) - phi(before(j - kj))) / phi(before(j)) < kj * 5e-4
+
+
+def test_truncated_cg_stops_at_negative_curvature():
+    H, _ = with_spectrum(np.linspace(-2, 1, 8), seed=23)
+    b = np.random.default_rng(24).standard_normal(8)
+    x, i, stop = truncated_cg(lambda v: H @ v, b, max_iter=50)
+    assert stop == "negative curvature"
+    assert 0.5 * x @ H @ x - b @ x <= 0          # no iterate worse than the start
+
+
+def dense_abs_solve(H, g, eps, pairs=None):
+    """``(|H|_k + shift I)^{-1} g`` from the eigendecomposition: the ``pairs`` most negative
+    eigenvalues flipped (all by default), shift ``eps`` or, when negatives remain,
+    ``eps - lambda_{pairs+1}``."""
+    w, U = np.linalg.eigh(H)
+    neg = int((w < 0).sum())
+    k = neg if pairs is None else min(pairs, neg)
+    shift = eps - (w[k] if k < neg else 0.0)
+    flipped = np.where(np.arange(len(w)) < k, np.abs(w), w)
+    return U @ ((U.T @ g) / (flipped + shift)), w, shift
+
+
+@pytest.mark.parametrize("seed, eps, pairs", [(0, 0.1, None), (2, 1e-3, None), (1, 0.05, 4)])
+def test_saddle_free_step_equals_the_dense_absolute_value_solve(seed, eps, pairs):
+    net, params, X, y = tiny_net(seed)
+    curv = Curvature(net, params, X, y)
+    H = curv @ np.eye(net.n_params)
+    x_dense, w, shift = dense_abs_solve(H, curv.grad, eps, pairs)
+    negative = int((w < -1e-8).sum())
+    assert 2 <= negative < net.n_params - 1               # Lanczos, not the dense fallback
+    x, info = saddle_free_solve(curv, curv.grad, eps, max_pairs=pairs)
+    assert info["negative"] == negative and info["shift"] == pytest.approx(shift, rel=1e-12)
+    assert np.linalg.norm(x - x_dense) <= 1e-10 * np.linalg.norm(x_dense)
+    opt = SaddleFreeNewton(damping=eps, max_pairs=pairs, trials=1)
+    new, step = opt.step(params, curv.loss, curv.grad, curv,
+                         lambda p: float(net.loss(p, X, y)))
+    if step["accepted"]:
+        assert np.linalg.norm((params - new) - x_dense) <= 1e-10 * np.linalg.norm(x_dense)
+    assert model_decrease(curv, curv.grad, -x) > 0     # the H-model always predicts a decrease
+
+
+def test_saddle_free_step_when_eps_nearly_cancels_a_negative_eigenvalue():
+    net, params, X, y = tiny_net(0)
+    curv = Curvature(net, params, X, y)
+    H = curv @ np.eye(net.n_params)
+    w = np.linalg.eigvalsh(H)
+    eps = -w[1] * (1 + 1e-9)                   # H + eps I has an eigenvalue -1e-9 |w_1|
+    x_dense, _, _ = dense_abs_solve(H, curv.grad, eps)
+    x, _ = saddle_free_solve(curv, curv.grad, eps)
+    assert np.linalg.norm(x - x_dense) <= 1e-10 * np.linalg.norm(x_dense)
+    plain = curv.solve(curv.grad, eps)         # what the uncorrected solve amplifies
+    assert np.linalg.norm(plain) > 1e6 * np.linalg.norm(x_dense)

@@ -54,11 +54,15 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("name", ["adam", "ggn", "trust-region"])
-def test_resume_continues_the_identical_trajectory(tmp_path, monkeypatch, name):
+@pytest.mark.parametrize("name, extra", [
+    ("adam", []), ("ggn", []), ("trust-region", []), ("hf", []),
+    ("ggn", ["--curvature-every", "4"])], ids=["adam", "ggn", "trust-region", "hf",
+                                               "ggn-reused-curvature"])
+def test_resume_continues_the_identical_trajectory(tmp_path, monkeypatch, name, extra):
     """A run interrupted in step 7 (after its checkpoint at step 6) and resumed, and a run
-    resumed with a larger budget, reproduce the uninterrupted run's metrics exactly."""
-    args = TINY + ["--optimizer", name, "--task", "train", "--curvature-batch", "8"]
+    resumed with a larger budget, reproduce the uninterrupted run's metrics exactly (with
+    a reused curvature: rebuilt after the resume where the interrupted run built it)."""
+    args = TINY + ["--optimizer", name, "--task", "train", "--curvature-batch", "8"] + extra
     full = ["--steps", "12", "--second-order-steps", "9"]
     assert main(args + full + ["--out", str(tmp_path / "whole")]) == 0
     update = train.update
@@ -78,7 +82,7 @@ def test_resume_continues_the_identical_trajectory(tmp_path, monkeypatch, name):
                         "--out", str(tmp_path / "grown")]) == 0
     assert main(args + full + ["--resume", "--out", str(tmp_path / "grown")]) == 0
     keys = ("step", "batch_loss", "batch_acc", "train_loss", "val_loss", "val_acc", "rho",
-            "damping", "radius")
+            "damping", "radius", "cg_iterations", "curvature")
     whole = [[r[k] for k in keys] for r in metrics(tmp_path / "whole" / "train" / name /
                                                    "metrics.csv")]
     assert len(whole) == (13 if name == "adam" else 10)
@@ -122,6 +126,39 @@ def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):
     assert seen == [(2, "ggn"), (5, "ggn"), (5, "ggn")]    # warm-up, then 2 steps
     with pytest.raises(SystemExit):
         main(TINY + ["--curvature-batch", "17"])
+
+
+def test_curvature_is_rebuilt_every_n_steps(tmp_path, monkeypatch):
+    built = []
+    real = train.Curvature
+
+    def recording(net, params, X, y, kind):
+        built.append(params.copy())
+        return real(net, params, X, y, kind=kind)
+    monkeypatch.setattr(train, "Curvature", recording)
+    assert main(TINY + ["--optimizer", "newton", "--task", "train", "--steps", "10",
+                        "--second-order-steps", "7", "--curvature-every", "3",
+                        "--out", str(tmp_path)]) == 0
+    rows = metrics(tmp_path / "train" / "newton" / "metrics.csv")
+    assert [r["curvature"] for r in rows[:-1]] == ["1", "0", "0"] * 2 + ["1"]
+    assert len(built) == 1 + 3                   # warm-up, then steps 0, 3 and 6
+
+
+def test_precision_task_stops_at_the_target_loss(tmp_path, capsys):
+    args = TINY + ["--task", "precision", "--target-loss", "0.05", "--compare",
+                   "adam,ggn,saddle-free", "--steps", "400", "--second-order-steps", "60",
+                   "--out", str(tmp_path)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "precision: steps/time to each batch loss" in printed
+    for name in ("adam", "ggn", "saddle-free"):
+        rows = metrics(tmp_path / "precision" / name / "metrics.csv")
+        losses = [float(r["batch_loss"]) for r in rows]
+        assert losses[-1] <= 0.05 < min(losses[:-1])     # stops at the first row below
+    assert (tmp_path / "precision.png").exists()
+    summary = metrics(tmp_path / "summary-precision.csv")
+    assert [r["optimizer"] for r in summary] == ["adam", "ggn", "saddle-free"]
+    assert all(r["steps_to_0.05"] != "" for r in summary)
 
 
 def test_npz_and_synthetic_sources_run(tmp_path, capsys):

@@ -31,8 +31,10 @@ from .files import atomic_write, partial_name
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
 COLUMNS = ("step", "wall", "batch_loss", "batch_acc", "train_loss", "train_acc", "val_loss",
-           "val_acc", "accepted", "rho", "damping", "radius", "trials")
-INT_COLUMNS = ("step", "accepted", "trials")
+           "val_acc", "accepted", "rho", "damping", "radius", "trials", "cg_iterations",
+           "negative", "flipped", "curvature")
+INT_COLUMNS = ("step", "accepted", "trials", "cg_iterations", "negative", "flipped",
+               "curvature")
 REQUIRED = ("params", "step", "wall", "loss0", "config", "network", "mean", "std", "classes",
             "metrics_bytes", "metrics_rows")
 

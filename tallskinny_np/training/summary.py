@@ -19,8 +19,25 @@ def column(rows, key):
     return [r[key] for r in rows if key in r and not math.isnan(r[key])]
 
 
-def summarize(task, runs, batch):
-    """One summary dict per optimizer (``runs`` maps name -> (setting, rows))."""
+def targets(task, target_loss):
+    """The loss thresholds of the time-to-target table, and the loss they apply to: the
+    batch loss's decades down to ``target_loss`` (precision), 1e-1, 1e-2 and 1e-4
+    (memorise), or the full training split's loss 1, 0.5 and 0.25 (train, at the
+    evaluations)."""
+    if task == "train":
+        return "train_loss", (1.0, 0.5, 0.25)
+    if task == "memorise":
+        return "batch_loss", (1e-1, 1e-2, 1e-4)
+    top = math.floor(math.log10(target_loss))
+    return "batch_loss", tuple(10.0 ** e for e in range(-1, top - 1, -1) if 10.0 ** e
+                               > target_loss) + (target_loss,)
+
+
+def summarize(task, runs, batch, thresholds):
+    """One summary dict per optimizer (``runs`` maps name -> (setting, rows)), with the
+    step and time of the first row at or below each threshold of ``thresholds``
+    (``(key, values)`` from :func:`targets`)."""
+    key, values = thresholds
     out = []
     for name, (label, rows) in runs.items():
         steps, wall = rows[-1]["step"], rows[-1]["wall"]
@@ -31,11 +48,15 @@ def summarize(task, runs, batch):
         if task == "memorise":
             hit = first(rows, lambda r: r["batch_acc"] == 1.0)
             s.update(steps_to_100=hit and hit["step"], wall_to_100=hit and hit["wall"])
-        else:
+        elif task == "train":
             ev = [r for r in rows if not math.isnan(r.get("train_loss", math.nan))]
             s.update(final_train_loss=ev[-1]["train_loss"], final_val_loss=ev[-1]["val_loss"],
                      final_val_acc=ev[-1]["val_acc"],
                      best_val_acc=max(r["val_acc"] for r in ev))
+        for t in values:
+            hit = first(rows, lambda r: r.get(key, math.inf) <= t)
+            s[f"steps_to_{t:g}"] = hit and hit["step"]
+            s[f"wall_to_{t:g}"] = hit and hit["wall"]
         out.append(s)
     return out
 
@@ -47,6 +68,9 @@ def fmt(v, spec):
 
 
 COLUMNS = {
+    "precision": [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
+                  ("best batch loss", "best_batch_loss", ".2e"), ("steps", "steps", "d"),
+                  ("time [s]", "wall", ".2f")],
     "memorise": [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
                  ("steps to 100%", "steps_to_100", "d"), ("time to 100% [s]", "wall_to_100", ".2f"),
                  ("best batch loss", "best_batch_loss", ".2e"), ("steps", "steps", "d"),
@@ -57,6 +81,8 @@ COLUMNS = {
               ("val acc", "final_val_acc", ".4f"), ("best val acc", "best_val_acc", ".4f")],
 }
 NOTES = {
+    "precision": "The fixed batch memorised until its loss reaches the target. Times count "
+                 "the training steps only.",
     "memorise": "100%: every image of the fixed batch classified correctly. Times count the "
                 "training steps only.",
     "train": "Losses and accuracies of the whole splits at the last step; best val acc over "
@@ -75,6 +101,25 @@ def table(task, summary, header):
                       for k, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
     return "\n".join([textwrap.fill(header, WIDTH)] + lines
                      + [textwrap.fill(NOTES[task], WIDTH)])
+
+
+def targets_table(task, summary, thresholds):
+    """Steps and seconds to each loss threshold, one row per optimizer ('-': not
+    reached), within :data:`WIDTH` columns (thresholds that do not fit are left to the
+    CSV summary)."""
+    key, values = thresholds
+    what = "full training split" if key == "train_loss" else "batch"
+    cells = [["optimizer"] + [f"loss {t:g}" for t in values]]
+    for s in summary:
+        cells.append([s["optimizer"]] + [
+            "-" if s[f"steps_to_{t:g}"] is None
+            else f"{s[f'steps_to_{t:g}']}/{s[f'wall_to_{t:g}']:.3g}s" for t in values])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    while sum(widths) + len(widths) - 1 > WIDTH:
+        widths.pop()
+    lines = [" ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                      for k, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
+    return "\n".join([f"{task}: steps/time to each {what} loss"] + lines)
 
 
 def comparisons(task, summary, runs):
@@ -115,7 +160,7 @@ def plot(task, runs, path, title):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
-    if task == "memorise":
+    if task != "train":
         series = [("batch_loss", "-"), ("batch_acc", "-")]
         ylabels = ("batch cross-entropy loss [nats]", "batch accuracy [%]")
     else:

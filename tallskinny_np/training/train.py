@@ -10,14 +10,23 @@ width-8 tanh MLP, comparing sgd, adam, ggn and trust-region on two tasks,
   accuracy or the step budget;
 - ``train``: ordinary minibatch training with evaluation of the full training and
   validation splits every ``--eval-every`` steps;
+- ``precision`` (not part of the default): the memorise batch until its loss is at most
+  ``--target-loss`` (1e-8), with the steps and time to each decade of loss;
 
 then it prints a table per task, writes ``<task>.png`` (loss and accuracy against step and
 against training wall-clock, one line per optimizer), ``summary.txt`` and
 ``summary-<task>.csv``.
 
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
-memorise, 2000 for train) and ``--second-order-steps`` that of newton, ggn and
-trust-region (defaults: 300 for memorise; a fifth of ``--steps`` for train).
+memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
+others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for train).
+
+Second-order optimizers: newton and ggn (exact damped solves), hf and hf-hessian
+(Hessian-free: truncated CG on the GGN or the Hessian), saddle-free (``|H|`` on the
+negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all on the
+curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvature-every``
+steps (between rebuilds the same curvature, and its factorization while the damping stays,
+is reused with the new gradient).
 ``--epochs`` sets ``--steps`` in epochs of the training split.
 
 Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
@@ -56,7 +65,8 @@ from tqdm.auto import tqdm
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
 from ..model import MLP, cross_entropy
-from ..optim import SGD, Adam, DampedNewton, TrustRegion, loss_and_gradient
+from ..optim import (SGD, Adam, DampedNewton, HessianFree, SaddleFreeNewton, TrustRegion,
+                     loss_and_gradient)
 from .cli import HelpFormatter, error, integer, nonnegative_float, positive_float
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
@@ -65,14 +75,16 @@ from .files import atomic_write, atomic_write_text, describe_os_error, json_text
 from .folders import default_cache_dir
 from .store import (CHECKPOINT, METRICS, append_rows, commit, read_checkpoint,
                     resume_metrics, start_metrics)
-from .summary import FIRST_ORDER, comparisons, plot, summarize, table
+from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
 
 PROG = "tallskinny-train"
-OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "trust-region")
+OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "hf", "hf-hessian", "saddle-free",
+              "trust-region")
 DEFAULT_COMPARE = ("sgd", "adam", "ggn", "trust-region")
-TASKS = ("memorise", "train")
-DEFAULT_STEPS = {"memorise": 3000, "train": 2000}
-DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None}   # None: steps // 5
+TASKS = ("memorise", "train", "precision")
+DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
+DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None,   # None: steps // 5
+                              "precision": 300}
 DIVERGENCE_FACTOR = 10.0
 
 # The learning-rate grid of --lr-sweep, and the rates it picked for the embedded default
@@ -86,7 +98,8 @@ DIVERGENCE_FACTOR = 10.0
 #   train sgd      1.803   1.356   0.708   0.790   2.304   2.308   2.481   3.394
 #   train adam     1.026   0.185   0.317   1.540   2.316   2.349   2.556   3.007
 LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
-TUNED_LR = {"memorise": {"sgd": 0.03, "adam": 0.01}, "train": {"sgd": 0.003, "adam": 0.001}}
+TUNED_LR = {"memorise": {"sgd": 0.03, "adam": 0.01}, "train": {"sgd": 0.003, "adam": 0.001},
+            "precision": {"sgd": 0.03, "adam": 0.01}}
 
 EPILOG = f"""\
 tallskinny-train evaluate RUN [--split val|train]  reports the loss and top-1/top-5 accuracy
@@ -143,10 +156,13 @@ def parse_args(argv):
     group.add_argument("--compare", type=optimizer_list,
                        help=f"comma-separated optimizers (default {','.join(DEFAULT_COMPARE)})")
     p.add_argument("--task", choices=TASKS + ("both",), default="both",
-                   help="memorise one batch, train on the split, or both")
+                   help="memorise one batch, train on the split, both, or precision "
+                        "(memorise to --target-loss)")
+    p.add_argument("--target-loss", type=positive_float, default=1e-8,
+                   help="the batch loss at which the precision task stops")
     p.add_argument("--lr", type=positive_float, help="SGD/Adam learning rate (default: tuned "
-                   "for the embedded digits: sgd 0.03/0.003, adam 0.01/0.001 for "
-                   "memorise/train)")
+                   "for the embedded digits: sgd 0.03/0.003/0.03, adam 0.01/0.001/0.01 for "
+                   "memorise/train/precision)")
     p.add_argument("--lr-sweep", type=float_list, nargs="?", const=(),
                    help="tune the SGD/Adam rates first: comma-separated rates, or none for "
                         f"the grid {','.join(f'{x:g}' for x in LR_GRID)} (default: no sweep)")
@@ -154,16 +170,21 @@ def parse_args(argv):
                    help="initial Levenberg-Marquardt damping of newton and ggn")
     p.add_argument("--radius", type=positive_float, default=1.0,
                    help="initial trust-region radius")
+    p.add_argument("--negative-pairs", type=integer(1), default=20,
+                   help="saddle-free: flip at most this many of the most negative "
+                        "eigenpairs of H (the others are absorbed by a larger damping)")
+    p.add_argument("--curvature-every", type=integer(1), default=1,
+                   help="rebuild the curvature every N steps and reuse it in between")
     p.add_argument("--batch", type=integer(1), default=32, help="images per gradient batch")
     p.add_argument("--curvature-batch", type=integer(1),
                    help="the curvature's sub-batch of the gradient batch (default: all)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--steps", type=integer(1), help="first-order step budget "
-                       "(default: 3000 memorise, 2000 train)")
+                       "(default: 3000 memorise, 2000 train, 30000 precision)")
     steps.add_argument("--epochs", type=positive_float,
                        help="first-order budget in epochs of the training split")
-    p.add_argument("--second-order-steps", type=integer(1), help="budget of newton, ggn "
-                   "and trust-region (default: 300 memorise, --steps / 5 train)")
+    p.add_argument("--second-order-steps", type=integer(1), help="budget of the second-order "
+                   "optimizers (default: 300 memorise and precision, --steps / 5 train)")
     p.add_argument("--eval-every", type=integer(1), default=20,
                    help="steps between evaluations of the full splits and checkpoints")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
@@ -187,7 +208,7 @@ def parse_args(argv):
                 f"got {' '.join(args.data)}")
     args.optimizers = ((args.optimizer,) if args.optimizer
                        else tuple(args.compare or DEFAULT_COMPARE))
-    args.tasks = TASKS if args.task == "both" else (args.task,)
+    args.tasks = ("memorise", "train") if args.task == "both" else (args.task,)
     if args.curvature_batch is not None and args.curvature_batch > args.batch:
         p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
                 f"gradient batch and cannot exceed --batch ({args.batch})")
@@ -228,6 +249,10 @@ def make_optimizer(name, args, task, lr=None):
         return Adam(lr)
     if name == "trust-region":
         return TrustRegion(radius=args.radius)
+    if name in ("hf", "hf-hessian"):
+        return HessianFree(damping=args.damping, kind="ggn" if name == "hf" else "hessian")
+    if name == "saddle-free":
+        return SaddleFreeNewton(damping=args.damping, max_pairs=args.negative_pairs)
     return DampedNewton(damping=args.damping, kind="ggn" if name == "ggn" else "hessian")
 
 
@@ -276,11 +301,11 @@ class Problem:
         return self.xp.asarray(self.net.init_params(seed=self.args.seed))
 
     def batch(self, task, step):
-        """The gradient batch of ``step``: always the first batch for memorise; augmented
-        (``--augment``) for train."""
+        """The gradient batch of ``step``: always the first batch for memorise and
+        precision; augmented (``--augment``) for train."""
         n = len(self.data.train)
         images, labels = self.data.train.batch(
-            batch_index(n, self.args.batch, 0 if task == "memorise" else step,
+            batch_index(n, self.args.batch, step if task == "train" else 0,
                         self.args.seed))
         if task == "train" and self.args.augment == "crop-flip":
             images = augment(images, self.args.seed, step)
@@ -309,10 +334,12 @@ def batch_loss(net, params, X, y):
         return float(cross_entropy(net.logits(params, X), y)[0])
 
 
-def update(problem, opt, params, loss, grad, X, y):
+def update(problem, task, step, opt, params, loss, grad, X, y, held):
     """One step of ``opt`` from ``params`` with the gradient batch's loss and gradient;
-    the curvature (second order) is that of the first ``--curvature-batch`` samples.
-    Returns the new parameters and the optimizer's info (empty for first order)."""
+    the curvature (second order) is that of the first ``--curvature-batch`` samples,
+    rebuilt every ``--curvature-every`` steps and otherwise taken from ``held`` (or, after
+    a resume, rebuilt where the optimizer state says it was). Returns the new parameters
+    and the optimizer's info (empty for first order)."""
     net, xp = problem.net, problem.xp
     if opt.kind is None:
         new = opt.step(params, grad)
@@ -320,15 +347,25 @@ def update(problem, opt, params, loss, grad, X, y):
             raise FloatingPointError(f"the parameters became non-finite (lr {opt.lr:g})")
         return new, {}
     cb = problem.args.curvature_batch or len(y)
-    curv = Curvature(net, params, X[:cb], y[:cb], kind=opt.kind)
-    return opt.step(params, loss, grad, curv, lambda p: batch_loss(net, p, X, y))
+    rebuilt = step % problem.args.curvature_every == 0
+    if rebuilt:
+        opt.state.update(curvature_params=params, curvature_step=step)
+        held["curv"] = Curvature(net, params, X[:cb], y[:cb], kind=opt.kind)
+    elif "curv" not in held:
+        Xc, yc = problem.batch(task, opt.state["curvature_step"])
+        held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
+                                 kind=opt.kind)
+    new, info = opt.step(params, loss, grad, held["curv"],
+                         lambda p: batch_loss(net, p, X, y))
+    return new, dict(info, curvature=int(rebuilt))
 
 
 def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
             "augment", "depth", "width", "activation", "damping", "radius", "batch",
-            "curvature_batch", "dtype", "seed")
+            "curvature_batch", "curvature_every", "negative_pairs", "target_loss", "dtype",
+            "seed")
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None)
     return config
@@ -380,6 +417,7 @@ def run(problem, task, name, out_dir, lr=None):
         start_metrics(out_dir)
         params, step, wall, loss0, rows, committed = problem.initial_params(), 0, 0.0, None, [], None
     pending = []              # rows since the last commit
+    held = {}                 # the curvature reused between rebuilds
     evaluate = task == "train"
     bar = tqdm(total=steps, initial=step, desc=f"{task} {name}", unit="step", leave=False,
                dynamic_ncols=True, disable=not args.progress)
@@ -403,7 +441,8 @@ def run(problem, task, name, out_dir, lr=None):
                      f"its batch loss {loss:.4g} at step {step} is "
                      + (f"more than {DIVERGENCE_FACTOR:g} times that of step 0 ({loss0:.4g})"
                         if math.isfinite(loss) else "not finite"))
-            done = last or (task == "memorise" and row["batch_acc"] == 1.0)
+            done = last or (task == "memorise" and row["batch_acc"] == 1.0) or (
+                task == "precision" and loss <= args.target_loss)
             if step != committed and (step % args.eval_every == 0 or done):
                 commit(out_dir, pending, len(rows),
                        problem.checkpoint(params, opt, step, wall, loss0, config))
@@ -414,7 +453,7 @@ def run(problem, task, name, out_dir, lr=None):
                 break
             start = time.perf_counter()    # the commit above is not training time
             try:
-                new, info = update(problem, opt, params, loss, grad, X, y)
+                new, info = update(problem, task, step, opt, params, loss, grad, X, y, held)
             except FloatingPointError as e:
                 stop(out_dir, pending + [row], name, opt, committed,
                      f"step {step} failed: {e}")
@@ -452,7 +491,9 @@ def stop(out_dir, rows, name, opt, committed, what):
 
 def sweep(problem, task, names, grid, out):
     """Run each first-order optimizer of ``names`` at each rate of ``grid`` (the built-in
-    :data:`LR_GRID` when empty); return the chosen rate per optimizer and report lines."""
+    :data:`LR_GRID` when empty); return the chosen rate per optimizer and report lines.
+    The score: fewest steps to 100% (memorise), least time to ``--target-loss``
+    (precision), lowest final training loss (train)."""
     chosen, lines = {}, []
     for name in names:
         scores = []
@@ -467,6 +508,13 @@ def sweep(problem, task, names, grid, out):
                 hit = next((r for r in rows if r["batch_acc"] == 1.0), None)
                 key = (hit["step"] if hit else math.inf, min(r["batch_loss"] for r in rows))
                 text = f"steps to 100%: {hit['step'] if hit else '-'}"
+            elif task == "precision":
+                best = min(r["batch_loss"] for r in rows)
+                hit = rows[-1] if best <= problem.args.target_loss else None
+                key = (hit["wall"] if hit else math.inf, best)
+                text = (f"time to loss {problem.args.target_loss:g}: "
+                        + (f"{hit['wall']:.2f} s ({hit['step']} steps)" if hit
+                           else f"- (best {best:.2e})"))
             else:
                 final = [r["train_loss"] for r in rows if not math.isnan(r.get("train_loss", math.nan))][-1]
                 key, text = (final, 0.0), f"final train loss {final:.4f}"
@@ -517,11 +565,12 @@ def compare(args, problem):
                        lr=rates.get(name))
             runs[name] = (setting(name, make_optimizer(name, args, task, rates.get(name))),
                           rows)
-        summary = summarize(task, runs, args.batch)
+        summary = summarize(task, runs, args.batch, targets(task, args.target_loss))
         what = (f"{' '.join(args.data)}, {problem.describe()}, batch {args.batch}"
                 + (f", curvature batch {args.curvature_batch}" if args.curvature_batch else "")
                 + f", seed {args.seed}")
         report += ["", table(task, summary, f"{task}: {what}")]
+        report += ["", targets_table(task, summary, targets(task, args.target_loss))]
         report += comparisons(task, summary, runs)
         plot(task, runs, os.path.join(args.out, f"{task}.png"),
              f"{task}: {' '.join(args.data)}, {problem.describe()}, batch {args.batch}")

@@ -151,6 +151,7 @@ class Curvature:
         self._counts = {}         # shift -> certified n_neg(H + shift I)
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
         self._probe = None        # (v, H v) for a random unit v: a cheap norm bound
+        self._modified = None     # ((damping, floor), the modified sweep): the latest
 
     @property
     def n_params(self):
@@ -296,6 +297,87 @@ class Curvature:
         X, info = self._certified_solve(Bm, damping, method, refine, uncertified)
         X = X[:, 0] if vector else X
         return (X, info) if return_info else X
+
+    def modified_solve(self, b, damping, floor, refine=3):
+        """``F^{-1} b`` for the positive definite ``F = H + damping I + E`` of the modified
+        sweep (docs/math.md section 8.3, eq. (8.8)): the Riccati sweep with each pivot
+        ``Qxx_l`` replaced by ``V max(|Lambda|, floor I) V^T`` as it is formed, so that
+        ``E = blockdiag(E_l)`` over the layers' parameters, positive semi-definite, and
+        ``E = 0`` when ``H + (damping - floor) I`` is positive definite.
+
+        The solve is certified like :meth:`solve`'s first steps: the normwise backward error
+        for F (applied as ``H v + damping v + E v`` with the sweep's blocks ``E_l``) after at
+        most ``refine`` steps of refinement must be at most ``u max(n_params, 1000)``.
+
+        Parameters
+        ----------
+        b : array, shape ``(n_params,)`` or ``(n_params, k)``
+        damping : float
+            The shift added before the modification (>= 0 for a GGN).
+        floor : float
+            delta of eq. (8.7), > 0: the smallest pivot eigenvalue.
+        refine : int
+            Refinement steps at most.
+
+        Returns
+        -------
+        x : array, the shape of b
+        e_norm : float
+            ``||E||_2 = max_l ||E_l||_2``, eq. (8.9).
+
+        Raises
+        ------
+        UncertifiedSolveError
+            The backward error stays above the bound.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tallskinny_np import MLP, Curvature
+        >>> net = MLP([3, 4, 4, 2], activation="tanh")
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+        >>> curv = Curvature(net, net.init_params(seed=0, gain=2.0), X, y)
+        >>> x, e_norm = curv.modified_solve(curv.grad, 1e-3, floor=1e-2)
+        >>> bool(curv.grad @ x > 0), e_norm > 0          # a descent direction; H indefinite
+        (True, True)
+        """
+        damping = self._check_damping(damping)
+        floor = _finite_real(floor, "floor")
+        if not floor > 0:
+            raise ValueError(f"floor must be > 0; got {floor}")
+        Bm, vector = self._columns(b, "b")
+        key = (damping, floor)
+        if self._modified is None or self._modified[0] != key:
+            with sweep_threads():
+                self._modified = (key, riccati_factor(self.blocks, damping, modify=floor))
+        fac = self._modified[1]
+        E = fac.modification
+
+        def apply_F(V):
+            xs = self.net.split(V)
+            Ex = [x * 0 if e is None else (e @ x.reshape(e.shape[0], -1)).reshape(x.shape)
+                  for e, x in zip(E, xs)]
+            return self._shifted_product(V, damping) + self.net.join(Ex)
+
+        bound = backward_error_bound(self.n_params, self.net.dtype)
+        X = self._substitute(fac, "riccati", Bm)
+        R = Bm - apply_F(X)
+        eta = backward_errors(R, X, Bm)
+        for _ in range(refine):
+            if np.all(eta <= bound):
+                break
+            X_new = X + self._substitute(fac, "riccati", R)
+            R_new = Bm - apply_F(X_new)
+            eta_new = backward_errors(R_new, X_new, Bm)
+            if not np.all(eta_new < eta):
+                break
+            X, R, eta = X_new, R_new, eta_new
+        if not np.all(eta <= bound):
+            raise UncertifiedSolveError(eta, bound, "refine")
+        e_norm = max((float(np.linalg.norm(to_numpy(e), 2)) for e in E if e is not None),
+                     default=0.0)
+        return (X[:, 0] if vector else X), e_norm
 
     def solve_dampings(self, b, dampings, method="riccati", refine=3):
         """``[(H + d I)^{-1} b for d in dampings]``, each certified as in :meth:`solve`;

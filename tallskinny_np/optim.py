@@ -265,7 +265,7 @@ class DampedNewton:
         self.max_failures = max_failures
         self.state = {"damping": float(damping)}
 
-    def step(self, params, loss, grad, curv, loss_at):
+    def step(self, params, loss, grad, curv, loss_at, hold=False):
         """One step from ``params``, with trials until one is accepted.
 
         Parameters
@@ -280,6 +280,9 @@ class DampedNewton:
             The curvature at theta (on the curvature batch, which may be a sub-batch).
         loss_at : callable
             ``loss_at(theta)``, the gradient batch's loss at other parameters.
+        hold : bool, optional
+            Keep lam where a decrease is due (rho > 3/4), so that the next step with the
+            same curvature reuses this factorization (increases still apply).
 
         Returns
         -------
@@ -306,7 +309,7 @@ class DampedNewton:
                 rho = reduction_ratio(loss, trial_loss, model_decrease(curv, grad, s))
                 failed = not math.isfinite(trial_loss)
             check_failures(self.state, failed, self.max_failures, f"damping {lam:.3g}")
-            if rho > EXPAND_ABOVE:
+            if rho > EXPAND_ABOVE and not hold:
                 self.state["damping"] = lam / self.factor
             elif rho < SHRINK_BELOW:
                 self.state["damping"] = max(lam * self.factor, self.min_damping)
@@ -314,6 +317,10 @@ class DampedNewton:
                 return params + s, dict(accepted=True, rho=rho, damping=lam, trials=trial,
                                         **extra)
         return params, dict(accepted=False, rho=rho, damping=lam, trials=self.trials, **extra)
+
+    def curvature_kind(self, loss):
+        """The kind of curvature the next step needs at this loss: ``self.kind``."""
+        return self.kind
 
     def direction(self, curv, grad, lam):
         """The trial step ``-(H + lam I)^{-1} g`` (or the GGN's) by the certified O(L)
@@ -492,6 +499,79 @@ def hard_case_step(curv, grad, radius, rtol, tol=1e-10, inverse_iterations=3):
     return steps[int(values[1] < values[0])], lam
 
 
+class ModifiedNewton(DampedNewton):
+    """Modified Newton ``s = -(H + lam I + E)^{-1} g`` by one modified Riccati sweep
+    (:meth:`tallskinny_np.Curvature.modified_solve`, docs/math.md section 8.3): each
+    pivot's eigenvalues replaced by their absolute values, floored at ``floor``, so that
+    the matrix inverted is positive definite and equals ``H + lam I`` wherever that is
+    positive definite with room ``floor``. lam follows the Levenberg-Marquardt rule of
+    :class:`DampedNewton`; ``info`` reports ``modification``, ``||E||_2``.
+
+    Parameters
+    ----------
+    damping, factor, min_damping, trials, max_failures
+        As :class:`DampedNewton`.
+    floor : float, optional
+        delta, the smallest pivot eigenvalue, > 0 (default 1e-8).
+
+    References
+    ----------
+    .. [1] S. H. Cheng and N. J. Higham, "A modified Cholesky algorithm based on a
+       symmetric indefinite factorization", SIAM J. Matrix Anal. Appl. 19(4), 1998.
+       doi:10.1137/S0895479896302898
+    """
+
+    def __init__(self, damping=1.0, floor=1e-8, **rule):
+        super().__init__(damping, "hessian", **rule)
+        if not floor > 0:
+            raise ValueError(f"floor must be > 0; got {floor}")
+        self.floor = floor
+
+    def direction(self, curv, grad, lam):
+        """``-(H + lam I + E)^{-1} g`` from the modified sweep."""
+        x, e_norm = curv.modified_solve(grad, lam, self.floor)
+        return -x, {"modification": e_norm}
+
+
+class GaussNewtonToNewton(DampedNewton):
+    """Gauss-Newton steps ``-(G + lam I)^{-1} g`` until the loss first falls to
+    ``switch_loss``, damped Newton steps ``-(H + lam I)^{-1} g`` from then on, with one
+    Levenberg-Marquardt damping throughout.
+
+    The GGN is positive semi-definite and makes good progress far from a minimum, where H
+    is indefinite; but when a cross-entropy batch is memorised the residual term
+    ``H - G`` shrinks with the loss only as fast as G itself, so Gauss-Newton slows to a
+    crawl while Newton's steps keep their rate (docs/math.md section 8.4).
+
+    Parameters
+    ----------
+    damping, factor, min_damping, trials, max_failures
+        As :class:`DampedNewton`.
+    switch_loss : float, optional
+        The loss at which to switch, > 0 (default 1e-3).
+
+    Examples
+    --------
+    >>> from tallskinny_np.optim import GaussNewtonToNewton
+    >>> opt = GaussNewtonToNewton(switch_loss=0.01)
+    >>> opt.curvature_kind(0.5), opt.curvature_kind(0.005), opt.curvature_kind(0.5)
+    ('ggn', 'hessian', 'hessian')
+    """
+
+    def __init__(self, damping=1.0, switch_loss=1e-3, **rule):
+        super().__init__(damping, "ggn", **rule)
+        if not switch_loss > 0:
+            raise ValueError(f"switch_loss must be > 0; got {switch_loss}")
+        self.switch_loss = switch_loss
+
+    def curvature_kind(self, loss):
+        """"ggn" until the loss first reaches ``switch_loss``, "hessian" after (kept in
+        the state, so a resumed run keeps the switch)."""
+        if loss <= self.switch_loss:
+            self.state["switched"] = 1
+        return "hessian" if self.state.get("switched") else "ggn"
+
+
 class TrustRegion:
     """Trust-region Newton: the exact step of :func:`trust_region_subproblem` with the
     Hessian, and the radius adapted from rho: ``||s|| / 4`` when rho < 1/4, doubled (up
@@ -540,6 +620,10 @@ class TrustRegion:
     True
     """
     kind = "hessian"
+
+    def curvature_kind(self, loss):
+        """Always "hessian"."""
+        return self.kind
 
     def __init__(self, radius=1.0, max_radius=1e3, rtol=0.1, trials=5, max_failures=10):
         if not 0 < radius <= max_radius or not 0 < rtol < 1 or trials < 1:

@@ -369,3 +369,4 @@ def test_saddle_free_step_when_eps_nearly_cancels_a_negative_eigenvalue():
     assert np.linalg.norm(x - x_dense) <= 1e-10 * np.linalg.norm(x_dense)
     plain = curv.solve(curv.grad, eps)         # what the uncorrected solve amplifies
     assert np.linalg.norm(plain) > 1e6 * np.linalg.norm(x_dense)
+

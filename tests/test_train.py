@@ -144,6 +144,25 @@ def test_curvature_is_rebuilt_every_n_steps(tmp_path, monkeypatch):
     assert len(built) == 1 + 3                   # warm-up, then steps 0, 3 and 6
 
 
+def test_ggn_newton_switches_once_at_the_switch_loss(tmp_path, monkeypatch):
+    kinds = []
+    real = train.Curvature
+
+    def recording(net, params, X, y, kind):
+        kinds.append(kind)
+        return real(net, params, X, y, kind=kind)
+    monkeypatch.setattr(train, "Curvature", recording)
+    assert main(TINY + ["--optimizer", "ggn-newton", "--task", "precision", "--switch-loss",
+                        "1.0", "--target-loss", "1e-3", "--second-order-steps", "30",
+                        "--out", str(tmp_path)]) == 0
+    rows = metrics(tmp_path / "precision" / "ggn-newton" / "metrics.csv")
+    losses = [float(r["batch_loss"]) for r in rows[:-1]]
+    steps = kinds[2:]                                  # after the warm-up of both kinds
+    assert len(steps) == len(losses)
+    switch = next(i for i, loss in enumerate(losses) if loss <= 1.0)
+    assert 0 < switch and steps == ["ggn"] * switch + ["hessian"] * (len(steps) - switch)
+
+
 def test_precision_task_stops_at_the_target_loss(tmp_path, capsys):
     args = TINY + ["--task", "precision", "--target-loss", "0.05", "--compare",
                    "adam,ggn,saddle-free", "--steps", "400", "--second-order-steps", "60",

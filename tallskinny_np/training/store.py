@@ -32,7 +32,7 @@ CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
 COLUMNS = ("step", "wall", "batch_loss", "batch_acc", "train_loss", "train_acc", "val_loss",
            "val_acc", "accepted", "rho", "damping", "radius", "trials", "cg_iterations",
-           "negative", "flipped", "curvature")
+           "negative", "flipped", "modification", "curvature")
 INT_COLUMNS = ("step", "accepted", "trials", "cg_iterations", "negative", "flipped",
                "curvature")
 REQUIRED = ("params", "step", "wall", "loss0", "config", "network", "mean", "std", "classes",

@@ -21,13 +21,13 @@ def column(rows, key):
 
 def targets(task, target_loss):
     """The loss thresholds of the time-to-target table, and the loss they apply to: the
-    batch loss's decades down to ``target_loss`` (precision), 1e-1, 1e-2 and 1e-4
-    (memorise), or the full training split's loss 1, 0.5 and 0.25 (train, at the
+    batch loss's decades down to ``target_loss`` (precision), 1, 0.3 and 0.1 (memorise,
+    which stops at 100% accuracy), or the full training split's loss 1, 0.5 and 0.25 (train, at the
     evaluations)."""
     if task == "train":
         return "train_loss", (1.0, 0.5, 0.25)
     if task == "memorise":
-        return "batch_loss", (1e-1, 1e-2, 1e-4)
+        return "batch_loss", (1.0, 0.3, 0.1)
     top = math.floor(math.log10(target_loss))
     return "batch_loss", tuple(10.0 ** e for e in range(-1, top - 1, -1) if 10.0 ** e
                                > target_loss) + (target_loss,)

@@ -21,12 +21,15 @@ Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults:
 memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
 others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for train).
 
-Second-order optimizers: newton and ggn (exact damped solves), hf and hf-hessian
+Second-order optimizers: newton and ggn (exact damped solves), ggn-newton (Gauss-Newton
+until the batch loss reaches ``--switch-loss``, Newton after), modified-newton (the
+modified sweep's positive definite ``H + lam I + E``), hf and hf-hessian
 (Hessian-free: truncated CG on the GGN or the Hessian), saddle-free (``|H|`` on the
 negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all on the
 curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvature-every``
-steps (between rebuilds the same curvature, and its factorization while the damping stays,
-is reused with the new gradient).
+steps. Between rebuilds the same curvature and its factorization are reused with the new
+gradient: the damping then only increases (after a rejected step), its decreases wait for
+the last step before a rebuild.
 ``--epochs`` sets ``--steps`` in epochs of the training split.
 
 Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
@@ -65,8 +68,8 @@ from tqdm.auto import tqdm
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
 from ..model import MLP, cross_entropy
-from ..optim import (SGD, Adam, DampedNewton, HessianFree, SaddleFreeNewton, TrustRegion,
-                     loss_and_gradient)
+from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
+                     ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
 from .cli import HelpFormatter, error, integer, nonnegative_float, positive_float
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
@@ -78,8 +81,8 @@ from .store import (CHECKPOINT, METRICS, append_rows, commit, read_checkpoint,
 from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
 
 PROG = "tallskinny-train"
-OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "hf", "hf-hessian", "saddle-free",
-              "trust-region")
+OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "ggn-newton", "modified-newton", "hf",
+              "hf-hessian", "saddle-free", "trust-region")
 DEFAULT_COMPARE = ("sgd", "adam", "ggn", "trust-region")
 TASKS = ("memorise", "train", "precision")
 DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
@@ -173,6 +176,11 @@ def parse_args(argv):
     p.add_argument("--negative-pairs", type=integer(1), default=20,
                    help="saddle-free: flip at most this many of the most negative "
                         "eigenpairs of H (the others are absorbed by a larger damping)")
+    p.add_argument("--floor", type=positive_float, default=1e-8,
+                   help="modified-newton: the smallest eigenvalue of a modified pivot")
+    p.add_argument("--switch-loss", type=positive_float, default=1e-3,
+                   help="ggn-newton: the batch loss at which Gauss-Newton steps give way to "
+                        "Newton steps")
     p.add_argument("--curvature-every", type=integer(1), default=1,
                    help="rebuild the curvature every N steps and reuse it in between")
     p.add_argument("--batch", type=integer(1), default=32, help="images per gradient batch")
@@ -251,6 +259,10 @@ def make_optimizer(name, args, task, lr=None):
         return TrustRegion(radius=args.radius)
     if name in ("hf", "hf-hessian"):
         return HessianFree(damping=args.damping, kind="ggn" if name == "hf" else "hessian")
+    if name == "ggn-newton":
+        return GaussNewtonToNewton(damping=args.damping, switch_loss=args.switch_loss)
+    if name == "modified-newton":
+        return ModifiedNewton(damping=args.damping, floor=args.floor)
     if name == "saddle-free":
         return SaddleFreeNewton(damping=args.damping, max_pairs=args.negative_pairs)
     return DampedNewton(damping=args.damping, kind="ggn" if name == "ggn" else "hessian")
@@ -347,16 +359,21 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
             raise FloatingPointError(f"the parameters became non-finite (lr {opt.lr:g})")
         return new, {}
     cb = problem.args.curvature_batch or len(y)
-    rebuilt = step % problem.args.curvature_every == 0
+    kind = opt.curvature_kind(loss)
+    rebuilt = (step % problem.args.curvature_every == 0
+               or ("curv" in held and held["curv"].kind != kind))
     if rebuilt:
         opt.state.update(curvature_params=params, curvature_step=step)
-        held["curv"] = Curvature(net, params, X[:cb], y[:cb], kind=opt.kind)
+        held["curv"] = Curvature(net, params, X[:cb], y[:cb], kind=kind)
     elif "curv" not in held:
         Xc, yc = problem.batch(task, opt.state["curvature_step"])
         held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
-                                 kind=opt.kind)
+                                 kind=kind)
+    # A damping that stays keeps the held factorization: it decreases only before a rebuild.
+    hold = {} if isinstance(opt, TrustRegion) else {
+        "hold": (step + 1) % problem.args.curvature_every != 0}
     new, info = opt.step(params, loss, grad, held["curv"],
-                         lambda p: batch_loss(net, p, X, y))
+                         lambda p: batch_loss(net, p, X, y), **hold)
     return new, dict(info, curvature=int(rebuilt))
 
 
@@ -364,8 +381,8 @@ def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
             "augment", "depth", "width", "activation", "damping", "radius", "batch",
-            "curvature_batch", "curvature_every", "negative_pairs", "target_loss", "dtype",
-            "seed")
+            "curvature_batch", "curvature_every", "negative_pairs", "switch_loss", "floor",
+            "target_loss", "dtype", "seed")
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None)
     return config
@@ -551,8 +568,9 @@ def load(args):
 def compare(args, problem):
     """Run every task and optimizer; the report's lines."""
     report = []
-    problem.warm_up({make_optimizer(n, args, "train").kind
-                     for n in args.optimizers} - {None})
+    second = [make_optimizer(n, args, "train").kind for n in args.optimizers]
+    problem.warm_up(set(second) - {None} | ({"hessian"} if "ggn-newton" in args.optimizers
+                                            else set()))
     for task in args.tasks:
         rates = {}
         if args.lr_sweep is not None:

@@ -204,9 +204,10 @@ class DampedNewton:
     reduction ratios.
 
     A rejected step is retried with the larger lam on the same curvature, up to ``trials``
-    times per step; after ``max_failures`` consecutive non-finite losses or singular
-    systems :class:`FloatingPointError` is raised. For an indefinite H the step may
-    increase the model; it is then rejected like a poor one.
+    times per step; a solve that is refused (``H + lam I`` singular to working precision,
+    or not certified) raises lam by ``factor**2``. After ``max_failures`` consecutive
+    non-finite losses or refused solves :class:`FloatingPointError` is raised. For an
+    indefinite H the step may increase the model; it is then rejected like a poor one.
 
     Parameters
     ----------
@@ -302,13 +303,17 @@ class DampedNewton:
             try:
                 s, extra = self.direction(curv, grad, lam)
             except np.linalg.LinAlgError:       # singular, or not certified: damp more
+                check_failures(self.state, True, self.max_failures, f"damping {lam:.3g}")
+                # lam sits on or below negative curvature by an unknown amount: factor^2
+                # reaches it from min_damping within max_failures trials on any scale
+                # the Hessian of a memorised batch has.
+                self.state["damping"] = max(lam * self.factor ** 2, self.min_damping)
                 rho = -math.inf
-                failed = True
-            else:
-                trial_loss = loss_at(params + s)
-                rho = reduction_ratio(loss, trial_loss, model_decrease(curv, grad, s))
-                failed = not math.isfinite(trial_loss)
-            check_failures(self.state, failed, self.max_failures, f"damping {lam:.3g}")
+                continue
+            trial_loss = loss_at(params + s)
+            rho = reduction_ratio(loss, trial_loss, model_decrease(curv, grad, s))
+            check_failures(self.state, not math.isfinite(trial_loss), self.max_failures,
+                           f"damping {lam:.3g}")
             if rho > EXPAND_ABOVE and not hold:
                 self.state["damping"] = lam / self.factor
             elif rho < SHRINK_BELOW:

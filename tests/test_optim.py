@@ -270,6 +270,33 @@ def test_rejected_trials_retry_with_more_damping_then_give_up():
         opt.step(x0, 1.0, np.ones(4), curv, lambda p: math.inf)
 
 
+class RefusingCurvature(DenseCurvature):
+    """A curvature whose solves are refused below a damping, as near a memorised batch
+    where H has negative eigenvalues far larger than its positive ones."""
+
+    def __init__(self, H, refuse_below):
+        super().__init__(H)
+        self.refuse_below = refuse_below
+
+    def solve(self, b, damping):
+        if damping < self.refuse_below:
+            raise SingularPivotError(3, 1e-17, "Riccati pivot block Qxx")
+        return super().solve(b, damping)
+
+
+def test_refused_solves_raise_the_damping_by_the_factor_squared():
+    A = spd(5, 10, seed=15)
+    curv = RefusingCurvature(A, refuse_below=1e-5)
+    opt = DampedNewton(damping=1e-8, kind="hessian", factor=2.0, trials=5, max_failures=10)
+    f = lambda p: 0.5 * p @ A @ p - p.sum()
+    x0 = np.zeros(5)
+    new, info = opt.step(x0, f(x0), A @ x0 - 1, curv, f)
+    assert not info["accepted"] and opt.state["damping"] == pytest.approx(1e-8 * 4 ** 5)
+    new, info = opt.step(x0, f(x0), A @ x0 - 1, curv, f)
+    assert info["accepted"] and info["damping"] == pytest.approx(1e-8 * 4 ** 5)
+    assert opt.state["failures"] == 0
+
+
 def test_sgd_momentum_and_adam_formulas():
     g0, g1 = np.array([1.0, -2.0]), np.array([0.5, 0.5])
     sgd = SGD(lr=0.1, momentum=0.9)

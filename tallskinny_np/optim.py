@@ -816,7 +816,7 @@ class HessianFree(DampedNewton):
         return s, {"cg_iterations": iterations}
 
 
-def smallest_eigenpairs(curv, k, tol=None):
+def smallest_eigenpairs(curv, k):
     """The k smallest eigenvalues of H (ascending) and their orthonormal eigenvectors, by
     shift-invert Lanczos (ARPACK's ``eigsh``) on the certified O(L) solves with
     ``H - sigma I`` (docs/math.md section 8.2).
@@ -840,7 +840,7 @@ def smallest_eigenpairs(curv, k, tol=None):
         return w[:k], U[:, :k]
     theta_min, theta_max = curv.ritz_interval()
     gap = 0.01 * max(abs(theta_min), abs(theta_max), np.finfo(curv.dtype).tiny)
-    while curv.count_eigenvalues_below(theta_min - gap, tol) > 0:
+    while curv.count_eigenvalues_below(theta_min - gap) > 0:
         gap *= 4
     sigma = theta_min - gap
     try:
@@ -852,14 +852,15 @@ def smallest_eigenpairs(curv, k, tol=None):
     return w[order], U[:, order]
 
 
-def saddle_free_solve(curv, b, damping, max_pairs=None, tol=None):
+def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6):
     """``(|H| + damping I)^{-1} b`` with ``|H| = sum_i |lambda_i| u_i u_i^T``, in O(L) plus
     a rank-k correction (docs/math.md section 8.2, eqs. (8.3)-(8.5)).
 
-    The number k of negative eigenvalues is the certified count ``n(H < 0)`` (eigenvalues
-    within ``tol ||H||`` of 0 may count either way; such a one, treated as positive,
-    changes the result by at most ``2 tol ||H|| / damping`` relative). Their eigenpairs
-    ``(w, U)`` come from :func:`smallest_eigenpairs`, and with ``c = U^T b``::
+    The number k of negative eigenvalues is the certified count ``n(H < -tol ||H||)``:
+    a count at 0 itself is not certifiable, H being singular (docs/math.md section 3.5),
+    and an eigenvalue in ``[-tol ||H||, 0)`` left unflipped changes the result by at most
+    ``2 tol ||H|| / (damping - tol ||H||)`` relative. The eigenpairs ``(w, U)`` come from
+    :func:`smallest_eigenpairs`, and with ``c = U^T b``::
 
         x = P (H + damping I)^{-1} (b - U c) + U diag(1 / (|w| + damping)) c,
         P = I - U U^T
@@ -894,11 +895,11 @@ def saddle_free_solve(curv, b, damping, max_pairs=None, tol=None):
     >>> info["negative"] > 0, bool(np.linalg.norm(x - dense) <= 1e-10 * np.linalg.norm(dense))
     (True, True)
     """
-    n_neg = curv.count_eigenvalues_below(0.0, tol)
+    n_neg = curv.count_eigenvalues_below(-tol * curv.norm_estimate())
     k = n_neg if max_pairs is None else min(n_neg, max_pairs)
     if n_neg == 0:
         return curv.solve(b, damping), dict(negative=0, flipped=0, shift=damping)
-    w, U = smallest_eigenpairs(curv, k + (n_neg > k), tol)
+    w, U = smallest_eigenpairs(curv, k + (n_neg > k))
     shift = damping
     if n_neg > k:
         shift = damping - min(float(w[k]), 0.0)

@@ -169,7 +169,7 @@ def test_precision_task_stops_at_the_target_loss(tmp_path, capsys):
                    "--out", str(tmp_path)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "precision: steps/time to each batch loss" in printed
+    assert "precision: steps/seconds to each batch loss" in printed
     for name in ("adam", "ggn", "saddle-free"):
         rows = metrics(tmp_path / "precision" / name / "metrics.csv")
         losses = [float(r["batch_loss"]) for r in rows]

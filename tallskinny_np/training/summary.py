@@ -105,21 +105,28 @@ def table(task, summary, header):
 
 def targets_table(task, summary, thresholds):
     """Steps and seconds to each loss threshold, one row per optimizer ('-': not
-    reached), within :data:`WIDTH` columns (thresholds that do not fit are left to the
-    CSV summary)."""
+    reached), within :data:`WIDTH` columns: thresholds from the middle of the range are
+    left to the CSV summary until the table fits."""
     key, values = thresholds
     what = "full training split" if key == "train_loss" else "batch"
-    cells = [["optimizer"] + [f"loss {t:g}" for t in values]]
-    for s in summary:
-        cells.append([s["optimizer"]] + [
-            "-" if s[f"steps_to_{t:g}"] is None
-            else f"{s[f'steps_to_{t:g}']}/{s[f'wall_to_{t:g}']:.3g}s" for t in values])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    while sum(widths) + len(widths) - 1 > WIDTH:
-        widths.pop()
+
+    def cell(s, t):
+        steps, wall = s[f"steps_to_{t:g}"], s[f"wall_to_{t:g}"]
+        if steps is None:
+            return "-"
+        return f"{steps}/{wall:.2f}" if wall < 10 else f"{steps}/{wall:.0f}"
+
+    shown = list(values)
+    while True:
+        cells = [["optimizer"] + [f"loss {t:g}" for t in shown]]
+        cells += [[s["optimizer"]] + [cell(s, t) for t in shown] for s in summary]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+        if sum(widths) + len(widths) - 1 <= WIDTH or len(shown) <= 2:
+            break
+        del shown[len(shown) // 2]
     lines = [" ".join(c.ljust(w) if k == 0 else c.rjust(w)
                       for k, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
-    return "\n".join([f"{task}: steps/time to each {what} loss"] + lines)
+    return "\n".join([f"{task}: steps/seconds to each {what} loss"] + lines)
 
 
 def comparisons(task, summary, runs):

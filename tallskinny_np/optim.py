@@ -553,7 +553,7 @@ class GaussNewtonToNewton(DampedNewton):
     damping, factor, min_damping, trials, max_failures
         As :class:`DampedNewton`.
     switch_loss : float, optional
-        The loss at which to switch, > 0 (default 1e-3).
+        The loss at which to switch, > 0 (default 0.1).
 
     Examples
     --------
@@ -563,7 +563,7 @@ class GaussNewtonToNewton(DampedNewton):
     ('ggn', 'hessian', 'hessian')
     """
 
-    def __init__(self, damping=1.0, switch_loss=1e-3, **rule):
+    def __init__(self, damping=1.0, switch_loss=0.1, **rule):
         super().__init__(damping, "ggn", **rule)
         if not switch_loss > 0:
             raise ValueError(f"switch_loss must be > 0; got {switch_loss}")

@@ -29,7 +29,7 @@ def targets(task, target_loss):
     if task == "memorise":
         return "batch_loss", (1.0, 0.3, 0.1)
     top = math.floor(math.log10(target_loss))
-    return "batch_loss", tuple(10.0 ** e for e in range(-1, top - 1, -1) if 10.0 ** e
+    return "batch_loss", tuple(10.0 ** e for e in range(0, top - 1, -1) if 10.0 ** e
                                > target_loss) + (target_loss,)
 
 

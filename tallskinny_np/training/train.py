@@ -178,7 +178,7 @@ def parse_args(argv):
                         "eigenpairs of H (the others are absorbed by a larger damping)")
     p.add_argument("--floor", type=positive_float, default=1e-8,
                    help="modified-newton: the smallest eigenvalue of a modified pivot")
-    p.add_argument("--switch-loss", type=positive_float, default=1e-3,
+    p.add_argument("--switch-loss", type=positive_float, default=0.1,
                    help="ggn-newton: the batch loss at which Gauss-Newton steps give way to "
                         "Newton steps")
     p.add_argument("--curvature-every", type=integer(1), default=1,

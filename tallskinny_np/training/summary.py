@@ -201,8 +201,9 @@ def plot(task, runs, path, title):
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_yscale("log")
-                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-                ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+                if task != "precision":     # decades of loss: matplotlib's 10^k labels
+                    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
             if col == 1:
                 ax.set_xscale("log")
     fig.suptitle(title)

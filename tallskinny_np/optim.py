@@ -852,7 +852,18 @@ def smallest_eigenpairs(curv, k):
     return w[order], U[:, order]
 
 
-def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6):
+def negative_pairs(curv, max_pairs=None, tol=1e-6):
+    """``(k, w, U)``: the certified number k of eigenvalues of H below ``-tol ||H||``, and
+    the ``min(k, max_pairs)`` smallest eigenpairs (one more when ``max_pairs < k``: the
+    top-k shift needs it), as :func:`saddle_free_solve` uses them."""
+    n_neg = curv.count_eigenvalues_below(-tol * curv.norm_estimate())
+    k = n_neg if max_pairs is None else min(n_neg, max_pairs)
+    if n_neg == 0:
+        return 0, None, None
+    return (n_neg, *smallest_eigenpairs(curv, k + (n_neg > k)))
+
+
+def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6, pairs=None):
     """``(|H| + damping I)^{-1} b`` with ``|H| = sum_i |lambda_i| u_i u_i^T``, in O(L) plus
     a rank-k correction (docs/math.md section 8.2, eqs. (8.3)-(8.5)).
 
@@ -873,6 +884,9 @@ def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6):
     pairs are flipped and the shift becomes ``damping - lambda_{max_pairs + 1}``, so that
     the matrix inverted, H with those pairs flipped plus the shift, is positive definite
     (its smallest eigenvalue is ``damping``).
+
+    ``pairs``, the result of :func:`negative_pairs` for this curvature, saves computing
+    them again for another damping.
 
     Returns
     -------
@@ -895,11 +909,10 @@ def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6):
     >>> info["negative"] > 0, bool(np.linalg.norm(x - dense) <= 1e-10 * np.linalg.norm(dense))
     (True, True)
     """
-    n_neg = curv.count_eigenvalues_below(-tol * curv.norm_estimate())
+    n_neg, w, U = pairs or negative_pairs(curv, max_pairs, tol)
     k = n_neg if max_pairs is None else min(n_neg, max_pairs)
     if n_neg == 0:
         return curv.solve(b, damping), dict(negative=0, flipped=0, shift=damping)
-    w, U = smallest_eigenpairs(curv, k + (n_neg > k))
     shift = damping
     if n_neg > k:
         shift = damping - min(float(w[k]), 0.0)
@@ -936,8 +949,12 @@ class SaddleFreeNewton(DampedNewton):
         if max_pairs is not None and max_pairs < 0:
             raise ValueError(f"max_pairs must be >= 0 or None; got {max_pairs}")
         self.max_pairs = max_pairs
+        self._pairs = None      # (curvature, negative_pairs of it): the latest
 
     def direction(self, curv, grad, lam):
-        """``-(|H| + lam I)^{-1} g`` (top-k: see :func:`saddle_free_solve`)."""
-        x, info = saddle_free_solve(curv, grad, lam, self.max_pairs)
+        """``-(|H| + lam I)^{-1} g`` (top-k: see :func:`saddle_free_solve`); the
+        eigenpairs of a curvature are computed once for all its trial dampings."""
+        if self._pairs is None or self._pairs[0] is not curv:
+            self._pairs = (curv, negative_pairs(curv, self.max_pairs))
+        x, info = saddle_free_solve(curv, grad, lam, self.max_pairs, pairs=self._pairs[1])
         return -x, info

@@ -1,0 +1,106 @@
+"""BLAS and LAPACK (float64) callable from numba-compiled code, through the function
+pointers that SciPy exports in ``scipy.linalg.cython_blas`` and ``scipy.linalg.cython_lapack``.
+
+The compiled Riccati stages (:mod:`tallskinny_np.stage`) call these directly, so a call
+costs well under a microsecond of overhead instead of the tens that a Python-level
+``get_lapack_funcs`` call costs. Matrices are column-major (Fortran) and are passed as an
+address (``X.ctypes.data`` plus a byte offset) with a leading dimension, as in BLAS; a
+submatrix is an address inside its parent, so no block is ever copied to call a routine.
+Every function here must be called from numba-compiled code.
+"""
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+ITEM = 8
+"""Bytes per float64: offsets into a matrix are ``ITEM * (i + j * ld)``."""
+
+
+def _bind(module, name, nargs):
+    """The routine as a numba external function of ``nargs`` pointer arguments. The symbol
+    is registered with LLVM under a name of its own at import, so compiled code refers to
+    it by name and can be cached on disk (a ctypes pointer could not)."""
+    symbol = f"tallskinny_np_{name}"
+    llvm.add_symbol(symbol, get_cython_function_address(f"scipy.linalg.cython_{module}", name))
+    return types.ExternalFunction(symbol, types.void(*([types.intp] * nargs)))
+
+
+_dgemm = _bind("blas", "dgemm", 13)
+_dsyrk = _bind("blas", "dsyrk", 10)
+_dtrsm = _bind("blas", "dtrsm", 11)
+_dpotrf = _bind("lapack", "dpotrf", 5)
+_dsytrf = _bind("lapack", "dsytrf", 8)
+
+
+@njit(cache=True)
+def _chars(*cs):
+    out = np.empty(len(cs), np.uint8)
+    for i, c in enumerate(cs):
+        out[i] = ord(c)
+    return out
+
+
+@njit(cache=True)
+def gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """``C = alpha op(A) op(B) + beta C`` with C m x n and inner dimension k."""
+    if m == 0 or n == 0:
+        return
+    ch = _chars(ta, tb)
+    iv = np.array([m, n, k, lda, ldb, ldc], np.int32)
+    dv = np.array([alpha, beta])
+    _dgemm(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
+           iv.ctypes.data + 8, dv.ctypes.data, a, iv.ctypes.data + 12, b, iv.ctypes.data + 16,
+           dv.ctypes.data + 8, c, iv.ctypes.data + 20)
+
+
+@njit(cache=True)
+def syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc):
+    """One triangle of ``C = alpha A A^T + beta C`` (trans "N", A n x k) or
+    ``alpha A^T A + beta C`` (trans "T", A k x n)."""
+    if n == 0:
+        return
+    ch = _chars(uplo, trans)
+    iv = np.array([n, k, lda, ldc], np.int32)
+    dv = np.array([alpha, beta])
+    _dsyrk(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
+           dv.ctypes.data, a, iv.ctypes.data + 8, dv.ctypes.data + 8, c, iv.ctypes.data + 12)
+
+
+@njit(cache=True)
+def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
+    """``B = alpha op(A)^{-1} B`` (side "L") or ``alpha B op(A)^{-1}`` (side "R"), A
+    triangular, B m x n."""
+    if m == 0 or n == 0:
+        return
+    ch = _chars(side, uplo, transa, diag)
+    iv = np.array([m, n, lda, ldb], np.int32)
+    dv = np.array([alpha])
+    _dtrsm(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, ch.ctypes.data + 3,
+           iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a, iv.ctypes.data + 8, b,
+           iv.ctypes.data + 12)
+
+
+@njit(cache=True)
+def potrf(uplo, n, a, lda):
+    """Cholesky factorization in place; returns LAPACK's info (0: positive definite)."""
+    ch = _chars(uplo)
+    iv = np.array([n, lda, 0], np.int32)
+    _dpotrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, iv.ctypes.data + 8)
+    return iv[2]
+
+
+@njit(cache=True)
+def sytrf(uplo, n, a, lda, ipiv):
+    """Bunch-Kaufman ``U D U^T`` (or ``L D L^T``) in place, pivots in ``ipiv`` (int32,
+    LAPACK's 1-based convention); returns info (> 0: D is exactly singular)."""
+    ch = _chars(uplo)
+    iv = np.array([n, lda, -1, 0], np.int32)
+    query = np.empty(1)
+    _dsytrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, ipiv.ctypes.data,
+            query.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
+    iv[2] = max(1, int(query[0]))
+    work = np.empty(iv[2])
+    _dsytrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, ipiv.ctypes.data,
+            work.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
+    return iv[3]

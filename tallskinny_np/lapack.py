@@ -4,18 +4,16 @@ pointers that SciPy exports in ``scipy.linalg.cython_blas`` and ``scipy.linalg.c
 The compiled Riccati stages (:mod:`tallskinny_np.stage`) call these directly, so a call
 costs well under a microsecond of overhead instead of the tens that a Python-level
 ``get_lapack_funcs`` call costs. Matrices are column-major (Fortran) and are passed as an
-address (``X.ctypes.data`` plus a byte offset) with a leading dimension, as in BLAS; a
-submatrix is an address inside its parent, so no block is ever copied to call a routine.
+array, the offset (in elements) of the first entry and a leading dimension, as in BLAS; a
+submatrix is an offset inside its parent, so no block is ever copied to call a routine.
+(The arrays themselves, not their addresses, are passed, so that numba keeps them alive
+until the call.)
 Every function here must be called from numba-compiled code.
 """
 import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
 from numba.extending import get_cython_function_address
-
-ITEM = 8
-"""Bytes per float64: offsets into a matrix are ``ITEM * (i + j * ld)``."""
-
 
 def _bind(module, name, nargs):
     """The routine as a numba external function of ``nargs`` pointer arguments. The symbol
@@ -42,7 +40,20 @@ def _chars(*cs):
 
 
 @njit(cache=True)
-def gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+def _alive(*arrays):
+    """Uses its arguments: called after a routine, it keeps the scalar arrays whose
+    addresses were passed alive until the routine has returned."""
+    return len(arrays)
+
+
+@njit(cache=True)
+def _at(a, i):
+    """The address of element i (counted in the storage order) of array a."""
+    return a.ctypes.data + i * a.itemsize
+
+
+@njit(cache=True)
+def gemm(ta, tb, m, n, k, alpha, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """``C = alpha op(A) op(B) + beta C`` with C m x n and inner dimension k."""
     if m == 0 or n == 0:
         return
@@ -50,12 +61,13 @@ def gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     iv = np.array([m, n, k, lda, ldb, ldc], np.int32)
     dv = np.array([alpha, beta])
     _dgemm(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
-           iv.ctypes.data + 8, dv.ctypes.data, a, iv.ctypes.data + 12, b, iv.ctypes.data + 16,
-           dv.ctypes.data + 8, c, iv.ctypes.data + 20)
+           iv.ctypes.data + 8, dv.ctypes.data, _at(a, ia), iv.ctypes.data + 12, _at(b, ib),
+           iv.ctypes.data + 16, dv.ctypes.data + 8, _at(c, ic), iv.ctypes.data + 20)
+    _alive(ch, iv, dv)
 
 
 @njit(cache=True)
-def syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc):
+def syrk(uplo, trans, n, k, alpha, a, ia, lda, beta, c, ic, ldc):
     """One triangle of ``C = alpha A A^T + beta C`` (trans "N", A n x k) or
     ``alpha A^T A + beta C`` (trans "T", A k x n)."""
     if n == 0:
@@ -64,7 +76,9 @@ def syrk(uplo, trans, n, k, alpha, a, lda, beta, c, ldc):
     iv = np.array([n, k, lda, ldc], np.int32)
     dv = np.array([alpha, beta])
     _dsyrk(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
-           dv.ctypes.data, a, iv.ctypes.data + 8, dv.ctypes.data + 8, c, iv.ctypes.data + 12)
+           dv.ctypes.data, _at(a, ia), iv.ctypes.data + 8, dv.ctypes.data + 8, _at(c, ic),
+           iv.ctypes.data + 12)
+    _alive(ch, iv, dv)
 
 
 @njit(cache=True)
@@ -77,8 +91,9 @@ def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
     iv = np.array([m, n, lda, ldb], np.int32)
     dv = np.array([alpha])
     _dtrsm(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, ch.ctypes.data + 3,
-           iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a, iv.ctypes.data + 8, b,
-           iv.ctypes.data + 12)
+           iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a.ctypes.data, iv.ctypes.data + 8,
+           b.ctypes.data, iv.ctypes.data + 12)
+    _alive(ch, iv, dv)
 
 
 @njit(cache=True)
@@ -86,7 +101,9 @@ def potrf(uplo, n, a, lda):
     """Cholesky factorization in place; returns LAPACK's info (0: positive definite)."""
     ch = _chars(uplo)
     iv = np.array([n, lda, 0], np.int32)
-    _dpotrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, iv.ctypes.data + 8)
+    _dpotrf(ch.ctypes.data, iv.ctypes.data, a.ctypes.data, iv.ctypes.data + 4,
+            iv.ctypes.data + 8)
+    _alive(ch)
     return iv[2]
 
 
@@ -97,10 +114,11 @@ def sytrf(uplo, n, a, lda, ipiv):
     ch = _chars(uplo)
     iv = np.array([n, lda, -1, 0], np.int32)
     query = np.empty(1)
-    _dsytrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, ipiv.ctypes.data,
-            query.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
+    _dsytrf(ch.ctypes.data, iv.ctypes.data, a.ctypes.data, iv.ctypes.data + 4,
+            ipiv.ctypes.data, query.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
     iv[2] = max(1, int(query[0]))
     work = np.empty(iv[2])
-    _dsytrf(ch.ctypes.data, iv.ctypes.data, a, iv.ctypes.data + 4, ipiv.ctypes.data,
-            work.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
+    _dsytrf(ch.ctypes.data, iv.ctypes.data, a.ctypes.data, iv.ctypes.data + 4,
+            ipiv.ctypes.data, work.ctypes.data, iv.ctypes.data + 8, iv.ctypes.data + 12)
+    _alive(ch, query, work)
     return iv[3]

@@ -29,7 +29,6 @@ import numpy as np
 from numba import njit
 
 from . import lapack
-from .lapack import ITEM
 
 CHOLESKY, BUNCH_KAUFMAN = 0, 1
 
@@ -56,7 +55,7 @@ def _bunch_kaufman(Q):
     cs = np.ones(p)
     sn = np.zeros(p)
     ipiv = np.empty(p, np.int32)
-    lapack.sytrf("L", p, Q.ctypes.data, p, ipiv)
+    lapack.sytrf("L", p, Q, p, ipiv)
     lam = np.empty(p)
     k = 0
     while k < p:
@@ -99,7 +98,7 @@ def factor(Q, positive_definite):
     anorm = onenorm(Q)
     if positive_definite:
         backup = Q.copy()
-        if lapack.potrf("L", p, Q.ctypes.data, p) == 0:
+        if lapack.potrf("L", p, Q, p) == 0:
             ident = np.arange(p)
             ones = np.ones(p)
             rcond = _rcond(CHOLESKY, Q, ident, ones, np.zeros(p), ones, ident, p, anorm)
@@ -148,12 +147,12 @@ def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
     ``(G^{-1} Y^T)^T``."""
     r, p = Y.shape
     if kind == CHOLESKY:
-        lapack.trsm("R", "L", "T", "N", r, p, 1.0, Lf.ctypes.data, p, Y.ctypes.data, r)
+        lapack.trsm("R", "L", "T", "N", r, p, 1.0, Lf, p, Y, r)
         return
     T = np.empty_like(Y)
     for j in range(p):
         T[:, j] = Y[:, perm[j]]
-    lapack.trsm("R", "L", "T", "U", r, p, 1.0, Lf.ctypes.data, p, T.ctypes.data, r)
+    lapack.trsm("R", "L", "T", "U", r, p, 1.0, Lf, p, T, r)
     for j in range(p - 1):
         if sn[j] != 0.0 or cs[j] != 1.0:
             for i in range(r):
@@ -171,7 +170,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
     ``(G^{-T} Y^T)^T``, the inverse of :func:`half_solve`'s transpose."""
     r, p = Y.shape
     if kind == CHOLESKY:
-        lapack.trsm("R", "L", "N", "N", r, p, 1.0, Lf.ctypes.data, p, Y.ctypes.data, r)
+        lapack.trsm("R", "L", "N", "N", r, p, 1.0, Lf, p, Y, r)
         return
     T = np.empty_like(Y)
     for j in range(p):
@@ -183,7 +182,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
             for i in range(r):
                 a, b = T[i, j], T[i, j + 1]
                 T[i, j], T[i, j + 1] = a * cs[j] - b * sn[j], b * cs[j] + a * sn[j]
-    lapack.trsm("R", "L", "N", "U", r, p, 1.0, Lf.ctypes.data, p, T.ctypes.data, r)
+    lapack.trsm("R", "L", "N", "U", r, p, 1.0, Lf, p, T, r)
     for j in range(p):
         Y[:, perm[j]] = T[:, j]
 

@@ -13,13 +13,12 @@ from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
 from .ldu import ldu_factor, ldu_solve
-from .model import from_layers, to_layers
 from .products import hvp
 from .riccati import riccati_factor, riccati_solve
 
 METHODS = ("riccati", "ldu", "banded")
 
-# method -> (factor(blocks, damping), solve(factor, per-layer rhs (p_l, r)) -> per-layer x)
+# method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
@@ -55,7 +54,7 @@ class Curvature:
         self.blocks = Blocks(net, params, self.linearization, kind)
         self.loss = float(self.linearization.loss)
         g = gradient(net, self.linearization)
-        self.grad = from_layers(net, [gl[..., None] for gl in g])[:, 0]
+        self.grad = net.join(g)
         self._factors = {}
 
     @property
@@ -78,14 +77,14 @@ class Curvature:
         return (v[:, None] if v.ndim == 1 else v), v.ndim == 1
 
     def _result(self, xs, vector):
-        out = from_layers(self.net, xs)
+        out = self.net.join(xs)
         return out[:, 0] if vector else out
 
     def hvp(self, v):
         """``H v`` (or ``G v`` for the GGN) in O(L), DESIGN.md section 3. v may be
         ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
         V, vector = self._columns(v, "v")
-        return self._result(hvp(self.blocks, to_layers(self.net, V)), vector)
+        return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
     def _check_damping(self, damping):
         damping = _finite_real(damping, "damping")
@@ -174,15 +173,14 @@ class Curvature:
     def _solve_columns(self, Bm, shift, method):
         """One substitution with the cached factors of ``H + shift I``:
         Bm (n_params, r) -> (n_params, r)."""
-        layers = to_layers(self.net, Bm)
         fac = self._factor(shift, method)
         with sweep_threads():
-            xs = _SOLVERS[method][1](fac, [x.reshape(-1, x.shape[-1]) for x in layers])
-        return from_layers(self.net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
+            xs = _SOLVERS[method][1](fac, self.net.split(Bm))
+        return self.net.join(xs)
 
     def _shifted_product(self, X, damping):
         """``(H + damping I) X`` for X (n_params, r), by the O(L) product."""
-        return from_layers(self.net, hvp(self.blocks, to_layers(self.net, X))) + damping * X
+        return self.net.join(hvp(self.blocks, self.net.split(X))) + damping * X
 
     def inertia(self, shift=0.0):
         """``(n_neg, n_zero, n_pos)`` of ``H + shift I`` by Sylvester's law of inertia from

@@ -1,4 +1,4 @@
-"""Inertia, spectrum slicing and the LinearOperator adapters (issue 4) against
+"""Inertia, spectrum slicing and the LinearOperator adapters against
 ``numpy.linalg.eigvalsh`` of the dense H built from ``hvp`` columns (conftest), on random
 configurations, with shifts right next to eigenvalues."""
 import numpy as np

@@ -25,6 +25,8 @@ reciprocal condition estimate ``rcond = 1 / (||Q||_1 est(||Q^{-1}||_1))`` uses H
 1-norm estimator (the one in LAPACK's condition estimators). Float64 only; other dtypes and
 other array modules use :mod:`tallskinny_np.symmetric`.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -33,7 +35,29 @@ from . import lapack
 CHOLESKY, BUNCH_KAUFMAN = 0, 1
 
 
-@njit(cache=True)
+class PivotFactor(NamedTuple):
+    """A factored pivot: ``arrays`` is the tuple of :func:`factor` with the factor matrix
+    first (what the compiled kernels take), ``inertia = (n_neg, n_zero, n_pos)`` of Q,
+    ``rcond`` its reciprocal 1-norm condition estimate and ``anorm = ||Q||_1``."""
+    arrays: tuple
+    inertia: tuple
+    rcond: float
+    anorm: float
+
+    @classmethod
+    def of(cls, arrays):
+        """The record of ``(Lf,) + factor(...)`` as returned by the compiled stages."""
+        kind, lam, anorm, rcond = arrays[1], arrays[5], arrays[8], arrays[9]
+        return cls(arrays, inertia(kind, lam, anorm), float(rcond), float(anorm))
+
+    def solve(self, rhs):
+        """``Q^{-1} rhs`` for rhs of shape (p,) or (p, r)."""
+        rows = np.array(np.atleast_2d(rhs.T), order="F")
+        solve_rows(*self.arrays[:8], rows)
+        return rows.T.reshape(rhs.shape)
+
+
+@njit(cache=True, error_model="numpy")
 def _rotation(a, b, c):
     """``(cs, sn, l1, l2)`` with ``[[a, b], [b, c]] = R diag(l1, l2) R^T`` and
     ``R = [[cs, -sn], [sn, cs]]`` (a Jacobi rotation)."""
@@ -46,7 +70,7 @@ def _rotation(a, b, c):
     return cs, sn, a - t * b, c + t * b
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _bunch_kaufman(Q):
     """Bunch-Kaufman of the lower triangle of F-order Q, in place, in the form of
     :func:`factor`: ``(perm, cs, sn, lam)`` with Q holding Lt."""
@@ -81,7 +105,7 @@ def _bunch_kaufman(Q):
     return perm, cs, sn, lam
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def factor(Q, positive_definite):
     """Factor the symmetric ``Q`` (F-order, lower triangle read; overwritten by the factor).
 
@@ -123,7 +147,7 @@ def factor(Q, positive_definite):
     return BUNCH_KAUFMAN, perm, cs, sn, lam, order, n_pos, anorm, rcond
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def inertia(kind, lam, anorm):
     """``(n_neg, n_zero, n_pos)`` of Q from the eigenvalues of D, those of modulus at most
     ``p eps ||Q||_1`` counted as zero."""
@@ -141,7 +165,7 @@ def inertia(kind, lam, anorm):
     return n_neg, p - n_neg - n_pos, n_pos
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
     """``Y <- Y G^{-T}`` for the column-major ``Y`` (``r x p``, F-order): the rows of
     ``(G^{-1} Y^T)^T``."""
@@ -164,7 +188,7 @@ def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
             Y[i, j] = T[i, order[j]] * w
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
     """``Y <- Y G^{-1}`` for the column-major ``Y`` (``r x p``): the rows of
     ``(G^{-T} Y^T)^T``, the inverse of :func:`half_solve`'s transpose."""
@@ -187,7 +211,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
         Y[:, perm[j]] = T[:, j]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def solve_rows(kind, Lf, perm, cs, sn, lam, order, n_pos, Y):
     """``Y <- Y Q^{-1}`` (``Q^{-1} = G^{-T} S G^{-1}``, symmetric) for F-order Y (r x p)."""
     half_solve(kind, Lf, perm, cs, sn, lam, order, Y)
@@ -195,7 +219,7 @@ def solve_rows(kind, Lf, perm, cs, sn, lam, order, n_pos, Y):
     half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def onenorm(Q):
     """``||Q||_1`` of a symmetric F-order matrix from its lower triangle."""
     p = Q.shape[0]
@@ -209,7 +233,7 @@ def onenorm(Q):
     return col.max() if p else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rcond(kind, Lf, perm, cs, sn, lam, order, n_pos, anorm):
     if anorm == 0.0:
         return 0.0
@@ -217,7 +241,7 @@ def _rcond(kind, Lf, perm, cs, sn, lam, order, n_pos, anorm):
     return 1.0 / (anorm * onenorm_estimate(kind, Lf, perm, cs, sn, lam, order, n_pos, no_rows))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _apply(transposed, kind, Lf, perm, cs, sn, lam, order, n_pos, Wt, Y):
     """A new row ``Y X^T`` (``Y X`` if ``transposed``) for ``X = Q^{-1}`` when ``Wt`` has no
     rows, else for the gain ``X = K = -Q^{-1} Qxy = -G^{-T} S W`` (``Wt = W^T``, see
@@ -237,7 +261,7 @@ def _apply(transposed, kind, Lf, perm, cs, sn, lam, order, n_pos, Wt, Y):
     return -X
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def onenorm_estimate(kind, Lf, perm, cs, sn, lam, order, n_pos, Wt):
     """Hager's and Higham's estimate of ``||X||_1`` for ``X = Q^{-1}`` (``Wt`` without rows)
     or the gain ``K`` (:func:`_apply`): LAPACK's estimator (xLACN2) without its parallel

@@ -20,37 +20,79 @@ and ``K_l`` are kept, memory O(L (p a + p^2)). Stage 1 needs no gain (``y_0 = 0`
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
 positive eigenvalues, so the same backward sweep gives the inertia in O(L).
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 
+from . import pivot, stage
 from .backend import array_module
-from .blocks import FirstLayer, LossLayer, block_diagonal, dense_A, layer_size
+from .blocks import FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A, layer_size
 from .congruences import congruences
 from .errors import check_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
-from .wide import WIDE, first_stage, loss_stage
+from .wide import first_stage, loss_stage
 
-Stage = namedtuple("Stage", "factor Qxy K")
-Riccati = namedtuple("Riccati", "layers stages inertia singular")
-Riccati.__doc__ = """The derivative blocks' layers, the per-layer stages (factor of Qxx,
-Qxy, K), the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked
-for) and ``singular``, the 1-based layer of the first pivot that is singular to working
-precision (None when every pivot is sound, so the factors can also solve)."""
+MIN_SAVING = 1e6
+"""An end layer takes its structured stage only where that saves at least this many flops
+(and a factor :data:`RANGE_SAVING` or :data:`WOODBURY_SAVING`): on tiny layers the saving
+is nothing, and the unrefined solve through the range stage can lose accuracy (its
+``(I - Q Q^T) u / eps`` term, measured on the test grid at damping 1e-3)."""
+RANGE_SAVING = 2
+WOODBURY_SAVING = 8
+"""Woodbury must save more: it loses accuracy when its D is ill-conditioned
+(:mod:`tallskinny_np.wide`)."""
 
 
-def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
+class Stage(NamedTuple):
+    """One layer's stage of the sweep.
+
+    ``factor`` is the factored pivot Qxx: a :class:`tallskinny_np.pivot.PivotFactor` on
+    the compiled path, else a :class:`tallskinny_np.symmetric.SymFactor`; both carry
+    ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
+    ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
+    and ``K``. ``norms = (||Qxx||_1, ||Qxy||_1, ||K||_1, ||P_{l-1}||_1)``, for the error
+    bounds of a certified solve: ``||Qxx||_1`` is None for the structured end stages, the
+    last three are None for layer 1 (no Qxy), and ``||K||_1`` is Higham's estimate (a
+    lower bound, rarely off by more than 3) on the compiled path, where K is not formed.
+    """
+    factor: object
+    Qxy: object
+    K: object
+    Wt: object
+    norms: tuple
+
+
+class Riccati(NamedTuple):
+    """The derivative blocks' layers, the per-layer :class:`Stage`, the summed inertia
+    ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked for) and ``singular``,
+    the 1-based layer of the first pivot that is singular to working precision (None when
+    every pivot is sound, so the factors can also solve)."""
+    layers: list
+    stages: list
+    inertia: tuple
+    singular: int
+
+
+def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
     """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
 
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
     is counted and summed, the sweep goes on past near-zero pivots (counted as zero
-    eigenvalues), and the factorization is for counting only. End layers with more than
-    ``wide`` parameters use the structured stages of :mod:`tallskinny_np.wide`.
+    eigenvalues), and the factorization is for counting only.
+
+    On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
+    the compiled stages of :mod:`tallskinny_np.stage`; otherwise (CuPy, float32, or an
+    explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
+    stages. ``structured`` picks the end layers' stages (:mod:`tallskinny_np.wide`): None
+    by flop count (:func:`_use_structured`: the range of the data at layer 1 when the batch
+    is smaller than the layer's fan-in, Woodbury at the loss layer, each where it saves
+    enough), True always, False never.
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
+    compiled = xp is np and layers[0].Dx.dtype == np.float64 and strategy is None
     pd = blocks.kind == "ggn" and eps > 0
     stages = [None] * len(layers)
     counts = [0, 0, 0]
@@ -58,34 +100,86 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
-        p = layer_size(blk)[0]
-        DxPDx = DxPDz = DzPDz = None
         match blk:
-            case FirstLayer() if p > wide:     # its Qxy is never needed: y_0 = 0
-                f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
-            case LossLayer() if p > wide:      # P_L = 0: no congruences
-                f = loss_stage(blk, eps, inertia, pd, strategy)
+            case FirstLayer() if _use_structured(blk, structured):
+                st = Stage(first_stage(blocks, blk, P, eps, inertia, pd, strategy),
+                           None, None, None, (None, None, None, None))
+            case LossLayer() if _use_structured(blk, structured):
+                st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
+                                     None, l)
+            case HiddenLayer() | FirstLayer() if compiled:
+                st, P = _compiled_stage(blk, P, eps, pd)
             case _:
                 DxPDx, DxPDz, DzPDz = congruences(blk, P)
+                p = layer_size(blk)[0]
                 Qxx = _sum(dense_A(blk), DxPDx)
                 Qxx[xp.arange(p), xp.arange(p)] += eps
-                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd,
-                               strategy=strategy)
+                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
+                anorm = float(xp.abs(Qxx).sum(axis=0).max())
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz, anorm), l)
+        f = st.factor
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:
             counts = [c + n for c, n in zip(counts, f.inertia)]
             if singular is None and not f.rcond >= np.finfo(blk.Dx.dtype).eps:
                 singular = l + 1
-        Qxy = K = None
-        if l > 0:
-            Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
-            Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
-            K = -sym_solve(f, Qxy)
-            P = Qyy + Qxy.T @ K
-            P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
-        stages[l] = Stage(f, Qxy, K)
+        stages[l] = st
     return Riccati(layers, stages, tuple(counts) if inertia else None, singular)
+
+
+def _use_structured(blk, structured):
+    """Whether an end layer takes its structured stage (:func:`riccati_factor`), by the
+    flops of the factor and the congruence of each stage (docs/math.md section 4.8)."""
+    if structured is not None:
+        return structured
+    if isinstance(blk, FirstLayer):            # T is m r square, r <= min(B, q)
+        B, m, q = blk.Dx.shape
+        r = min(B, q)
+        dense = (m * q) ** 3 / 3 + 2 * B ** 2 * m ** 2 * q + 2 * B * m ** 2 * q ** 2
+        structured = (4 * B * q * r + 2 * B * m * q * r + (m * r) ** 3 / 3
+                      + 2 * B ** 2 * m ** 2 * r + 2 * B * m ** 2 * r ** 2)
+        saving = RANGE_SAVING
+    else:
+        c, q = blk.Dx.shape
+        B = blk.A.pi.shape[0]
+        dense = (c * q) ** 3 / 3
+        structured = c * q ** 3 + 2 * c * q ** 2 * B + B ** 3
+        saving = WOODBURY_SAVING
+    return dense >= saving * structured and dense - structured >= MIN_SAVING
+
+
+def _array_stage(xp, blk, f, P, congruence_terms, l):
+    """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
+    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz, ||Qxx||_1)`` (None for the Woodbury
+    loss stage, where ``P_L = 0``)."""
+    DxPDz, DzPDz, anorm = congruence_terms or (None, None, None)
+    if l == 0:
+        return Stage(f, None, None, None, (anorm, None, None, None)), None
+    p = layer_size(blk)[0]
+    Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
+    Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
+    K = -sym_solve(f, Qxy)
+    P = Qyy + Qxy.T @ K
+    P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
+    norm = lambda M: float(xp.abs(M).sum(axis=0).max())
+    return Stage(f, Qxy, K, None, (anorm, norm(Qxy), norm(K), norm(P))), P
+
+
+def _compiled_stage(blk, P, eps, pd):
+    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``. P is
+    exactly symmetric, so a C-order P is passed as its F-order transpose, without a copy."""
+    P = P if P.flags.f_contiguous else (P.T if P.flags.c_contiguous else np.asfortranarray(P))
+    if isinstance(blk, FirstLayer):
+        A = blk.A
+        if isinstance(A, GramA):
+            A = np.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt)
+        f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
+        return Stage(f, None, None, None, (f.anorm, None, None, None)), None
+    C = None if blk.C is None else np.ascontiguousarray(blk.C)
+    arrays, Wt, P, (qxy, k, p) = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd)
+    f = pivot.PivotFactor.of(arrays)
+    return Stage(f, None, None, Wt, (f.anorm, qxy, k, p)), P
 
 
 def _sum(*terms):
@@ -108,6 +202,12 @@ def riccati_solve(fac, gs):
     pv = None                                  # p_L = 0
     for l in range(L - 1, -1, -1):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.factor, pivot.PivotFactor):
+            Dz = blk.Dz if l > 0 else None
+            k[l], pv = stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx, Dz,
+                                      np.ascontiguousarray(gs[l]),
+                                      None if pv is None else np.ascontiguousarray(pv))
+            continue
         qx = -gs[l]
         if pv is not None:
             qx = qx + DxT_mv(blk, pv)
@@ -119,8 +219,20 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.factor, pivot.PivotFactor):
+            x, y = stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
+                                 blk.Dz if l > 0 else None, k[l], y)
+            xs.append(x)
+            continue
         x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
         xs.append(x)
         if l < L - 1:
             y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs
+
+
+def _rows(st, blk):
+    """The compiled stage's Wt; layer 1 has none (an empty one keeps the kernels' types)."""
+    if st.Wt is not None:
+        return st.Wt
+    return np.empty((layer_size(blk)[0], 0)).T

@@ -35,7 +35,7 @@ from numba import njit
 from . import lapack, pivot
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
     full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev, norms)``:
@@ -80,7 +80,7 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     return factor, Wt, Pn, (qxy_norm, k_norm, pivot.onenorm(Pn))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def first_stage(Dx, A, P, eps, positive_definite):
     """Factor of layer 1's ``Qxx = A + eps I + Dx^T P Dx`` (no Qxy: ``y_0 = 0``), with A
     compact ``(m, q, q)`` or None; the factor tuple of :func:`factor_stage`."""
@@ -89,7 +89,7 @@ def first_stage(Dx, A, P, eps, positive_definite):
     return (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _pivot_block(Dx, A, P, eps):
     """The lower triangle of ``Qxx = A + eps I + Dx^T P Dx`` (F-order)."""
     B, m, q = Dx.shape
@@ -111,7 +111,7 @@ def _pivot_block(Dx, A, P, eps):
     return Qxx
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def backward(factor, Wt, Dx, Dz, g, pv):
     """The backward substitution of one hidden layer: from ``g`` (``x_l``'s right-hand
     sides, ``(m, q, r)``) and ``p_l`` (``(B, m, r)``, or None for ``p_L = 0``) the row block
@@ -150,7 +150,7 @@ def backward(factor, Wt, Dx, Dz, g, pv):
     return u, out.reshape(B, n, r)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def forward(factor, Wt, Dx, Dz, u, y):
     """The forward substitution of one hidden layer: ``x_l`` ``(m, q, r)`` from the row
     block u of :func:`backward` and ``y_{l-1}`` ``(B, n, r)`` (None for ``y_0 = 0``), and

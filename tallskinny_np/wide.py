@@ -22,8 +22,9 @@ classes (``Dblk[k] + eps I``, c blocks of ``q x q``) and U the rank-B factor of
 ``Qxx_L^{-1} = D^{-1} + D^{-1} U Cap^{-1} U^T D^{-1}`` with ``Cap = I_B - U^T D^{-1} U``, and
 Haynsworth's inertia additivity (both Schur complements of ``[[D, U], [U^T, I]]``) gives
 ``In(Qxx_L) = In(D) + In(Cap) - (0, 0, B)``. Cost O(c q^3 + c q B^2 + B^3). Woodbury loses
-accuracy when D is ill-conditioned (the subtraction in Cap cancels), so this stage is used
-only when the loss layer is wide; the first stage has no such cancellation.
+accuracy when D is ill-conditioned (the subtraction in Cap cancels), so the sweep takes this
+stage only where it saves most of the flops
+(:data:`tallskinny_np.riccati.WOODBURY_SAVING`).
 """
 import numpy as np
 
@@ -31,9 +32,6 @@ from .backend import array_module
 from .blocks import block_diagonal, loss_A_low_rank
 from .congruences import dx_congruence
 from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
-
-WIDE = 1024
-"""An end layer with more parameters than this gets the structured stage."""
 
 
 def _inertia_of_eps(n, eps):
@@ -58,8 +56,9 @@ def first_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
     rcond = fT.rcond
-    if n_perp:
-        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max())))
+    if n_perp:                                             # eps = 0: Qxx_1 is singular
+        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
+                    if eps else 0.0)
     counts = None
     if inertia:
         counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))

@@ -65,19 +65,37 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
         lapack.gemm("N", "T", a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
-    qxy_norm = 0.0
-    for i in range(a1):
-        qxy_norm = max(qxy_norm, np.abs(Wt[i, :]).sum())
+    qxy_norm = _row_sums(Wt).max()             # ||Qxy||_1: Wt holds Qxy^T here
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     pivot.half_solve(kind, Qxx, perm, cs, sn, lam, order, Wt)
     lapack.syrk("L", "N", a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
     lapack.syrk("L", "N", a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
-    for j in range(a1):
-        for i in range(j + 1, a1):
-            Pn[j, i] = Pn[i, j]
+    _mirror_lower(Pn)
     k_norm = pivot.onenorm_estimate(kind, Qxx, perm, cs, sn, lam, order, n_pos, Wt)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
-    return factor, Wt, Pn, (qxy_norm, k_norm, pivot.onenorm(Pn))
+    return factor, Wt, Pn, (qxy_norm, k_norm, _row_sums(Pn).max())
+
+
+@njit(cache=True, error_model="numpy")
+def _row_sums(X):
+    """The absolute row sums of an F-order X, column by column (contiguous reads)."""
+    out = np.zeros(X.shape[0])
+    for j in range(X.shape[1]):
+        for i in range(X.shape[0]):
+            out[i] += abs(X[i, j])
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _mirror_lower(X, tile=32):
+    """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
+    column of the lower triangle is a row of the upper one, far apart in memory)."""
+    n = X.shape[0]
+    for j0 in range(0, n, tile):
+        for i0 in range(j0, n, tile):
+            for j in range(j0, min(j0 + tile, n)):
+                for i in range(max(i0, j + 1), min(i0 + tile, n)):
+                    X[j, i] = X[i, j]
 
 
 @njit(cache=True, error_model="numpy")

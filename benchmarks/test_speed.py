@@ -6,8 +6,8 @@
   dgemm at n = 256 of ``test_machine.py`` (same run; the report divides the two);
 - ``versus-base``: ``Curvature(...)`` plus ``solve(grad, 0.1)`` (the default, refined
   solve) at L = 64 and (width, batch) = (16, 16), (8, 16), here and in another checkout of
-  the package (``--bench-base PATH``, timed in a subprocess with the same protocol right
-  after this one); skipped without the option;
+  the package (``--bench-base PATH``), both timed in subprocesses by one script, twice
+  each in alternation; skipped without the option;
 - ``exact-step``: the exact second-order step of the default memorisation problem (the
   embedded digits, 32 samples, depth 16, width 8, tanh, bias): ``Curvature(..., kind)`` plus
   ``solve(grad, 0.1)``, for the GGN and the Hessian, against one Adam step (forward,
@@ -86,9 +86,11 @@ def test_versus_base(benchmark, settings, pytestconfig, point):
     if base is None:
         pytest.skip("no --bench-base checkout to compare with")
     here = Path(__file__).resolve().parents[1]
-    rounds = settings.max_rounds
-    times = _rounds(here, point, rounds)
-    base_times = _rounds(Path(base).resolve(), point, rounds)
+    # alternate the two checkouts, so that a change in the machine's load hits both
+    times, base_times = [], []
+    for _ in range(2):
+        times += _rounds(here, point, settings.max_rounds)
+        base_times += _rounds(Path(base).resolve(), point, settings.max_rounds)
     benchmark.group = "speed: setup + solve versus base"
     net = make_net(SPEED_DEPTH, point[0])
     benchmark.extra_info.update(suite="speed", series="versus-base", L=SPEED_DEPTH,

@@ -27,6 +27,7 @@ def _bind(module, name, nargs):
 _dgemm = _bind("blas", "dgemm", 13)
 _dsyrk = _bind("blas", "dsyrk", 10)
 _dtrsm = _bind("blas", "dtrsm", 11)
+_dtrsv = _bind("blas", "dtrsv", 8)
 _dpotrf = _bind("lapack", "dpotrf", 5)
 _dsytrf = _bind("lapack", "dsytrf", 8)
 
@@ -94,6 +95,18 @@ def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
            iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a.ctypes.data, iv.ctypes.data + 8,
            b.ctypes.data, iv.ctypes.data + 12)
     _alive(ch, iv, dv)
+
+
+@njit(cache=True)
+def trsv(uplo, trans, diag, n, a, lda, x, ix, incx):
+    """``x = op(A)^{-1} x`` for the vector of n entries at offset ix of x, stride incx."""
+    if n == 0:
+        return
+    ch = _chars(uplo, trans, diag)
+    iv = np.array([n, lda, incx], np.int32)
+    _dtrsv(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, iv.ctypes.data, a.ctypes.data,
+           iv.ctypes.data + 4, _at(x, ix), iv.ctypes.data + 8)
+    _alive(ch, iv)
 
 
 @njit(cache=True)

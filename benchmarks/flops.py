@@ -15,6 +15,8 @@ loss, ``a_L = 1``), so its Dx and Dz are dense rows and its A is dense.
 """
 from collections import namedtuple
 
+from tallskinny_np.riccati import loss_stage_flops, range_pays, stage_flops, woodbury_pays
+
 Layer = namedtuple("Layer", "p a a_in n_in m q B loss")
 Layer.__doc__ = """Sizes of one layer: ``p`` parameters, ``a`` output activations (1 for the
 loss layer), ``a_in`` input activations (0 for layer 1, whose input is the data and whose
@@ -122,9 +124,10 @@ def ldu_bytes(lys):
 
 
 def riccati_factor_flops(lys):
-    """:func:`tallskinny_np.riccati.riccati_factor` on NumPy in float64: the compiled
-    stages of :mod:`tallskinny_np.stage` (docs/math.md section 4.6), layer L down to 1, with
-    ``P_l`` (a_l x a_l) dense and ``P_L = 0``; symmetric results count one triangle::
+    """:func:`tallskinny_np.riccati.riccati_factor` on NumPy in float64, the stages it
+    picks by :func:`tallskinny_np.riccati.stage_flops` (docs/math.md section 4.6), layer L
+    down to 1, with ``P_l`` (a_l x a_l) dense and ``P_L = 0``; symmetric results count one
+    triangle. A compiled dense stage::
 
         Dx^T P, Qxx = .. + (Dx^T P) Dx   2 a nnz(Dx), nnz(Dx) p
         Dz^T P, Qxy^T = C^T + (Dz^T P) Dx, Qyy = S + (Dz^T P) Dz
@@ -133,21 +136,28 @@ def riccati_factor_flops(lys):
         W = G^{-1} Qxy                   p^2 a_in (one triangular solve)
         P_{l-1} = Qyy - W^T S W          p a_in^2 (one triangle)
 
-    Layer 1 has only the first line and the factor. The loss layer (``P_L = 0``, no
-    congruences) runs the array-module stage as written: LU ``2 p^3 / 3``,
-    ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``. Time
-    O(L (p^3 + p^2 a + p a^2)), docs/math.md section 5.
+    (layer 1 has only the first line and the factor); a range stage (batch below the
+    fan-in) the range count of :func:`tallskinny_np.riccati.stage_flops` plus the shared
+    ``Dz`` terms. The loss layer
+    (``P_L = 0``, no congruences) runs the array-module stage as written: LU
+    ``2 p^3 / 3``, ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``, or
+    Woodbury where :func:`tallskinny_np.riccati.riccati_factor` picks it.
     """
     total = 0
     for ly in lys:
         Dx, Dz, _, _, _ = nnz(ly)
         p, a, a_in = ly.p, ly.a, ly.a_in
         if ly.loss:
-            total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
+            if woodbury_pays(ly.m, ly.q, ly.B):
+                total += loss_stage_flops(ly.m, ly.q, ly.B)[1]
+            else:
+                total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
             continue
-        total += 2 * a * Dx + Dx * p + p ** 3 // 3
-        if a_in:
-            total += 2 * a * Dz + 2 * a_in * Dx + Dz * a_in + p * p * a_in + p * a_in * a_in
+        shared = (2 * a * Dz + 2 * a_in * Dx + Dz * a_in) if a_in else 0
+        if range_pays(ly.B, ly.m, ly.q, a_in):
+            total += stage_flops(ly.B, ly.m, ly.q, a_in)[1] + shared
+        else:
+            total += 2 * a * Dx + Dx * p + p ** 3 // 3 + p * p * a_in + p * a_in * a_in + shared
     return total
 
 

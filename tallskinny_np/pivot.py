@@ -177,11 +177,7 @@ def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
     for j in range(p):
         T[:, j] = Y[:, perm[j]]
     _triangular_rows(Lf, T, "T", "U")
-    for j in range(p - 1):
-        if sn[j] != 0.0 or cs[j] != 1.0:
-            for i in range(r):
-                a, b = T[i, j], T[i, j + 1]
-                T[i, j], T[i, j + 1] = a * cs[j] + b * sn[j], b * cs[j] - a * sn[j]
+    _rotate(T, cs, sn, 1.0)
     for j in range(p):
         w = 1.0 / np.sqrt(abs(lam[order[j]]))
         for i in range(r):
@@ -201,14 +197,22 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
         w = 1.0 / np.sqrt(abs(lam[order[j]]))
         for i in range(r):
             T[i, order[j]] = Y[i, j] * w
-    for j in range(p - 1):
-        if sn[j] != 0.0 or cs[j] != 1.0:
-            for i in range(r):
-                a, b = T[i, j], T[i, j + 1]
-                T[i, j], T[i, j + 1] = a * cs[j] - b * sn[j], b * cs[j] + a * sn[j]
+    _rotate(T, cs, sn, -1.0)
     _triangular_rows(Lf, T, "N", "U")
     for j in range(p):
         Y[:, perm[j]] = T[:, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _rotate(T, cs, sn, sign):
+    """``T <- T R`` (``sign = 1``) or ``T R^T`` (``sign = -1``): the plane rotations of the
+    2x2 blocks of D applied to pairs of columns."""
+    for j in range(T.shape[1] - 1):
+        if sn[j] != 0.0 or cs[j] != 1.0:
+            c, s = cs[j], sign * sn[j]
+            for i in range(T.shape[0]):
+                a, b = T[i, j], T[i, j + 1]
+                T[i, j], T[i, j + 1] = a * c + b * s, b * c - a * s
 
 
 TRSV_ROWS = 8

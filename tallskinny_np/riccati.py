@@ -27,14 +27,14 @@ import numpy as np
 from . import pivot, stage
 from .backend import array_module
 from .blocks import FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A, layer_size
-from .congruences import congruences
+from .congruences import congruences, dz_congruences
 from .errors import check_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
-from .wide import first_stage, loss_stage
+from .wide import loss_stage, range_stage
 
 MIN_SAVING = 1e6
-"""An end layer takes its structured stage only where that saves at least this many flops
+"""A layer takes its structured stage only where that saves at least this many flops
 (and a factor :data:`RANGE_SAVING` or :data:`WOODBURY_SAVING`): on tiny layers the saving
 is nothing, and the unrefined solve through the range stage can lose accuracy (its
 ``(I - Q Q^T) u / eps`` term, measured on the test grid at damping 1e-3)."""
@@ -52,7 +52,7 @@ class Stage(NamedTuple):
     ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
     ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
     and ``K``. ``norms = (||Qxx||_1, ||Qxy||_1, ||K||_1, ||P_{l-1}||_1)``, for the error
-    bounds of a certified solve: ``||Qxx||_1`` is None for the structured end stages, the
+    bounds of a certified solve: ``||Qxx||_1`` is None for the structured stages, the
     last three are None for layer 1 (no Qxy), and ``||K||_1`` is Higham's estimate (a
     lower bound, rarely off by more than 3) on the compiled path, where K is not formed.
     """
@@ -85,10 +85,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
     the compiled stages of :mod:`tallskinny_np.stage`; otherwise (CuPy, float32, or an
     explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
-    stages. ``structured`` picks the end layers' stages (:mod:`tallskinny_np.wide`): None
-    by flop count (:func:`_use_structured`: the range of the data at layer 1 when the batch
-    is smaller than the layer's fan-in, Woodbury at the loss layer, each where it saves
-    enough), True always, False never.
+    stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`): None
+    by flop count (:func:`_use_structured`: the range of the batch at layer 1 and at the
+    hidden layers where the batch is smaller than the layer's fan-in, Woodbury at the loss
+    layer, each where it saves enough), True always, False never.
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
@@ -101,9 +101,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         match blk:
-            case FirstLayer() if _use_structured(blk, structured):
-                st = Stage(first_stage(blocks, blk, P, eps, inertia, pd, strategy),
-                           None, None, None, (None, None, None, None))
+            case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
+                f = range_stage(blocks, blk, P, eps, inertia, pd, strategy)
+                DxPDz, DzPDz = (None, None) if l == 0 else dz_congruences(blk.Dx, blk.Dz, P)
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz, None), l)
             case LossLayer() if _use_structured(blk, structured):
                 st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
                                      None, l)
@@ -129,24 +130,49 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
 
 
 def _use_structured(blk, structured):
-    """Whether an end layer takes its structured stage (:func:`riccati_factor`), by the
-    flops of the factor and the congruence of each stage (docs/math.md section 4.8)."""
+    """Whether layer 1, a hidden layer or the loss layer takes its structured stage
+    (:func:`riccati_factor`)."""
     if structured is not None:
         return structured
-    if isinstance(blk, FirstLayer):            # T is m r square, r <= min(B, q)
-        B, m, q = blk.Dx.shape
-        r = min(B, q)
-        dense = (m * q) ** 3 / 3 + 2 * B ** 2 * m ** 2 * q + 2 * B * m ** 2 * q ** 2
-        structured = (4 * B * q * r + 2 * B * m * q * r + (m * r) ** 3 / 3
-                      + 2 * B ** 2 * m ** 2 * r + 2 * B * m ** 2 * r ** 2)
-        saving = RANGE_SAVING
-    else:
-        c, q = blk.Dx.shape
-        B = blk.A.pi.shape[0]
-        dense = (c * q) ** 3 / 3
-        structured = c * q ** 3 + 2 * c * q ** 2 * B + B ** 3
-        saving = WOODBURY_SAVING
-    return dense >= saving * structured and dense - structured >= MIN_SAVING
+    if isinstance(blk, LossLayer):
+        return woodbury_pays(*blk.Dx.shape, blk.A.pi.shape[0])
+    B, m, q = blk.Dx.shape
+    return range_pays(B, m, q, 0 if isinstance(blk, FirstLayer) else B * blk.Dz.shape[2])
+
+
+def range_pays(B, m, q, a_in):
+    """Whether the range stage saves :data:`RANGE_SAVING` times and :data:`MIN_SAVING`
+    flops over the dense one (:func:`stage_flops`)."""
+    dense, ranged = stage_flops(B, m, q, a_in)
+    return dense >= RANGE_SAVING * ranged and dense - ranged >= MIN_SAVING
+
+
+def woodbury_pays(c, q, B):
+    """Whether the Woodbury loss stage saves :data:`WOODBURY_SAVING` times and
+    :data:`MIN_SAVING` flops over the dense one (:func:`loss_stage_flops`)."""
+    dense, woodbury = loss_stage_flops(c, q, B)
+    return dense >= WOODBURY_SAVING * woodbury and dense - woodbury >= MIN_SAVING
+
+
+def stage_flops(B, m, q, a_in):
+    """``(dense, range)``: the flops of a layer's compiled dense stage and of its range
+    stage (docs/math.md section 4.8) for batch B, m outputs, q inputs per output and
+    ``a_in`` input activations (0 for layer 1): the factor, the gain (W, or K through the
+    range solve), the update of P and the congruence with Dx; the terms the stages share
+    (``Dx^T P Dz``, ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``."""
+    p, r = m * q, min(B, q)
+    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2
+             + 2 * B ** 2 * m ** 2 * q + B * m ** 2 * q ** 2)
+    ranged = (4 * B * q * r + 2 * B * m * q * r + (m * r) ** 3 / 3
+              + 4 * p * r * a_in + 2 * (m * r) ** 2 * a_in + 2 * p * a_in ** 2
+              + 2 * B ** 2 * m ** 2 * r + 2 * B * m ** 2 * r ** 2)
+    return dense, ranged
+
+
+def loss_stage_flops(c, q, B):
+    """``(dense, woodbury)``: the flops of the loss layer's dense factor and of its
+    Woodbury stage (c classes, q inputs per class, batch B)."""
+    return (c * q) ** 3 / 3, c * q ** 3 + 2 * c * q ** 2 * B + B ** 3
 
 
 def _array_stage(xp, blk, f, P, congruence_terms, l):

@@ -14,8 +14,12 @@ then, per right-hand side, ``qx = -g_l + Dx_l^T p_l``, ``k_l = -Qxx^{-1} qx``,
 
 The damping-dependent factorization (:func:`riccati_factor`) is separate from the
 right-hand-side sweeps (:func:`riccati_solve`), so many right-hand sides share one
-factorization. Per layer only a ``p x p`` block is factored; the factor of Qxx, ``Qxy``
-and ``K_l`` are kept, memory O(L (p a + p^2)). Stage 1 needs no gain (``y_0 = 0``).
+factorization. Per layer only a ``p x p`` block is factored, once, by a symmetric
+factorization that also gives its inertia (:mod:`tallskinny_np.pivot`). On NumPy in
+float64 the compiled stages of :mod:`tallskinny_np.stage` keep the factor and
+``W = G^{-1} Qxy`` and apply ``K_l`` through them; the array-module stages keep the factor,
+``Qxy`` and ``K_l``; memory O(L (p a + p^2)) either way. Stage 1 needs no gain
+(``y_0 = 0``).
 
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
 positive eigenvalues, so the same backward sweep gives the inertia in O(L).

@@ -52,9 +52,7 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
         lapack.gemm("N", "T", n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
                     0.0, ZT, t * n, a1)
     # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
-    Wt = np.empty((p, a1)).T
-    if C is not None:
-        Wt[:, :] = C.reshape(p, a1).T
+    Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
     for j in range(m):
         lapack.gemm("N", "T", a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
                     0.0 if C is None else 1.0, Wt, j * q * a1, a1)

@@ -150,7 +150,7 @@ class Curvature:
         self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
         self._counts = {}         # shift -> certified n_neg(H + shift I)
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
-        self._probe = None        # (v, H v) for a random unit v: a cheap norm bound
+        self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
 
     @property
     def n_params(self):
@@ -420,7 +420,7 @@ class Curvature:
         singular at the certificate's resolution: for x with ``A x`` close to b,
         ``nu ||x|| / ||b|| <= cond(A)`` for any lower bound nu on ``||A||``, and a value of
         at least ``1 / bound`` means that A is within the certified backward error of a
-        singular matrix (no digit of x is guaranteed). nu is first the cheap bound of
+        singular matrix (no digit of x is guaranteed). nu is first the free bound of
         :meth:`_probe_norm`; only a suspicious solution (an estimate above
         ``1 / sqrt(bound)``) pays for the sharper Lanczos bound."""
         x, b = column_norms(X), column_norms(B)
@@ -436,16 +436,17 @@ class Curvature:
                 f"itself is singular in general)")
 
     def _probe_norm(self, shift):
-        """``||(H + shift I) v|| <= ||H + shift I||_2`` for a fixed random unit v: one
-        product per Curvature, reused for every shift."""
-        if self._probe is None:
-            xp = array_module(self.params)
-            rng = np.random.default_rng(2)
-            v = xp.asarray(rng.standard_normal(self.n_params)).astype(self.net.dtype)
-            v = v / xp.linalg.norm(v)
-            self._probe = (v, self.hvp(v))
-        v, Hv = self._probe
-        return float(array_module(v).linalg.norm(Hv + shift * v))
+        """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
+        whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
+        lower bound, from ``A_L = blockdiag_k(Dblk[k]) - (1/B) sum_s u_s u_s^T``."""
+        if self._loss_diagonal is None:
+            A = self.blocks.layers[-1].A
+            xp = array_module(A.Dblk)
+            diagonal = (xp.einsum("kjj->kj", A.Dblk)
+                        - xp.einsum("sk,sj->kj", A.pi ** 2, A.Zt ** 2) / A.pi.shape[0])
+            self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
+        lo, hi = self._loss_diagonal
+        return max(abs(lo + shift), abs(hi + shift))
 
     def _spectrum(self):
         """Ritz values ``(theta_min, theta_max)`` of H, inside its spectrum (cached)."""

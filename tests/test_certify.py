@@ -183,3 +183,14 @@ def test_an_inaccurate_sweep_is_not_trusted_and_the_dense_count_or_error_takes_o
     monkeypatch.setattr(curvature_module, "DENSE_INERTIA_MAX", 0)
     with pytest.raises(curvature_module.UncertifiedInertiaError, match="cannot be certified"):
         _curvature(case).inertia(-sigma)
+
+
+def test_the_free_norm_bound_is_a_principal_submatrix_of_h():
+    case = next(c for c in GRID if c.depth >= 3 and c.batch >= 3)
+    curv = _curvature(case)
+    H = dense_curvature(case, "hessian")
+    last = curv.net.split(np.arange(curv.n_params, dtype=float))[-1].astype(int).ravel()
+    for shift in (0.0, 0.7, -3.0):
+        expected = np.abs(np.diag(H)[last] + shift).max()
+        assert curv._probe_norm(shift) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert curv._probe_norm(shift) <= np.linalg.norm(H + shift * np.eye(len(H)), 2)

@@ -180,8 +180,22 @@ class Curvature:
         return out[:, 0] if vector else out
 
     def hvp(self, v):
-        """``H v`` (or ``G v`` for the GGN) in O(L), docs/math.md section 3.4. v may be
-        ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
+        """``H v`` (or ``G v`` for the GGN) in O(L): Pearlmutter's product written with the
+        blocks, a forward and a backward pass (docs/math.md section 3.4).
+
+        Parameters
+        ----------
+        v : array, shape ``(n_params,)`` or ``(n_params, k)``
+
+        Returns
+        -------
+        array, the shape of v
+
+        Raises
+        ------
+        ValueError
+            For a wrong shape, a complex or non-numeric dtype, or non-finite entries.
+        """
         V, vector = self._columns(v, "v")
         return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
@@ -202,9 +216,26 @@ class Curvature:
         return method
 
     def factor(self, damping, method="riccati"):
-        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
+        """The factorization of ``H + damping I`` by ``method``, cached: the latest
         factorization of each method is kept, so right-hand sides with the same damping
-        reuse it)."""
+        reuse it.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        The method's factorization (:func:`~tallskinny_np.riccati.riccati_factor`,
+        :func:`~tallskinny_np.ldu.ldu_factor`, :func:`~tallskinny_np.banded.banded_factor`).
+
+        Raises
+        ------
+        SingularPivotError
+            A pivot of this method is singular to working precision. (:meth:`solve` then
+            goes on to other factorizations; this method does not.)
+        """
         return self._factor(self._check_damping(damping), self._check_method(method))
 
     def _factor(self, shift, method):
@@ -303,7 +334,24 @@ class Curvature:
 
     def solve_dampings(self, b, dampings, method="riccati", refine=3):
         """``[(H + d I)^{-1} b for d in dampings]``, each certified as in :meth:`solve`;
-        the derivative blocks and the checks of b are shared."""
+        the derivative blocks are shared.
+
+        Parameters
+        ----------
+        b : array, shape ``(n_params,)`` or ``(n_params, k)``
+        dampings : sequence of float
+        method, refine
+            As in :meth:`solve`.
+
+        Returns
+        -------
+        list of arrays, one per damping, each of b's shape
+
+        Raises
+        ------
+        ValueError, SingularPivotError, UncertifiedSolveError
+            As :meth:`solve`; ``ValueError`` also for an empty sequence.
+        """
         dampings = [self._check_damping(d) for d in np.asarray(dampings, dtype=object).ravel()]
         if not dampings:
             raise ValueError("dampings is empty")
@@ -486,8 +534,13 @@ class Curvature:
         return self._norm_bounds[shift]
 
     def norm_estimate(self):
-        """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few
-        percent of it); the scale of the inertia's tolerance."""
+        """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few percent
+        of it; docs/math.md eq. (7.2)), the scale of the inertia's tolerance.
+
+        Returns
+        -------
+        float
+        """
         lo, hi = self._spectrum()
         return max(abs(lo), abs(hi))
 
@@ -523,6 +576,28 @@ class Curvature:
         Where a sweep is not certified the count comes from the dense eigenvalues of H for
         ``n_params <= DENSE_INERTIA_MAX``, else
         :class:`~tallskinny_np.errors.UncertifiedInertiaError` is raised.
+
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)`` of the dtype.
+
+        Returns
+        -------
+        (n_neg, n_zero, n_pos) : tuple of int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            No sweep near the shift could be certified and the network is too large for
+            the dense fallback.
+
+        References
+        ----------
+        J. Kuczynski and H. Wozniakowski, "Estimating the largest eigenvalue by the power
+        and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4),
+        1992. doi:10.1137/0613066
         """
         shift = _finite_real(shift, "shift")
         t = 0.5 * self._tolerance(tol) * self.norm_estimate()
@@ -531,16 +606,49 @@ class Curvature:
         return n_neg, self.n_params - n_neg - n_pos, n_pos
 
     def count_eigenvalues_below(self, sigma, tol=None):
-        """The number of eigenvalues of H below sigma, ``n_neg(H - sigma I)``; exact for
-        every eigenvalue further than ``tol ||H||`` from sigma (see :meth:`inertia`)."""
+        """The number of eigenvalues of H below sigma, ``n_neg(H - sigma I)``, exact for
+        every eigenvalue further than ``tol ||H||`` from sigma (spectrum slicing,
+        docs/math.md eq. (4.19) and section 7.3).
+
+        Parameters
+        ----------
+        sigma : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
         sigma = _finite_real(sigma, "sigma")
         t = 0.5 * self._tolerance(tol) * self.norm_estimate()
         return self._negative_count(-sigma, t)
 
     def is_positive_definite(self, shift=0.0, tol=None):
         """Whether ``H + shift I`` is positive definite with a margin: True when every
-        eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0;
-        either in between (see :meth:`inertia`)."""
+        eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0,
+        either in between (docs/math.md section 7.3).
+
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
         shift = _finite_real(shift, "shift")
         t = 0.5 * self._tolerance(tol) * self.norm_estimate()
         return self._negative_count(shift - t, t) == 0
@@ -610,9 +718,23 @@ class Curvature:
 
     def lambda_min(self, tol=1e-8):
         """The smallest eigenvalue of H, to ``tol * max(1, ||H||)``: bisection on the
-        certified eigenvalue count (spectrum slicing, docs/math.md section 4), then refined
-        by inverse iteration with the bisection's lower end as the shift and a Rayleigh
-        quotient, kept inside the bisection bracket."""
+        certified eigenvalue count (spectrum slicing, docs/math.md section 4.7), then
+        refined by inverse iteration with the bisection's lower end as the shift and a
+        Rayleigh quotient, kept inside the bisection bracket.
+
+        Parameters
+        ----------
+        tol : float in (0, 1)
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            When a count of the bisection cannot be certified.
+        """
         if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
         xp = array_module(self.params)
@@ -683,7 +805,22 @@ class Curvature:
     def inverse(self, damping, method="riccati"):
         """``(H + damping I)^{-1}`` as a symmetric LinearOperator (see :meth:`to_scipy`):
         factors once, then each product costs the certified substitutions of
-        :meth:`solve`."""
+        :meth:`solve`.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+
+        Raises
+        ------
+        SingularPivotError
+            As :meth:`factor`; products raise as :meth:`solve`.
+        """
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
 

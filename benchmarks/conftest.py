@@ -26,7 +26,7 @@ SHAPES = ((8, 8), (16, 16), (32, 8))
 QUICK_DEPTHS = (4, 8, 16, 32)
 QUICK_SHAPES = ((8, 8),)
 
-# GPU grid (issue 5): widths 16/32/64 at batch 16 and 64, and the target point width 32,
+# GPU grid: widths 16/32/64 at batch 16 and 64, and the target point width 32,
 # batch 32.
 GPU_DEPTHS = (16, 32, 64, 128, 256, 512, 1024)
 GPU_SHAPES = tuple((w, B) for w in (16, 32, 64) for B in (16, 64)) + ((32, 32),)

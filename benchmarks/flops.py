@@ -1,10 +1,10 @@
-"""Analytic operation counts and memory estimates of what the suites measure (DESIGN.md
+"""Analytic operation counts and memory estimates of what the suites measure (docs/math.md
 section 5, with the constants of the operations the code performs).
 
 How we count: a multiply-add is 2 flops, a product with a structured block costs 2 flops
 per stored nonzero of that block per column of the other factor (structural zeros are free:
 Dx is Kronecker-structured, Dz and S are block-diagonal over samples, A over output units;
-DESIGN.md section 2), a dense LU of order N costs 2N^3/3, a Cholesky or LDL^T N^3/3, and
+docs/math.md section 2), a dense LU of order N costs 2N^3/3, a Cholesky or LDL^T N^3/3, and
 an LU solve with r right-hand sides 2 N^2 r. Elementwise work (activations, scaling,
 additions of blocks) and data movement are not counted. GFLOP/s derived from these counts
 is therefore *useful* work per second: an implementation that multiplies by dense zeros
@@ -36,7 +36,7 @@ def layers(net, batch):
 
 
 def nnz(ly):
-    """Stored nonzeros of the layer's blocks ``(Dx, Dz, A, S, C)`` (DESIGN.md section 2)."""
+    """Stored nonzeros of the layer's blocks ``(Dx, Dz, A, S, C)`` (docs/math.md section 2)."""
     first = ly.a_in == 0
     Dx = ly.p if ly.loss else ly.B * ly.p
     Dz = 0 if first else (ly.a_in if ly.loss else ly.a * ly.n_in)
@@ -52,7 +52,7 @@ def blocks_bytes(lys):
 
 
 def setup_flops(lys):
-    """Forward pass, backprop and the blocks of DESIGN.md section 2 (``Curvature(...)``).
+    """Forward pass, backprop and the blocks of docs/math.md section 2 (``Curvature(...)``).
 
     Every layer: ``Z W^T`` (2 B m n); every layer but the first: the backprop product
     through its W (2 B m n). Hidden layers: Dx (B m q products), A (2 B m q^2), and but
@@ -75,9 +75,10 @@ def setup_flops(lys):
 
 
 def hvp_flops(lys, r=1):
-    """``H v`` for r vectors (DESIGN.md section 3, :func:`tallskinny_np.products.hvp`): the
-    forward pass ``Dx x + Dz y`` and the backward pass ``Dx^T z``, ``Dz^T z`` through the
-    hidden layers, and ``A x``, ``C y``, ``C^T x``, ``S y`` in every layer."""
+    """``H v`` for r vectors (docs/math.md section 3.4,
+    :func:`tallskinny_np.products.hvp`): the forward pass ``Dx x + Dz y`` and the backward
+    pass ``Dx^T z``, ``Dz^T z`` through the hidden layers, and ``A x``, ``C y``, ``C^T x``,
+    ``S y`` in every layer."""
     total = 0
     for ly in lys:
         Dx, Dz, A, S, C = nnz(ly)
@@ -86,7 +87,8 @@ def hvp_flops(lys, r=1):
 
 
 def ldu_sizes(lys):
-    """Pivot-block orders ``N_l = p_l + 2 a_l`` of ``K' = Pi K Pi^T`` (DESIGN.md section 4)."""
+    """Pivot-block orders ``N_l = p_l + 2 a_l`` of ``K' = Pi K Pi^T`` (docs/math.md
+    section 4.2)."""
     return [ly.p + 2 * ly.a for ly in lys]
 
 
@@ -94,7 +96,8 @@ def ldu_flops(lys, r=1):
     """:mod:`tallskinny_np.ldu` as written: per layer the dense Schur update
     ``Lo_l Sigma_{l-1}^{-1} Up_{l-1}`` (2 N_l N_{l-1} N_l), the LU of ``Sigma_l``
     (2 N_l^3 / 3), ``F_l = Sigma_l^{-1} Up_l`` (2 N_l^2 N_{l+1}); the substitutions cost
-    ``2 r (N_l^2 + N_l N_{l-1} + N_l N_{l+1})``. Time O(L (p + 2a)^3), DESIGN.md section 5."""
+    ``2 r (N_l^2 + N_l N_{l-1} + N_l N_{l+1})``. Time O(L (p + 2a)^3), docs/math.md
+    section 5."""
     N = ldu_sizes(lys)
     total = 0
     for l, n in enumerate(N):
@@ -119,7 +122,7 @@ def ldu_bytes(lys):
 
 
 def riccati_flops(lys, r=1):
-    """:mod:`tallskinny_np.riccati`: the stage-wise elimination of DESIGN.md section 4,
+    """:mod:`tallskinny_np.riccati`: the stage-wise elimination of docs/math.md section 4.6,
     layer L down to 1, with ``P_l`` (a_l x a_l) dense and ``P_L = 0``::
 
         P Dx, Dx^T (P Dx)            2 a nnz(Dx), 2 nnz(Dx) p       (Qxx)
@@ -128,10 +131,10 @@ def riccati_flops(lys, r=1):
         K_l = -Qxx^{-1} Qxy          2 p^2 a_in
         P_{l-1} = Qyy + Qxy^T K_l    2 a_in^2 p
 
-    (the congruences are :func:`tallskinny_np.products.congruences`, which skips Dx's and
+    (the congruences are :func:`tallskinny_np.congruences.congruences`, which skips Dx's and
     Dz's zeros), and per right-hand side ``2 (nnz(Dx) + nnz(Dz)) + 2 p^2 + 2 p a_in``
     backward (q, k, p_{l-1}) and ``2 p a_in + 2 (nnz(Dx) + nnz(Dz))`` forward (x_l, y_l).
-    Time O(L (p^3 + a^2 p + a p^2 + B n^2 a)), DESIGN.md section 5. A Cholesky (the damped
+    Time O(L (p^3 + p^2 a + p a^2)), docs/math.md section 5. A Cholesky (the damped
     GGN) would halve the factorization term; the CuPy path's eigendecomposition does more
     work than this credits.
     """
@@ -149,7 +152,7 @@ def riccati_flops(lys, r=1):
 def riccati_bytes(lys):
     """What :func:`tallskinny_np.riccati.riccati_factor` keeps for the forward sweep: per
     layer the factor of Qxx (p x p), ``Qxy`` and ``K_l`` (p x a_in each); plus one ``P_l``
-    with its congruence terms. O(L (p a + p^2)), DESIGN.md section 5."""
+    with its congruence terms. O(L (p a + p^2)), docs/math.md section 5."""
     return FLOAT64 * (sum(ly.p * ly.p + 2 * ly.p * ly.a_in for ly in lys)
                       + 4 * max(max(ly.a, ly.p) ** 2 for ly in lys))
 
@@ -176,7 +179,7 @@ def banded_bytes(lys, kl, ku):
 
 def dense_flops(lys, r=1):
     """The dense baseline: H column by column with ``H v`` (N products), LU (2N^3/3) and the
-    solve (2 N^2 r). O((L p)^3), DESIGN.md section 5."""
+    solve (2 N^2 r). O((L p)^3), docs/math.md section 5."""
     N = sum(ly.p for ly in lys)
     return hvp_flops(lys, N) + 2 * N ** 3 // 3 + 2 * N * N * r
 

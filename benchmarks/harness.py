@@ -19,9 +19,8 @@ from scipy.sparse.linalg import LinearOperator, minres, splu
 
 from tallskinny_np import MLP, Curvature, banded
 from tallskinny_np.backend import array_module
+from tallskinny_np.augmented import layer_sizes, pivot_blocks
 from tallskinny_np.blocks import to_dense
-from tallskinny_np.ldu import layer_sizes, pivot_blocks
-from tallskinny_np.model import from_layers, to_layers
 
 from . import flops
 
@@ -39,7 +38,7 @@ spent on timed rounds of one benchmark, at most ``max_rounds`` of them."""
 
 Problem = namedtuple("Problem", "net params X y backend curv b norm layers info")
 Problem.__doc__ = """A benchmark problem: the net, its point and batch, a Curvature of
-its Hessian, the right-hand side ``b`` (the gradient: the Newton system of DESIGN.md
+its Hessian, the right-hand side ``b`` (the gradient: the Newton system of docs/math.md
 section 4), ``norm``, a power-iteration estimate of ``||H + DAMPING I||_2``, ``layers``,
 the :class:`benchmarks.flops.Layer` sizes, and ``info``, the sizes recorded in every
 benchmark's extra_info."""
@@ -202,7 +201,7 @@ def dense_solve(curv, b, damping, chunk=256):
 
 class DenseLayers(Sequence):
     """``to_dense`` of each layer's blocks on access, keeping the last three:
-    :func:`tallskinny_np.ldu.pivot_blocks` reads only layers l-1, l, l+1."""
+    :func:`tallskinny_np.augmented.pivot_blocks` reads only layers l-1, l, l+1."""
 
     def __init__(self, blocks):
         self._layers = blocks.layers
@@ -223,8 +222,8 @@ def augmented_offsets(net, batch):
 
 
 def augmented_system(curv, damping):
-    """``K' = Pi K Pi^T`` (DESIGN.md section 4) as a scipy.sparse CSC matrix, assembled from
-    the block rows of :func:`tallskinny_np.ldu.pivot_blocks` without their zeros."""
+    """``K' = Pi K Pi^T`` (docs/math.md eq. (4.5)) as a scipy.sparse CSC matrix, assembled from
+    the block rows of :func:`tallskinny_np.augmented.pivot_blocks` without their zeros."""
     dense = DenseLayers(curv.blocks)
     offsets, n = augmented_offsets(curv.net, curv.blocks.batch)
     rows, cols, vals = [], [], []
@@ -249,13 +248,13 @@ def sparse_direct_solve(curv, b, damping):
     net = curv.net
     offsets, n = augmented_offsets(net, curv.blocks.batch)
     factor = splu(augmented_system(curv, damping))
-    gs = to_layers(net, b[:, None])
+    gs = net.split(b)
     rhs = np.zeros(n)
     for o, g in zip(offsets, gs):
         rhs[o:o + g.size] = g.ravel()
     u = factor.solve(rhs)
     xs = [u[o:o + g.size].reshape(g.shape) for o, g in zip(offsets, gs)]
-    return SparseDirect(from_layers(net, xs)[:, 0], factor)
+    return SparseDirect(net.join(xs), factor)
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,8 +5,9 @@ DIR (default ``benchmarks/results``):
 
 - ``report.md``: per configuration (width, batch) and series, the median time against L
   with backward error, achieved GFLOP/s and its fraction of the same-run dgemm rate
-  (DESIGN.md section 5), peak memory; fitted log-log slopes; the targets of issue 4 (and of
-  issue 5 when GPU results are present) marked MET or MISSED with the measured numbers;
+  (docs/math.md section 5), peak memory; fitted log-log slopes; the CPU targets below (and
+  the GPU targets when GPU results are present) marked MET or MISSED with the measured
+  numbers;
 - ``time_vs_L.png``, ``memory_vs_L.png`` (and ``gpu_time_vs_L.png``): log-log plots, one
   panel per configuration, slopes fitted on L in [16, 512] in the legends.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-SLOPE_RANGE = (16, 512)           # depths over which slopes are fitted (issue 4)
+SLOPE_RANGE = (16, 512)           # depths over which slopes are fitted
 GPU_SLOPE_RANGE = (16, 1024)
 SLOPE_BOUNDS = (0.9, 1.1)
 MEMORY_SLOPE_MAX = 1.1
@@ -231,7 +232,7 @@ def one(records, **match):
 
 
 def cpu_targets(cpu, dgemm):
-    """``[(target, status or "NOT MEASURED", measured numbers)]`` for issue 4's targets."""
+    """``[(target, status or "NOT MEASURED", measured numbers)]`` for the CPU targets."""
     out = []
     methods = sorted({r["series"] for r in cpu if r.get("role") == "method"}, key=series_key)
     fits = slopes(cpu)
@@ -391,7 +392,7 @@ def header(data, source, dgemm, dgemm_n, matmul, matmul_n):
     threads = {k: v for k, v in extra.get("blas_threads", {}).items() if v}
     lines = [
         "# tallskinny-np scaling report", "",
-        f"- source: `{source}` ({data.get('datetime', '?')})",
+        f"- source: `{Path(source).name}` ({data.get('datetime', '?')})",
         f"- machine: {mi.get('cpu', {}).get('brand_raw', mi.get('processor', '?'))}, "
         f"{extra.get('cpu_count', '?')} CPUs, python {mi.get('python_version', '?')}",
         f"- load average (1, 5, 15 min) at start: {load(extra.get('loadavg_start'))}; "
@@ -418,8 +419,8 @@ def render(records, data, source, figures):
     cpu_runs = [r for r in cpu if "L" in r]
     gpu_runs = [r for r in gpu if "L" in r]
     lines = header(data, source, dgemm, dgemm_n, matmul, matmul_n)
-    lines += ["", "## Targets (issue 4)", "", target_table(cpu_targets(cpu_runs, dgemm))]
-    lines += ["", "## Targets (issue 5, GPU)", ""]
+    lines += ["", "## Targets (CPU)", "", target_table(cpu_targets(cpu_runs, dgemm))]
+    lines += ["", "## Targets (GPU)", ""]
     lines += ([target_table(gpu_targets(gpu_runs, cpu_runs, matmul))] if gpu_runs else
               ["Not measured: no GPU results in this JSON (run `benchmarks/test_gpu.py` on "
                "a machine with CUDA and CuPy)."])

@@ -1,5 +1,5 @@
-"""Derivative setup (``Curvature(...)``: forward pass, backprop, the blocks of DESIGN.md
-section 2) and ``hvp`` (DESIGN.md section 3) over the CPU grid."""
+"""Derivative setup (``Curvature(...)``: forward pass, backprop, the blocks of docs/math.md
+section 2) and ``hvp`` (docs/math.md section 3) over the CPU grid."""
 from . import flops
 from .harness import (fresh_curvature, grid_layers, label, measure, problem,
                       require_budget)

@@ -1,4 +1,4 @@
-"""GPU suite (issue 5): ``Curvature(..., backend="cupy")`` solves over the GPU grid (L in
+"""GPU suite: ``Curvature(..., backend="cupy")`` solves over the GPU grid (L in
 16..1024, widths 16/32/64, batch 16/64, and width 32 batch 32), each next to the same
 solve on the CPU path ("numpy") in the same run, for the speedup; and a same-run fp64 CuPy
 matmul rate, the device's limit. Skipped without CuPy or a CUDA device.

@@ -1,4 +1,4 @@
-"""The machine limit (DESIGN.md section 5): the float64 matmul (dgemm) rate measured in the
+"""The machine limit (docs/math.md section 5): the float64 matmul (dgemm) rate measured in the
 same run; the report divides every achieved GFLOP/s by the best of these."""
 import numpy as np
 import pytest

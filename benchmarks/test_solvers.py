@@ -1,4 +1,4 @@
-"""Solves of ``(H + eps I) x = g`` (DESIGN.md section 4) over the CPU grid: every method
+"""Solves of ``(H + eps I) x = g`` (docs/math.md section 4) over the CPU grid: every method
 of :data:`tallskinny_np.curvature.METHODS`, and the three baselines (dense LU, sparse-direct
 splu on K', minres on ``H v``).
 

@@ -1,9 +1,11 @@
 """tallskinny_np: exact gradients, Hessian-vector products and linear-time Hessian solves
 for deep, narrow MLPs (A. Rahimi, "The Hessian of tall-skinny networks is easy to invert",
-arXiv 2601.06096). See DESIGN.md for the mathematics."""
+arXiv 2601.06096). The mathematics is in docs/math.md."""
 from .curvature import Curvature
-from .errors import SingularPivotError
+from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
+                     UncertifiedSolveWarning)
 from .model import MLP
 
-__all__ = ["MLP", "Curvature", "SingularPivotError"]
+__all__ = ["MLP", "Curvature", "SingularPivotError", "UncertifiedSolveError",
+           "UncertifiedSolveWarning", "UncertifiedInertiaError"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Smooth activations and their first two derivatives (DESIGN.md section 2).
+"""Smooth activations and their first two derivatives (docs/math.md section 2.1,
+eqs. (2.1)-(2.3)).
 
 Each activation maps a pre-activation array U to ``(sigma(U), sigma'(U), sigma''(U))``.
 The functions take the array module ``xp`` (numpy or cupy) so that one code path serves

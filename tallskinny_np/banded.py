@@ -1,6 +1,6 @@
 """The pivoted augmented system solved as a banded matrix by LAPACK (``gbtrf``/``gbtrs``).
 
-DESIGN.md section 4: ``K' = Pi K Pi^T`` is block-tridiagonal, hence banded; LU with
+docs/math.md section 4: ``K' = Pi K Pi^T`` is block-tridiagonal, hence banded; LU with
 partial pivoting across the whole band is the stable "off-the-shelf banded solver" that
 the paper's conclusion recommends, as a fallback to the block LDU (which pivots only
 inside blocks). Storage ``(2 kl + ku + 1) x N`` with ``N = sum_l (p_l + 2 a_l)`` and
@@ -11,8 +11,8 @@ from collections import namedtuple
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 
+from .augmented import layer_sizes, pivot_rows
 from .errors import check_pivot
-from .ldu import layer_sizes, pivot_rows
 
 Banded = namedtuple("Banded", "lu ipiv kl ku starts sizes")
 
@@ -25,7 +25,7 @@ def bandwidths(sizes):
     """Lower and upper bandwidths ``(kl, ku)`` of K' from the block sizes ``(p_l, a_l)``:
     the farthest structural nonzeros of ``D_l`` (``-Dx_l`` below, ``Dx_l^T`` above), of
     ``Lo_l`` (rows x_l, y_l against columns y_{l-1}) and of ``Up_l`` (rows z_l against
-    columns x_{l+1}, z_{l+1}), see :func:`tallskinny_np.ldu.pivot_blocks`."""
+    columns x_{l+1}, z_{l+1}), see :func:`tallskinny_np.augmented.pivot_blocks`."""
     kl = ku = 0
     for l, (p, a) in enumerate(sizes):
         kl = max(kl, p + a - 1, 2 * a - 1)
@@ -64,11 +64,13 @@ def banded_factor(blocks, damping):
 
 
 def banded_solve(fac, gs):
-    """Solve ``K' [x; y; z] = [g; 0; 0]``; ``gs`` per-layer ``(p_l, r)``, returns x blocks."""
-    r = gs[0].shape[1]
+    """Solve ``K' [x; y; z] = [g; 0; 0]``; ``gs`` holds per-layer right-hand sides
+    ``(n_l, q_l, r)`` (the layout of :meth:`tallskinny_np.model.MLP.split`), and the x
+    blocks are returned in the same form."""
+    r = gs[0].shape[-1]
     rhs = np.zeros((int(fac.starts[-1]), r), dtype=gs[0].dtype)
-    for s, g in zip(fac.starts, gs):
-        rhs[s:s + g.shape[0]] = g
+    for s, (p, _), g in zip(fac.starts, fac.sizes, gs):
+        rhs[s:s + p] = g.reshape(p, r)
     gbtrs, = get_lapack_funcs(("gbtrs",), (fac.lu,))
     sol, _ = gbtrs(fac.lu, fac.kl, fac.ku, rhs, fac.ipiv)
-    return [sol[s:s + p] for s, (p, _) in zip(fac.starts, fac.sizes)]
+    return [sol[s:s + p].reshape(g.shape) for s, (p, _), g in zip(fac.starts, fac.sizes, gs)]

@@ -1,8 +1,8 @@
-"""Analytic per-layer derivative blocks Dx, Dz, A, S, C (DESIGN.md section 2).
+"""Analytic per-layer derivative blocks Dx, Dz, A, S, C (docs/math.md section 2).
 
 Blocks are stored in compact form, without the structural zeros, with the parameters of a
 layer laid out as ``(k, j)`` = (output unit, input unit or bias), see
-:func:`tallskinny_np.model.to_layers`. For a hidden layer with input Z (B x n), weights W
+:meth:`tallskinny_np.model.MLP.split`. For a layer with input Z (B x n), weights W
 (m x n), ``Zt = [Z, 1]`` (q = n + 1 columns; ``Zt = Z`` without bias), ``S1 = sigma'(U)``,
 ``S2 = sigma''(U)``, backprop vector ``b`` (B x m) and ``R = b * S2``:
 
@@ -22,21 +22,27 @@ The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s p
 Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), S (B, n, n),
 C (c, q, B, n), and A as ``LossA(Dblk, pi, Zt)``: ``A = sum_s Lambda_s (x) zt_s zt_s^T`` is
 block-diagonal over classes, ``Dblk[k] = sum_s pi[s,k] zt_s zt_s^T / B``, minus the rank-B
-term ``sum_s u_s u_s^T`` with ``u_s = (pi_s (x) zt_s) / sqrt(B)`` (DESIGN.md section 4,
+term ``sum_s u_s u_s^T`` with ``u_s = (pi_s (x) zt_s) / sqrt(B)`` (docs/math.md section 4,
 "Wide end layers"). Neither end layer's A is ever stored densely: at ImageNet scale layer
 1's would hold ``m q^2`` and the loss layer's ``(c q)^2`` numbers.
 
-Layer 1's Dz, S and C are None: its input is the data, ``(P y)_1 = 0``, so they never enter
-H (DESIGN.md section 3) and would cost O(B n_0) per parameter. For ``kind="ggn"`` the
-hidden layers' A, S, C are identically zero and stored as None, and the loss layer's C
-drops its ``G delta`` term.
+Each layer's blocks are a record of its kind: :class:`FirstLayer`, :class:`HiddenLayer`
+or :class:`LossLayer`. Layer 1 has no Dz, S, C: its input is the data, ``(P y)_1 = 0``, so
+they never enter H (docs/math.md section 3) and would cost O(B n_0) per parameter. For
+``kind="ggn"`` the A, S, C of layers 1..L-1 are identically zero and stored as None, and
+the loss layer's C drops its ``G delta`` term. The functions whose work differs by kind
+(:func:`layer_size`, :func:`to_dense`, :func:`dense_A`,
+:func:`tallskinny_np.products.A_mv`, :func:`tallskinny_np.congruences.congruences`)
+dispatch on the record type.
 
-Hidden layers 2..L-1 with equal shapes are computed together and stored as stacked arrays
-with a leading layer axis; :attr:`Blocks.layers` holds per-layer views into them.
+Hidden layers 2..L-1 with equal shapes are computed together and stored as records of
+stacked arrays with a leading layer axis; :attr:`Blocks.layers` holds per-layer records of
+views into them.
 """
 import itertools
 from collections import namedtuple
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,19 +51,53 @@ from .activations import activation
 from .backend import array_module
 from .model import cross_entropy
 
-LayerBlocks = namedtuple("LayerBlocks", "Dx Dz A S C")
 GramA = namedtuple("GramA", "Zt R")
-GramA.__doc__ = "Layer 1's A: ``A[k] = Zt^T diag(R[:, k]) Zt``."
+GramA.__doc__ = "Layer 1's A: ``A[k] = Zt^T diag(R[:, k]) Zt``, Zt (B, q), R (B, m)."
 LossA = namedtuple("LossA", "Dblk pi Zt")
 LossA.__doc__ = ("The loss layer's A: ``blockdiag_k(Dblk[k]) - (1/B) sum_s "
-                 "(pi_s (x) zt_s)(pi_s (x) zt_s)^T``.")
+                 "(pi_s (x) zt_s)(pi_s (x) zt_s)^T``, Dblk (c, q, q), pi (B, c), Zt (B, q).")
+
+
+class FirstLayer(NamedTuple):
+    """Layer 1's blocks: its input is the data, so it has no Dz, S, C."""
+    Dx: object      # (B, m, q): Dx[s, i, j] = S1[s, i] Zt[s, j]
+    A: object       # GramA(Zt (B, q), R (B, m)); None for kind="ggn"
+
+
+class HiddenLayer(NamedTuple):
+    """The blocks of a hidden layer 2..L-1."""
+    Dx: object      # (B, m, q): Dx[s, i, j] = S1[s, i] Zt[s, j]
+    Dz: object      # (B, m, n): block s = diag(S1[s]) W
+    A: object       # (m, q, q): A[k] = sum_s R[s, k] zt_s zt_s^T; None for kind="ggn"
+    S: object       # (B, n, n): S[s] = W^T diag(R[s]) W; None for kind="ggn"
+    C: object       # (m, q, B, n): the dense p x a_{l-1} block; None for kind="ggn"
+
+
+class LossLayer(NamedTuple):
+    """The blocks of the cross-entropy loss layer L (c classes, ``a_L = 1``)."""
+    Dx: object      # (c, q): the 1 x p row G^T Zt
+    Dz: object      # (B, n): the 1 x Bn row G W
+    A: object       # LossA(Dblk (c, q, q), pi (B, c), Zt (B, q))
+    S: object       # (B, n, n): S[s] = W^T Lambda_s W
+    C: object       # (c, q, B, n): the dense p x a_{L-1} block
+
+
+class DenseBlocks(NamedTuple):
+    """The dense matrices of one layer's blocks, any kind (:func:`to_dense`); None is a
+    block the layer does not have or that is zero (``a_L = 1`` for the loss layer)."""
+    Dx: object      # (a_l, p_l)
+    Dz: object      # (a_l, a_{l-1}); None for layer 1
+    A: object       # (p_l, p_l)
+    S: object       # (a_{l-1}, a_{l-1})
+    C: object       # (p_l, a_{l-1})
+
 
 KINDS = ("hessian", "ggn")
 
 
 @dataclass
 class Linearization:
-    """The forward and backward pass at a point (DESIGN.md sections 1 and 2).
+    """The forward and backward pass at a point (docs/math.md sections 1 and 2).
 
     ``Z[l]`` is the input of layer l+1 (``Z[0] = X``), ``S1[l]``, ``S2[l]`` the activation
     derivatives of hidden layer l+1, ``b[l]`` the backprop vector ``d loss / d z_{l+1}``
@@ -80,7 +120,7 @@ def with_ones(xp, Z, bias):
 
 
 def linearize(net, params, X, y):
-    """Forward pass, loss and backprop ``b_{l-1} = b_l Dz_l`` (DESIGN.md section 2)."""
+    """Forward pass, loss and backprop ``b_{l-1} = b_l Dz_l`` (docs/math.md section 2)."""
     xp = array_module(params, X)
     act = activation(net.activation)
     layers = net.unpack(params)
@@ -110,24 +150,22 @@ def linearize(net, params, X, y):
 
 
 def gradient(net, lin):
-    """Per-layer gradient blocks ``(n_l, q_l)`` (layout of
-    :func:`tallskinny_np.model.to_layers`): ``g = Dx^T M^{-T} e_L``, i.e. ``g_l = Dx_l^T b_l``
-    (DESIGN.md section 2), which is ``(b_l * sigma'(U_l))^T Zt_l`` for a hidden layer and
+    """Per-layer gradient blocks ``(n_l, q_l)`` (the layout of
+    :meth:`tallskinny_np.model.MLP.split`): ``g = Dx^T M^{-T} e_L``, i.e. ``g_l = Dx_l^T b_l``
+    (docs/math.md section 2), which is ``(b_l * sigma'(U_l))^T Zt_l`` for a hidden layer and
     ``G^T Zt_L`` for the loss layer: plain backprop, without forming Dx."""
     xp = array_module(lin.G)
     deltas = [b * s1 for b, s1 in zip(lin.b, lin.S1)] + [lin.G]
     return [d.T @ with_ones(xp, Z, net.bias) for d, Z in zip(deltas, lin.Z)]
 
 
-def second_derivative_blocks(xp, Zt, W, R, bS1, first, use_numba=None):
-    """``(A, S, C)`` of a stack of hidden layers (for layer 1: ``GramA`` and None, None). By the
-    numba kernels of :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at
-    widths 8 and 16, twice as fast at 32, measured on this 2-core machine), on other array
-    modules (and with ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
+def second_derivative_blocks(xp, Zt, W, R, bS1, use_numba=None):
+    """``(A, S, C)`` of a stack of hidden layers 2..L-1. By the numba kernels of
+    :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at widths 8 and 16,
+    twice as fast at 32, measured on a 2-core machine), on other array modules (and with
+    ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
     if use_numba is None:
         use_numba = xp is np
-    if first:
-        return GramA(Zt, R), None, None
     if use_numba:
         return (kernels.block_A(Zt, R),) + kernels.blocks_S_C(Zt, W, R, bS1)
     A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)
@@ -139,18 +177,21 @@ def second_derivative_blocks(xp, Zt, W, R, bS1, first, use_numba=None):
 
 
 def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
-    """Blocks of a stack of hidden layers with equal shapes (leading layer axis)."""
+    """The records of a stack of layers 1..L-1 with equal shapes (leading layer axis):
+    a :class:`FirstLayer` (layer 1 alone, ``first=True``) or a :class:`HiddenLayer`."""
     Zt = with_ones(xp, Z, bias)
     Dx = S1[..., :, None] * Zt[..., None, :]
-    Dz = None if first else S1[..., :, None] * W[:, None]
+    if first:
+        return FirstLayer(Dx, None if kind == "ggn" else GramA(Zt, b * S2))
+    Dz = S1[..., :, None] * W[:, None]
     if kind == "ggn":
-        return LayerBlocks(Dx, Dz, None, None, None)
-    A, S, C = second_derivative_blocks(xp, Zt, W, b * S2, b * S1, first)
-    return LayerBlocks(Dx, Dz, A, S, C)
+        return HiddenLayer(Dx, Dz, None, None, None)
+    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, b * S2, b * S1))
 
 
 def loss_blocks(xp, Z, W, pi, G, bias, kind):
-    """Blocks of the cross-entropy loss layer (DESIGN.md section 2, loss layer table)."""
+    """The :class:`LossLayer` record of the cross-entropy loss layer (docs/math.md
+    section 2, loss layer table)."""
     Zt = with_ones(xp, Z, bias)
     B, c = pi.shape
     Lam = (xp.einsum("sk,kl->skl", pi, xp.eye(c, dtype=pi.dtype))
@@ -164,15 +205,16 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind):
         n = Z.shape[-1]
         diag = xp.arange(n)
         C[:, diag, :, diag] += G.T[None]
-    return LayerBlocks(Dx, Dz, A, S, C)
+    return LossLayer(Dx, Dz, A, S, C)
 
 
 class Blocks:
     """All derivative blocks of a network at a point, as stacked arrays.
 
-    ``segments`` is a list of ``(layer_indices, LayerBlocks of stacked arrays)``;
-    ``layers[l]`` (0-based, layer l+1 of the paper) is a LayerBlocks of views; ``input`` is
-    layer 1's ``Zt = [X, 1]``.
+    ``segments`` is a list of ``(layer_indices, record of stacked arrays)``; ``layers[l]``
+    (0-based, layer l+1 of the paper) is the layer's :class:`FirstLayer`,
+    :class:`HiddenLayer` or :class:`LossLayer` record of views; ``input`` is layer 1's
+    ``Zt = [X, 1]``.
     """
 
     def __init__(self, net, params, lin, kind):
@@ -222,17 +264,14 @@ def _map(fn, a):
     return fn(a)
 
 
-def is_loss_layer(blk):
-    """The loss layer's Dx is the 1 x p row ``G^T Zt``, stored as (c, q)."""
-    return blk.Dx.ndim == 2
-
-
 def layer_size(blk):
     """``(p_l, a_l)``: the layer's parameter and output-activation counts (``a_L = 1``)."""
-    if is_loss_layer(blk):
-        return blk.Dx.size, 1
-    B, m, q = blk.Dx.shape
-    return m * q, B * m
+    match blk:
+        case FirstLayer() | HiddenLayer():
+            B, m, q = blk.Dx.shape
+            return m * q, B * m
+        case LossLayer():
+            return blk.Dx.size, 1
 
 
 def block_diagonal(xp, blocks):
@@ -245,37 +284,49 @@ def block_diagonal(xp, blocks):
 
 
 def to_dense(blk):
-    """The dense matrices of one layer's blocks (None stays None): Dx (a_l x p_l),
-    Dz (a_l x a_{l-1}), A (p_l x p_l), S (a_{l-1} x a_{l-1}), C (p_l x a_{l-1}), with
-    ``a_L = 1`` for the loss layer. For verification and the paper's LDU; O(p^2 + a^2)."""
+    """The :class:`DenseBlocks` of one layer's record: Dx (a_l x p_l), Dz (a_l x a_{l-1}),
+    A (p_l x p_l), S (a_{l-1} x a_{l-1}), C (p_l x a_{l-1}), with ``a_L = 1`` for the loss
+    layer and None where the record has None or no such block. For verification and the
+    paper's LDU; O(p^2 + a^2)."""
     xp = array_module(blk.Dx)
-    loss = is_loss_layer(blk)
-    if loss:
-        Dx = blk.Dx.reshape(1, -1)
-        Dz = None if blk.Dz is None else blk.Dz.reshape(1, -1)
-    else:
-        B, m, q = blk.Dx.shape
-        Dx = xp.zeros((B, m, m, q), dtype=blk.Dx.dtype)
-        idx = xp.arange(m)
-        Dx[:, idx, idx, :] = blk.Dx
-        Dx = Dx.reshape(B * m, m * q)
-        Dz = None if blk.Dz is None else block_diagonal(xp, blk.Dz)
-    A = None if blk.A is None else dense_A(blk.A)
-    S = None if blk.S is None else block_diagonal(xp, blk.S)
-    C = None if blk.C is None else blk.C.reshape(Dx.shape[1], -1)
-    return LayerBlocks(Dx, Dz, A, S, C)
+    match blk:
+        case FirstLayer():
+            return DenseBlocks(_dense_Dx(xp, blk.Dx), None, dense_A(blk), None, None)
+        case HiddenLayer():
+            Dx, Dz = _dense_Dx(xp, blk.Dx), block_diagonal(xp, blk.Dz)
+            if blk.S is None:                   # kind="ggn": A, S, C are zero
+                return DenseBlocks(Dx, Dz, None, None, None)
+            return DenseBlocks(Dx, Dz, dense_A(blk), block_diagonal(xp, blk.S),
+                               blk.C.reshape(Dx.shape[1], -1))
+        case LossLayer():
+            return DenseBlocks(blk.Dx.reshape(1, -1), blk.Dz.reshape(1, -1), dense_A(blk),
+                               block_diagonal(xp, blk.S), blk.C.reshape(blk.Dx.size, -1))
 
 
-def dense_A(A):
-    """The dense ``p x p`` matrix of a stored A (compact, ``GramA`` or ``LossA``)."""
-    if isinstance(A, GramA):
-        xp = array_module(A.Zt)
-        return block_diagonal(xp, xp.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt))
-    if isinstance(A, LossA):
-        xp = array_module(A.Zt)
-        U = loss_A_low_rank(A).reshape(-1, A.pi.shape[0])
-        return block_diagonal(xp, A.Dblk) - U @ U.T
-    return block_diagonal(array_module(A), A)
+def _dense_Dx(xp, Dx):
+    """The dense ``(B m) x (m q)`` matrix of a compact Kronecker-structured Dx (B, m, q)."""
+    B, m, q = Dx.shape
+    out = xp.zeros((B, m, m, q), dtype=Dx.dtype)
+    idx = xp.arange(m)
+    out[:, idx, idx, :] = Dx
+    return out.reshape(B * m, m * q)
+
+
+def dense_A(blk):
+    """The dense ``p x p`` matrix of a layer's A, or None where it is zero (kind="ggn")."""
+    A = blk.A
+    if A is None:
+        return None
+    match blk:
+        case FirstLayer():
+            xp = array_module(A.Zt)
+            return block_diagonal(xp, xp.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt))
+        case HiddenLayer():
+            return block_diagonal(array_module(A), A)
+        case LossLayer():
+            xp = array_module(A.Zt)
+            U = loss_A_low_rank(A).reshape(-1, A.pi.shape[0])
+            return block_diagonal(xp, A.Dblk) - U @ U.T
 
 
 def loss_A_low_rank(A):

@@ -1,11 +1,11 @@
 """The paper's solve of ``(H + eps I) x = g``: block LDU of the pivoted augmented system.
 
-DESIGN.md section 4, "Augmented system": the unknowns ``(x, y, z)`` ordered layer by layer
-(the pivot Pi) make ``K' = Pi K Pi^T`` block-tridiagonal with 3x3 blocks of sizes
-``(p_l, a_l, a_l)``. K' is factored as ``L D U`` by block elimination from the first layer
-to the last (no pivoting across blocks; partial pivoting inside each pivot block), then
-solved by forward substitution, the block-diagonal solve and backward substitution.
-Time O(L (p + 2a)^3), memory O(L (p + 2a)^2).
+docs/math.md section 4, "Augmented system": the unknowns ``(x, y, z)`` ordered layer by
+layer (the pivot Pi) make ``K' = Pi K Pi^T`` block-tridiagonal with 3x3 blocks of sizes
+``(p_l, a_l, a_l)`` (:mod:`tallskinny_np.augmented`). K' is factored as ``L D U`` by block
+elimination from the first layer to the last (no pivoting across blocks; partial pivoting
+inside each pivot block), then solved by forward substitution, the block-diagonal solve
+and backward substitution. Time O(L (p + 2a)^3), memory O(L (p + 2a)^2).
 """
 import warnings
 from collections import namedtuple
@@ -13,76 +13,13 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg as sla
 
-from .blocks import layer_size, to_dense
+from .augmented import layer_sizes, pivot_rows
 from .errors import check_pivot
 
 LDU = namedtuple("LDU", "pivots lower upper sizes")
 LDU.__doc__ = """Factors of ``K' = L D U``: per layer the LU factorization of the pivot
 ``Sigma_l`` (D), the sub-diagonal block ``Lo_l`` of K' (``L_{l,l-1} = Lo_l Sigma_{l-1}^{-1}``)
 and ``F_l = Sigma_l^{-1} Up_l`` (``U_{l,l+1}``); ``sizes`` holds ``(p_l, a_l)``."""
-
-
-def pivot_blocks(dense, l, damping):
-    """Block row l (0-based) of ``K' = Pi K Pi^T``: the diagonal block ``D_l``, the
-    sub-diagonal ``Lo_l`` (columns of layer l-1; None for l = 0) and the super-diagonal
-    ``Up_l`` (columns of layer l+1; None for the last layer), from dense layer blocks.
-
-    Layer l's rows are the three equations of DESIGN.md section 4 for ``(x_l, y_l, z_l)``::
-
-        D_l  = [[A_l + eps I, 0,         Dx_l^T],     Lo_l = [[0, C_l,   0],
-                [-Dx_l,       I,         0     ],             [0, -Dz_l, 0],
-                [0,           -S_{l+1},  I     ]]             [0, 0,     0]]
-
-        Up_l = [[0,             0, 0             ],
-                [0,             0, 0             ],
-                [-C_{l+1}^T,    0, -Dz_{l+1}^T   ]]
-    """
-    blk = dense[l]
-    nxt = dense[l + 1] if l + 1 < len(dense) else None
-    a, p = blk.Dx.shape
-    dtype = blk.Dx.dtype
-    D = np.zeros((p + 2 * a, p + 2 * a), dtype=dtype)
-    if blk.A is not None:
-        D[:p, :p] = blk.A
-    D[:p, :p] += damping * np.eye(p, dtype=dtype)
-    D[:p, p + a:] = blk.Dx.T
-    D[p:p + a, :p] = -blk.Dx
-    D[p:, p:] = np.eye(2 * a, dtype=dtype)
-    if nxt is not None and nxt.S is not None:
-        D[p + a:, p:p + a] = -nxt.S
-    Lo = Up = None
-    if l > 0:
-        ap, pp = dense[l - 1].Dx.shape
-        Lo = np.zeros((p + 2 * a, pp + 2 * ap), dtype=dtype)
-        if blk.C is not None:
-            Lo[:p, pp:pp + ap] = blk.C
-        Lo[p:p + a, pp:pp + ap] = -blk.Dz
-    if nxt is not None:
-        an, pn = nxt.Dx.shape
-        Up = np.zeros((p + 2 * a, pn + 2 * an), dtype=dtype)
-        if nxt.C is not None:
-            Up[p + a:, :pn] = -nxt.C.T
-        Up[p + a:, pn + an:] = -nxt.Dz.T
-    return D, Lo, Up
-
-
-def layer_sizes(blocks):
-    """``(p_l, a_l)`` per layer, with ``a_L = 1`` for the loss layer."""
-    return [layer_size(blk) for blk in blocks.layers]
-
-
-def pivot_rows(blocks, damping):
-    """Yield ``(l, (D_l, Lo_l, Up_l))`` for every block row of K', holding
-    the dense blocks of at most three layers at a time (memory O(p^2 + a^2), not O(L ...))."""
-    layers = blocks.layers
-    dense = [None] * len(layers)
-    for l in range(len(layers)):
-        for k in range(max(l - 1, 0), min(l + 2, len(layers))):
-            if dense[k] is None:
-                dense[k] = to_dense(layers[k])
-        if l >= 2:
-            dense[l - 2] = None
-        yield l, pivot_blocks(dense, l, damping)
 
 
 def lu_checked(M, layer, what):
@@ -114,19 +51,21 @@ def ldu_factor(blocks, damping):
 def ldu_solve(fac, gs):
     """Solve ``K' [x; y; z] = [g; 0; 0]`` with the factors; return the x blocks.
 
-    ``gs`` holds per-layer right-hand sides ``(p_l, r)``. Forward: ``u_l =
-    Sigma_l^{-1} (r_l - Lo_l u_{l-1})`` (L then D); backward: ``w_l = u_l - F_l w_{l+1}`` (U).
+    ``gs`` holds per-layer right-hand sides ``(n_l, q_l, r)`` (the layout of
+    :meth:`tallskinny_np.model.MLP.split`), and the x blocks are returned in the same form.
+    Forward: ``u_l = Sigma_l^{-1} (r_l - Lo_l u_{l-1})`` (L then D); backward:
+    ``w_l = u_l - F_l w_{l+1}`` (U).
     """
     u = []
     for lu, Lo, (p, a), g in zip(fac.pivots, fac.lower, fac.sizes, gs):
-        r = np.zeros((p + 2 * a, g.shape[1]), dtype=g.dtype)
-        r[:p] = g
+        r = np.zeros((p + 2 * a, g.shape[-1]), dtype=g.dtype)
+        r[:p] = g.reshape(p, -1)
         if Lo is not None:
             r -= Lo @ u[-1]
         u.append(sla.lu_solve(lu, r, check_finite=False))
     w = u[-1]
-    xs = [w[:fac.sizes[-1][0]]]
+    ws = [w]
     for l in range(len(u) - 2, -1, -1):
         w = u[l] - fac.upper[l] @ w
-        xs.append(w[:fac.sizes[l][0]])
-    return xs[::-1]
+        ws.append(w)
+    return [w[:p].reshape(g.shape) for w, (p, _), g in zip(ws[::-1], fac.sizes, gs)]

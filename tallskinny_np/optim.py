@@ -5,8 +5,8 @@ Second-order steps minimise the quadratic model of the loss at ``theta``::
 
     m(s) = f + g^T s + 1/2 s^T H s
 
-with H the Hessian or the Gauss-Newton matrix ``J^T Lambda J`` (DESIGN.md section 2, last
-paragraph), solved exactly in O(L) by ``curv.solve`` (DESIGN.md section 4). The gradient g
+with H the Hessian or the Gauss-Newton matrix ``J^T Lambda J`` (docs/math.md section 2.5),
+solved exactly in O(L) by ``curv.solve`` (docs/math.md section 4). The gradient g
 comes from the gradient batch; the curvature may come from a sub-batch of it. A step is
 judged by the reduction ratio ``rho = (f(theta) - f(theta + s)) / (m(0) - m(s))`` on the
 gradient batch, and rejected when rho is below :data:`ACCEPT` (or the trial loss is not
@@ -17,7 +17,7 @@ finite). Second-order optimizers take any curvature-like object with ``solve(b, 
   ``-(G + lam I)^{-1} g`` (``--optimizer ggn``), with Levenberg-Marquardt adaptation of lam.
 - :class:`TrustRegion`: ``min m(s)`` subject to ``||s|| <= Delta``, solved exactly by
   Moré-Sorensen iterations on lam (:func:`trust_region_subproblem`), with the inertia of
-  ``H + lam I`` (DESIGN.md section 4, "Inertia (Sylvester)") deciding positive
+  ``H + lam I`` (docs/math.md section 4.7, eq. (4.18)) deciding positive
   definiteness, and the radius adapted from rho.
 """
 import math
@@ -26,8 +26,6 @@ import numpy as np
 
 from .backend import array_module
 from .blocks import gradient, linearize
-from .errors import SingularPivotError
-from .model import from_layers
 
 ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
 SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the radius
@@ -35,18 +33,73 @@ EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the r
 
 
 def loss_and_gradient(net, params, X, y):
-    """``(loss, g, pi)``: the batch-mean cross-entropy, its gradient (flat, the layout of
-    DESIGN.md section 1) and the softmax (B x classes), by one forward and one backward
-    pass and no derivative blocks (:func:`tallskinny_np.blocks.gradient`)."""
+    """The batch-mean cross-entropy, its gradient and the softmax, by one forward and one
+    backward pass and no derivative blocks (docs/math.md eqs. (2.8), (2.9)).
+
+    Parameters
+    ----------
+    net : MLP
+    params : array_like, shape (n_params,)
+    X : array_like, shape (B, n_0)
+    y : array_like of int, shape (B,)
+
+    Returns
+    -------
+    loss : float
+    g : ndarray, shape (n_params,)
+        The gradient in the flat layout of docs/math.md section 1.3.
+    pi : ndarray, shape (B, n_classes)
+        The softmax of the logits.
+
+    Raises
+    ------
+    ValueError
+        For parameters or data that :class:`~tallskinny_np.MLP` refuses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP
+    >>> from tallskinny_np.optim import loss_and_gradient
+    >>> net = MLP([4, 3, 2])
+    >>> loss, g, pi = loss_and_gradient(net, net.init_params(), np.ones((5, 4)), [0] * 5)
+    >>> g.shape, pi.shape
+    ((23,), (5, 2))
+    """
     params = net.check_params(params)
     X, y = net.check_data(X, y)
     lin = linearize(net, params, X, y)
-    gs = [g[..., None] for g in gradient(net, lin)]
-    return float(lin.loss), from_layers(net, gs)[:, 0], lin.pi
+    return float(lin.loss), net.join(gradient(net, lin)), lin.pi
 
 
 class SGD:
-    """SGD with heavy-ball momentum: ``v <- mu v + g``, ``theta <- theta - lr v``."""
+    """SGD with heavy-ball momentum: ``v <- mu v + g``, ``theta <- theta - lr v``.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, > 0.
+    momentum : float, optional
+        ``mu`` in [0, 1) (default 0.9).
+
+    Raises
+    ------
+    ValueError
+        For lr or momentum out of range.
+
+    Examples
+    --------
+    Two steps on ``f(theta) = ||theta||^2 / 2``, whose gradient is theta:
+
+    >>> import numpy as np
+    >>> from tallskinny_np.optim import SGD
+    >>> opt = SGD(lr=0.1, momentum=0.9)
+    >>> theta = np.array([1.0, -2.0])
+    >>> for _ in range(2):
+    ...     theta = opt.step(theta, theta)
+    >>> theta
+    array([ 0.72, -1.44])
+    """
     kind = None
 
     def __init__(self, lr, momentum=0.9):
@@ -58,6 +111,7 @@ class SGD:
         self.state = {}
 
     def step(self, params, grad):
+        """The parameters after one step with gradient ``grad`` (a new array)."""
         v = self.state.get("velocity")
         v = grad if v is None else self.momentum * v + grad
         self.state["velocity"] = v
@@ -65,7 +119,32 @@ class SGD:
 
 
 class Adam:
-    """Adam (Kingma and Ba 2015) with bias-corrected first and second moments."""
+    """Adam (Kingma and Ba 2015) with bias-corrected first and second moments.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, > 0.
+    beta1, beta2 : float, optional
+        Decay rates of the first and second moments, in [0, 1) (defaults 0.9, 0.999).
+    eps : float, optional
+        Added to the root of the second moment, > 0 (default 1e-8).
+
+    Raises
+    ------
+    ValueError
+        For a parameter out of range.
+
+    Examples
+    --------
+    The first step moves each coordinate by about ``lr`` against its gradient's sign:
+
+    >>> import numpy as np
+    >>> from tallskinny_np.optim import Adam
+    >>> theta = np.array([1.0, -2.0])
+    >>> Adam(lr=0.1).step(theta, theta)
+    array([ 0.9, -1.9])
+    """
     kind = None
 
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -77,6 +156,7 @@ class Adam:
         self.state = {}
 
     def step(self, params, grad):
+        """The parameters after one step with gradient ``grad`` (a new array)."""
         xp = array_module(params)
         t = self.state.get("t", 0) + 1
         m = self.state.get("m", 0) * self.beta1 + (1 - self.beta1) * grad
@@ -113,7 +193,7 @@ def check_failures(state, failed, limit, what):
 
 class DampedNewton:
     """Damped Newton ``s = -(H + lam I)^{-1} g`` (``kind="hessian"``) or Gauss-Newton
-    ``s = -(G + lam I)^{-1} g`` (``kind="ggn"``), DESIGN.md section 4, with the
+    ``s = -(G + lam I)^{-1} g`` (``kind="ggn"``), docs/math.md section 4, with the
     Levenberg-Marquardt rule for lam: divide it by ``factor`` when rho > 3/4, multiply it
     by ``factor`` (at least to ``min_damping``) when rho < 1/4.
 
@@ -127,6 +207,48 @@ class DampedNewton:
     times per step; after ``max_failures`` consecutive non-finite losses or singular
     systems :class:`FloatingPointError` is raised. For an indefinite H the step may
     increase the model; it is then rejected like a poor one.
+
+    Parameters
+    ----------
+    damping : float, optional
+        The first lam, >= 0 (default 1).
+    kind : {"hessian", "ggn"}, optional
+        Which curvature the steps expect (default "hessian"); the caller builds the
+        :class:`~tallskinny_np.Curvature` of this kind.
+    factor : float, optional
+        The Levenberg-Marquardt factor, > 1 (default 2).
+    min_damping : float, optional
+        The smallest lam after an increase, > 0 (default 1e-8).
+    trials : int, optional
+        Trial steps per call of :meth:`step`, >= 1 (default 5).
+    max_failures : int, optional
+        Consecutive failed trials before giving up (default 10).
+
+    Raises
+    ------
+    ValueError
+        For a parameter out of range.
+
+    References
+    ----------
+    .. [1] J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.optim import DampedNewton, loss_and_gradient
+    >>> net = MLP([4, 3, 2])
+    >>> params = net.init_params(seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((8, 4)), rng.integers(0, 2, 8)
+    >>> loss, g, _ = loss_and_gradient(net, params, X, y)
+    >>> loss_at = lambda theta: float(net.loss(theta, X, y))
+    >>> opt = DampedNewton(damping=1.0, kind="ggn")
+    >>> new, info = opt.step(params, loss, g, Curvature(net, params, X, y, kind="ggn"),
+    ...                      loss_at)
+    >>> info["accepted"], loss_at(new) < loss, opt.state["damping"]
+    (True, True, 0.5)
     """
 
     def __init__(self, damping=1.0, kind="hessian", factor=2.0, min_damping=1e-8, trials=5,
@@ -144,15 +266,38 @@ class DampedNewton:
         self.state = {"damping": float(damping)}
 
     def step(self, params, loss, grad, curv, loss_at):
-        """One step from ``params`` (loss and gradient ``grad`` on the gradient batch,
-        ``curv`` on the curvature batch, ``loss_at(theta)`` the gradient batch's loss).
-        Returns the new parameters (``params`` itself if every trial was rejected) and a
-        dict with ``accepted``, ``rho``, ``damping`` (the one used), ``trials``."""
+        """One step from ``params``, with trials until one is accepted.
+
+        Parameters
+        ----------
+        params : ndarray, shape (n_params,)
+            The current parameters theta.
+        loss : float
+            The loss at theta on the gradient batch.
+        grad : ndarray, shape (n_params,)
+            Its gradient g.
+        curv : Curvature or curvature-like
+            The curvature at theta (on the curvature batch, which may be a sub-batch).
+        loss_at : callable
+            ``loss_at(theta)``, the gradient batch's loss at other parameters.
+
+        Returns
+        -------
+        params : ndarray
+            The new parameters (``params`` itself if every trial was rejected).
+        info : dict
+            ``accepted``, ``rho``, ``damping`` (the lam used), ``trials``.
+
+        Raises
+        ------
+        FloatingPointError
+            After ``max_failures`` consecutive non-finite trial losses or singular solves.
+        """
         for trial in range(1, self.trials + 1):
             lam = self.state["damping"]
             try:
                 s = -curv.solve(grad, lam)
-            except SingularPivotError:
+            except np.linalg.LinAlgError:       # singular, or not certified: damp more
                 rho = -math.inf
                 failed = True
             else:
@@ -183,7 +328,7 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
     radius within ``rtol`` of the one asked for.
 
     Each trial lam is first tested with ``curv.is_positive_definite(lam)`` (the inertia of
-    ``H + lam I`` from one Riccati sweep, DESIGN.md section 4), which replaces the
+    ``H + lam I`` from one Riccati sweep, docs/math.md section 4.7), which replaces the
     Cholesky test of the original algorithm. For positive definite ``H + lam I`` the
     Newton step on ``1/||s(lam)|| - 1/radius`` is
     ``lam + (||s|| / radius - 1) ||s||^2 / (s^T (H + lam I)^{-1} s)`` (one more solve with
@@ -199,7 +344,55 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
     ``m(p) + lam/2 ||p||^2``, ``m* >= m(s) - lam/2 (radius^2 - ||s||^2)``, so the test
     bounds the model value within ``rtol`` of the optimum (Moré-Sorensen, Lemma 3.4).
     This ends the iteration when lam* = 0 and H is singular (the softmax makes H
-    singular at every point, DESIGN.md section 4), where lam only tends to 0.
+    singular at every point, docs/math.md section 3.5), where lam only tends to 0.
+
+    Parameters
+    ----------
+    curv : Curvature or curvature-like
+        Provides ``solve(b, damping)``, ``hvp(v)``, ``is_positive_definite(shift)`` and
+        ``lambda_min(tol)``.
+    grad : ndarray, shape (n_params,)
+        The gradient g.
+    radius : float
+        The trust radius, > 0.
+    damping : float, optional
+        The first lam tried (default 0).
+    rtol : float, optional
+        Relative tolerance on ``||s|| = radius`` (default 0.1).
+    max_iter : int, optional
+        Iterations on lam before returning the last valid damped step (default 60).
+
+    Returns
+    -------
+    s : ndarray, shape (n_params,)
+        The step.
+    lam : float
+        Its multiplier, ``(H + lam I) s = -g``.
+
+    Raises
+    ------
+    RuntimeError
+        If no positive definite ``H + lam I`` was met in ``max_iter`` iterations.
+
+    References
+    ----------
+    .. [1] J. J. Moré and D. C. Sorensen, "Computing a trust region step", SIAM J. Sci.
+       Stat. Comput. 4(3):553-572, 1983. doi:10.1137/0904038
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.optim import trust_region_subproblem
+    >>> net = MLP([4, 3, 2])
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((8, 4)), rng.integers(0, 2, 8)
+    >>> curv = Curvature(net, net.init_params(seed=0), X, y)
+    >>> s, lam = trust_region_subproblem(curv, curv.grad, radius=0.1)
+    >>> lam > 0, bool(abs(np.linalg.norm(s) - 0.1) <= 0.1 * 0.1)
+    (True, True)
+    >>> bool(np.linalg.norm(curv.hvp(s) + lam * s + curv.grad) < 1e-12)
+    True
     """
     xp = array_module(grad)
     gnorm = float(xp.linalg.norm(grad))
@@ -214,7 +407,7 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
         try:
             pd = curv.is_positive_definite(lam)
             s = -curv.solve(grad, lam) if pd else None
-        except SingularPivotError:  # positive definite but numerically singular: too low
+        except np.linalg.LinAlgError:  # numerically singular or uncertain: lam too low
             pd = False
         if pd:
             ns = float(xp.linalg.norm(s))
@@ -297,6 +490,47 @@ class TrustRegion:
     Hessian, and the radius adapted from rho: ``||s|| / 4`` when rho < 1/4, doubled (up
     to ``max_radius``) when rho > 3/4 and the step reached the boundary. A rejected step
     is retried with the smaller radius on the same curvature, up to ``trials`` times.
+
+    Parameters
+    ----------
+    radius : float, optional
+        The first trust radius, in ``(0, max_radius]`` (default 1).
+    max_radius : float, optional
+        The largest radius (default 1e3).
+    rtol : float, optional
+        Relative tolerance of the subproblem's boundary condition, in (0, 1) (default 0.1).
+    trials : int, optional
+        Trial steps per call of :meth:`step`, >= 1 (default 5).
+    max_failures : int, optional
+        Consecutive non-finite trial losses before giving up (default 10).
+
+    Raises
+    ------
+    ValueError
+        For a parameter out of range.
+
+    References
+    ----------
+    .. [1] J. J. Moré and D. C. Sorensen, "Computing a trust region step", SIAM J. Sci.
+       Stat. Comput. 4(3):553-572, 1983. doi:10.1137/0904038
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.optim import TrustRegion, loss_and_gradient
+    >>> net = MLP([4, 3, 2])
+    >>> params = net.init_params(seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((8, 4)), rng.integers(0, 2, 8)
+    >>> loss, g, _ = loss_and_gradient(net, params, X, y)
+    >>> loss_at = lambda theta: float(net.loss(theta, X, y))
+    >>> opt = TrustRegion(radius=0.5)
+    >>> new, info = opt.step(params, loss, g, Curvature(net, params, X, y), loss_at)
+    >>> info["accepted"], loss_at(new) < loss
+    (True, True)
+    >>> bool(np.linalg.norm(new - params) <= (1 + opt.rtol) * info["radius"])
+    True
     """
     kind = "hessian"
 
@@ -311,8 +545,11 @@ class TrustRegion:
         self.state = {"radius": float(radius), "damping": 0.0}
 
     def step(self, params, loss, grad, curv, loss_at):
-        """As :meth:`DampedNewton.step`; the dict also holds ``radius`` (the one used)
-        and ``damping`` (the subproblem's lam)."""
+        """One step from ``params``, with trials until one is accepted.
+
+        Parameters and return values as :meth:`DampedNewton.step`; ``info`` also holds
+        ``radius`` (the one used), and ``damping`` is the subproblem's lam.
+        """
         xp = array_module(params)
         for trial in range(1, self.trials + 1):
             radius = self.state["radius"]

@@ -1,13 +1,15 @@
-"""Structured products with the derivative blocks: gradient and H v (DESIGN.md section 3).
+"""Structured products with the derivative blocks: ``Dx x``, ``Dz y``, ``A x``, ``S y``,
+``C y`` and their transposes, and from them H v (docs/math.md section 3). The gradient is
+:func:`tallskinny_np.blocks.gradient`.
 
-Vectors are per-layer lists in the layout of :func:`tallskinny_np.model.to_layers`, with a
-trailing axis r of right-hand sides: ``x_l`` is ``(m, q, r)``, an activation vector
+Vectors are per-layer lists in the layout of :meth:`tallskinny_np.model.MLP.split`, with a
+trailing axis r of right-hand sides: ``x_l`` is ``(n_l, q_l, r)``, an activation vector
 ``y_l`` is ``(B, n_l, r)``. Every product uses the compact blocks of
 :mod:`tallskinny_np.blocks`, so nothing of size (total params)^2 or (total activations)^2,
 and no structural zero, is ever formed.
 """
 from .backend import array_module
-from .blocks import GramA, LossA
+from .blocks import FirstLayer, HiddenLayer, LossLayer
 
 
 def Dx_mv(blk, x):
@@ -38,15 +40,18 @@ def A_mv(blk, x):
     ``Dblk`` minus the rank-B term is then inf - inf."""
     xp = array_module(x)
     A = blk.A
-    if isinstance(A, GramA):
-        return xp.einsum("sj,skr->kjr", A.Zt, A.R[:, :, None] * xp.einsum("sj,kjr->skr", A.Zt, x))
-    if isinstance(A, LossA):
-        B = A.pi.shape[0]
-        v = xp.einsum("sj,kjr->skr", A.Zt, x)
-        pi = A.pi[:, :, None]
-        Lv = pi * (v - (pi * v).sum(axis=1, keepdims=True)) / B
-        return xp.einsum("sj,skr->kjr", A.Zt, Lv)
-    return xp.einsum("kij,kjr->kir", A, x)
+    match blk:
+        case FirstLayer():
+            return xp.einsum("sj,skr->kjr", A.Zt,
+                             A.R[:, :, None] * xp.einsum("sj,kjr->skr", A.Zt, x))
+        case HiddenLayer():
+            return xp.einsum("kij,kjr->kir", A, x)
+        case LossLayer():
+            B = A.pi.shape[0]
+            v = xp.einsum("sj,kjr->skr", A.Zt, x)
+            pi = A.pi[:, :, None]
+            Lv = pi * (v - (pi * v).sum(axis=1, keepdims=True)) / B
+            return xp.einsum("sj,skr->kjr", A.Zt, Lv)
 
 
 def S_mv(blk, y):
@@ -65,7 +70,7 @@ def CT_mv(blk, x):
 
 
 def hvp(blocks, xs):
-    """``H x`` in O(L) (DESIGN.md section 3, Pearlmutter's algorithm as matrices).
+    """``H x`` in O(L) (docs/math.md section 3, Pearlmutter's algorithm as matrices).
 
     Forward ``y = M^{-1} Dx x`` (``y_l = Dx_l x_l + Dz_l y_{l-1}``); backward
     ``z = M^{-T} P^T (C^T x + S P y)`` (``z_L = 0``,
@@ -96,30 +101,3 @@ def hvp(blocks, xs):
             z = z_prev
         out[l] = Hx
     return out
-
-
-def congruences(blk, P):
-    """``(Dx^T P Dx, Dx^T P Dz, Dz^T P Dz)`` of a hidden layer for a dense symmetric P
-    (``a_l x a_l``), as dense ``p x p``, ``p x a_{l-1}``, ``a_{l-1} x a_{l-1}`` matrices
-    (the last two None for layer 1, whose Dz is None). These are the terms of Qxx, Qxy and
-    Qyy in the Riccati recursion (DESIGN.md section 4).
-
-    Dx is nonzero only where the output unit of its row equals that of its column, and Dz
-    only on sample-diagonal blocks, so each product is a batch of small matrix products:
-    ``2 B^2 m^2 q + 2 B m^2 q^2`` flops for ``Dx^T P Dx`` instead of ``2 a p^2``.
-    """
-    B, m, q = blk.Dx.shape
-    P4 = P.reshape(B, m, B, m)
-    DxT = blk.Dx.transpose(1, 2, 0)                                   # (i, alpha, s)
-    # (P Dx)[(s,i),(j,beta)] = sum_t P[s,i,t,j] Dx[t,j,beta], batched over j
-    PDx = P4.transpose(3, 0, 1, 2).reshape(m, B * m, B) @ blk.Dx.transpose(1, 0, 2)
-    PDx = PDx.reshape(m, B, m, q).transpose(2, 1, 0, 3).reshape(m, B, m * q)
-    DxPDx = (DxT @ PDx).reshape(m * q, m * q)
-    if blk.Dz is None:
-        return DxPDx, None, None
-    n = blk.Dz.shape[2]
-    # (P Dz)[(s,i),(t,n')] = sum_j P[s,i,t,j] Dz[t,j,n'], batched over t
-    PDz = (P4.transpose(2, 0, 1, 3).reshape(B, B * m, m) @ blk.Dz).reshape(B, B, m, n)
-    DxPDz = (DxT @ PDz.transpose(2, 1, 0, 3).reshape(m, B, B * n)).reshape(m * q, B * n)
-    DzPDz = (blk.Dz.transpose(0, 2, 1) @ PDz.transpose(1, 2, 0, 3).reshape(B, m, B * n))
-    return DxPDx, DxPDz, DzPDz.reshape(B * n, B * n)

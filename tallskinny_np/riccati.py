@@ -1,6 +1,6 @@
 """Stage-wise (Riccati) solve of ``(H + eps I) x = g`` and the inertia of ``H + eps I``.
 
-DESIGN.md section 4, "Stage-wise (Riccati) elimination": the augmented system is the
+docs/math.md section 4, "Stage-wise (Riccati) elimination": the augmented system is the
 optimality condition of a linear-quadratic control problem with state y (the batch's
 activations) and control ``x_l`` per layer. Backward, with ``P_L = 0``::
 
@@ -25,9 +25,10 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import array_module
-from .blocks import block_diagonal, dense_A, layer_size
+from .blocks import FirstLayer, LossLayer, block_diagonal, dense_A, layer_size
+from .congruences import congruences
 from .errors import check_pivot
-from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv, congruences
+from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
 from .wide import WIDE, first_stage, loss_stage
 
@@ -58,18 +59,18 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         p = layer_size(blk)[0]
-        wide_first, wide_loss = l == 0 and p > wide, P is None and p > wide
         DxPDx = DxPDz = DzPDz = None
-        if P is not None and not wide_first:
-            DxPDx, DxPDz, DzPDz = congruences(blk, P)
-        if wide_first:
-            f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
-        elif wide_loss:
-            f = loss_stage(blk, eps, inertia, pd, strategy)
-        else:
-            Qxx = _sum(_dense_A(xp, blk), DxPDx)
-            Qxx[xp.arange(p), xp.arange(p)] += eps
-            f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
+        match blk:
+            case FirstLayer() if p > wide:     # its Qxy is never needed: y_0 = 0
+                f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
+            case LossLayer() if p > wide:      # P_L = 0: no congruences
+                f = loss_stage(blk, eps, inertia, pd, strategy)
+            case _:
+                DxPDx, DxPDz, DzPDz = congruences(blk, P)
+                Qxx = _sum(dense_A(blk), DxPDx)
+                Qxx[xp.arange(p), xp.arange(p)] += eps
+                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd,
+                               strategy=strategy)
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:
@@ -96,16 +97,10 @@ def _sum(*terms):
     return out
 
 
-def _dense_A(xp, blk):
-    if blk.A is not None:
-        return dense_A(blk.A)
-    p = layer_size(blk)[0]
-    return xp.zeros((p, p), dtype=blk.Dx.dtype)
-
-
 def riccati_solve(fac, gs):
-    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides ``(p_l, r)``,
-    and the x blocks are returned in the same form."""
+    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides
+    ``(n_l, q_l, r)`` (the layout of :meth:`tallskinny_np.model.MLP.split`), and the x
+    blocks are returned in the same form."""
     layers = fac.layers
     L = len(layers)
     r = gs[0].shape[-1]
@@ -115,8 +110,8 @@ def riccati_solve(fac, gs):
         blk, st = layers[l], fac.stages[l]
         qx = -gs[l]
         if pv is not None:
-            qx = qx + DxT_mv(blk, pv).reshape(qx.shape)
-        k[l] = -sym_solve(st.factor, qx)
+            qx = qx + DxT_mv(blk, pv)
+        k[l] = -sym_solve(st.factor, qx.reshape(-1, r))      # Qxx acts on (p_l, r)
         if l > 0:
             pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
             pv = pl if pv is None else pl + DzT_mv(blk, pv)
@@ -124,9 +119,8 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
-        x = k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)
+        x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
         xs.append(x)
         if l < L - 1:
-            xl = x.reshape(blk.Dx.shape[1:] + (r,))
-            y = Dx_mv(blk, xl) if y is None else Dx_mv(blk, xl) + Dz_mv(blk, y)
+            y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs

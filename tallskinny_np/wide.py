@@ -1,4 +1,4 @@
-"""Riccati stages of the wide end layers (DESIGN.md section 4, "Wide end layers").
+"""Riccati stages of the wide end layers (docs/math.md section 4, "Wide end layers").
 
 At ImageNet scale layer 1 (``3 r^2`` inputs) and the loss layer (up to 1000 classes) have far
 more parameters than the tall-skinny middle, so their Qxx must not be formed, let alone
@@ -28,8 +28,8 @@ only when the loss layer is wide; the first stage has no such cancellation.
 import numpy as np
 
 from .backend import array_module
-from .blocks import LayerBlocks, block_diagonal, loss_A_low_rank
-from .products import congruences
+from .blocks import block_diagonal, loss_A_low_rank
+from .congruences import dx_congruence
 from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
 
 WIDE = 1024
@@ -50,7 +50,7 @@ def first_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     r = int((sv > tol).sum())
     V = VT[:r].T                                           # (q, r)
     _, m, q = blk.Dx.shape
-    T = congruences(LayerBlocks(blk.Dx @ V, None, None, None, None), P)[0]
+    T = dx_congruence(blk.Dx @ V, P)
     if blk.A is not None:
         E = Zt @ V
         T = T + block_diagonal(xp, xp.einsum("sk,si,sj->kij", blk.A.R, E, E))

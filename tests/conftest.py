@@ -5,7 +5,7 @@ The references are built only from the public surface (``net.loss``, ``net.logit
 ``Curvature.grad``, ``Curvature.hvp``) and NumPy; nothing here calls
 ``tallskinny_np.blocks``, ``products`` or ``ldu``.
 
-Networks are drawn so that their curvature is far from trivial (issue 2, "Tests"): weights
+Networks are drawn so that their curvature is far from trivial: weights
 with gain 1 to 1.5 (``W ~ N(0, gain^2 / fan_in)``), nonzero biases, and inputs of unit
 scale. On the grid below ``||H||`` ranges from 0.2 to 37, H has eigenvalues down to -14
 (and exact zeros: it is singular), and ``H + eps I`` with eps down to 1e-3 reaches

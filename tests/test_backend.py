@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.blocks import (GramA, block_diagonal, dense_A, second_derivative_blocks,
-                                  with_ones)
-from tallskinny_np.model import from_layers, to_layers
+from tallskinny_np.blocks import (FirstLayer, GramA, block_diagonal, dense_A,
+                                  second_derivative_blocks, with_ones)
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 
 
@@ -26,13 +25,12 @@ def test_einsum_blocks_equal_numba_kernels(bias):
     L, B, m, n = 3, 4, 5, 3
     Zt = with_ones(np, rng.standard_normal((L, B, n)), bias)
     W, R, bS1 = (rng.standard_normal(s) for s in [(L, m, n), (L, B, m), (L, B, m)])
-    fast = second_derivative_blocks(np, Zt, W, R, bS1, False, use_numba=True)
-    generic = second_derivative_blocks(np, Zt, W, R, bS1, False, use_numba=False)
+    fast = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=True)
+    generic = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=False)
     for a, b in zip(fast, generic):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     # Layer 1 keeps A as its factors; expanded, they are the same A.
-    gram = second_derivative_blocks(np, Zt, W, R, bS1, True)[0]
-    np.testing.assert_allclose(dense_A(GramA(gram.Zt[0], gram.R[0])),
+    np.testing.assert_allclose(dense_A(FirstLayer(None, GramA(Zt[0], R[0]))),
                                block_diagonal(np, fast[0][0]), rtol=1e-13, atol=1e-13)
 
 
@@ -40,14 +38,12 @@ def test_einsum_blocks_equal_numba_kernels(bias):
 def test_eigh_riccati_equals_lapack_riccati(kind, eps):
     net, params, X, y = _problem(2)
     curv = Curvature(net, params, X, y, kind=kind)
-    rhs = to_layers(net, np.random.default_rng(3).standard_normal((net.n_params, 2)))
-    gs = [x.reshape(-1, 2) for x in rhs]
+    gs = net.split(np.random.default_rng(3).standard_normal((net.n_params, 2)))
     lapack = riccati_factor(curv.blocks, eps, inertia=True)
     eigh = riccati_factor(curv.blocks, eps, inertia=True, strategy="eigh")
     assert lapack.inertia == eigh.inertia
     assert sum(eigh.inertia) == net.n_params
-    solve = lambda fac: from_layers(net, [x.reshape(g.shape) for x, g in
-                                          zip(riccati_solve(fac, gs), rhs)])
+    solve = lambda fac: net.join(riccati_solve(fac, gs))
     x1 = solve(riccati_factor(curv.blocks, eps))
     x2 = solve(riccati_factor(curv.blocks, eps, strategy="eigh"))
     # Both are backward stable, so they may differ by O(cond * eps) relative.
@@ -103,7 +99,7 @@ def test_gpu_matches_cpu_float64(activation, kind, bias):
     for eps in ([0.1, -0.05] if kind == "hessian" else [0.1, 1e-3]):
         assert _rel(gpu_curv.solve(v, eps), cpu.solve(v, eps)) <= 1e-10
         assert gpu_curv.inertia(eps) == cpu.inertia(eps)
-    assert _rel(gpu_curv.inverse_operator(0.1).matvec(v[:, 0]), cpu.solve(v[:, 0], 0.1)) <= 1e-10
+    assert _rel(gpu_curv.inverse(0.1).matvec(v[:, 0]), cpu.solve(v[:, 0], 0.1)) <= 1e-10
 
 
 @pytest.mark.gpu

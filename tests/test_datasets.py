@@ -1,4 +1,4 @@
-"""Data pipelines (issue 6, "Data"): ImageFolder trees read with Pillow, resized and cached
+"""Data pipelines: ImageFolder trees read with Pillow, resized and cached
 as a uint8 memmap, with unreadable files skipped and counted; downsampled-ImageNet npz and
 pickle batches; class subsets; standardisation; seeded shuffling and splits; the synthetic
 ImageNet-shaped data; clear errors for bad paths. Every tree and file is made here, in

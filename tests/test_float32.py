@@ -1,4 +1,4 @@
-"""float32 end to end, and its error against float64 on the same network (issue 2).
+"""float32 end to end, and its error against float64 on the same network.
 
 ``MLP(..., dtype=np.float32)`` computes everything in float32: ``net.loss`` is a
 ``numpy.float32``, ``grad``, ``hvp`` and ``solve`` return float32 arrays (``Curvature.loss``

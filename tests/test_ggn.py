@@ -1,5 +1,4 @@
-"""The Gauss-Newton matrix against ``J^T Lambda J`` (issue 2, "Tests"; DESIGN.md section 2,
-"Gauss-Newton (GGN) variant").
+"""The Gauss-Newton matrix against ``J^T Lambda J`` (docs/math.md section 2.5, eq. (2.19)).
 
 J is the central-difference Jacobian of ``net.logits`` flattened over the batch (row
 ``s * c + k`` is logit k of sample s, the row-major order of the ``B x c`` logits), Lambda

@@ -1,8 +1,9 @@
-"""Gradient and H v against finite differences (issue 2, "Tests").
+"""Gradient and H v against finite differences.
 
-``Curvature.grad`` (backprop, DESIGN.md section 2) is checked against central differences
-of ``net.loss``, and ``Curvature.hvp`` (Pearlmutter as matrices, DESIGN.md section 3)
-against central differences of ``Curvature.grad`` along v, at fresh points ``params +- h v``.
+``Curvature.grad`` (backprop, docs/math.md eqs. (2.8), (2.9)) is checked against central
+differences of ``net.loss``, and ``Curvature.hvp`` (Pearlmutter as matrices, docs/math.md
+section 3.4) against central differences of ``Curvature.grad`` along v, at fresh points
+``params +- h v``.
 
 Tolerances. With the fourth-order stencil of :func:`conftest.central_difference` the
 finite-difference error is truncation ``h^4 |f^(5)| / 30`` plus rounding ``~ 1.5 e_f / h``,
@@ -19,7 +20,7 @@ import pytest
 
 from conftest import (GRID, KINDS, OPERATOR_ROUNDING, U64, central_difference,
                       dense_curvature, jacobian_fd)
-from tallskinny_np import Curvature
+from tallskinny_np import MLP, Curvature
 
 FD_RTOL = 1e-9
 
@@ -67,3 +68,23 @@ def test_hvp_matrix_of_vectors_matches_columns_and_is_symmetric(case, kind):
     assert (np.linalg.norm(HV - columns)
             <= OPERATOR_ROUNDING * U64 * norm_H * np.linalg.norm(V)), str(case)
     assert np.linalg.norm(H - H.T, 2) <= OPERATOR_ROUNDING * U64 * norm_H, str(case)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_split_and_join_are_the_per_layer_layout(bias):
+    """``MLP.split`` gives each layer's ``[W_l, c_l]`` (the blocks of ``MLP.unpack``) with
+    the trailing axes kept, and ``MLP.join`` is its inverse."""
+    net = MLP([3, 4, 5, 2], bias=bias)
+    v = np.random.default_rng(0).standard_normal(net.n_params)
+    V = np.random.default_rng(1).standard_normal((net.n_params, 3))
+    for part, (W, c) in zip(net.split(v), net.unpack(v)):
+        expected = np.column_stack([W, c]) if bias else W
+        np.testing.assert_array_equal(part, expected)
+    for k, part in enumerate(net.split(V)[1].transpose(2, 0, 1)):
+        np.testing.assert_array_equal(part, net.split(V[:, k])[1])
+    np.testing.assert_array_equal(net.join(net.split(v)), v)
+    np.testing.assert_array_equal(net.join(net.split(V)), V)
+    with pytest.raises(ValueError, match="split needs"):
+        net.split(V[1:])
+    with pytest.raises(ValueError, match="join needs"):
+        net.join(net.split(v)[1:])

@@ -1,4 +1,4 @@
-"""Bad input raises the documented error, and leaves no partial state (issue 2).
+"""Bad input raises the documented error, and leaves no partial state.
 
 Every invalid argument raises ValueError with a message naming the problem; a singular
 system raises :class:`tallskinny_np.SingularPivotError` (a ``numpy.linalg.LinAlgError``)

@@ -1,4 +1,4 @@
-"""Optimizers (issue 6, "Optimizers"): every Newton variant solves a convex quadratic in one
+"""Optimizers: every Newton variant solves a convex quadratic in one
 step; the Gauss-Newton step equals a dense solve of ``(J^T Lambda J + lam I) s = -g``; the
 trust-region step satisfies the Moré-Sorensen optimality conditions and reaches the optimal
 model value computed from a dense eigendecomposition, hard case included; the

@@ -1,4 +1,4 @@
-"""``Curvature.solve`` against a dense LU solve of ``H + eps I`` (issue 2, "Tests").
+"""``Curvature.solve`` against a dense LU solve of ``H + eps I``.
 
 The reference matrix is built column by column from ``Curvature.hvp`` (checked against
 finite differences in test_gradient_hvp.py) and solved with ``numpy.linalg.solve`` (LAPACK

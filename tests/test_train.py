@@ -1,4 +1,4 @@
-"""The training script (issue 6, "The training script"): outputs, identical trajectories
+"""The training script: outputs, identical trajectories
 after ``--resume``, the curvature sub-batch, the common initialisation and data order of
 ``--compare``, and the messages for bad input. Tiny networks and a few steps only."""
 import csv

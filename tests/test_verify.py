@@ -1,4 +1,4 @@
-"""The dense verifier (issue 3): it passes on correct code, and it fails exactly the steps
+"""The dense verifier: it passes on correct code, and it fails exactly the steps
 that depend on a deliberately corrupted quantity."""
 import json
 import subprocess

@@ -1,12 +1,11 @@
-"""The structured Riccati stages of the wide end layers (DESIGN.md section 4, "Wide end
-layers") against dense references on small analogues (input 300, 50 classes), and at
-ImageNet shape, where the dense stages could not even be stored."""
+"""The structured Riccati stages of the wide end layers (docs/math.md section 4.8) against
+dense references on small analogues (input 300, 50 classes), and at ImageNet shape, where
+the dense stages could not even be stored."""
 import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.blocks import GramA, LossA
-from tallskinny_np.model import from_layers, to_layers
+from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 from tallskinny_np.wide import WIDE
 
@@ -23,10 +22,8 @@ def _wide_problem(seed, kind, bias, activation="tanh", sizes=(300, 6, 6, 6, 50),
 
 
 def _raw_solve(net, curv, b, eps, wide):
-    layers = to_layers(net, b)
     fac = riccati_factor(curv.blocks, eps, wide=wide)
-    xs = riccati_solve(fac, [x.reshape(-1, x.shape[-1]) for x in layers])
-    return from_layers(net, [x.reshape(g.shape) for x, g in zip(xs, layers)])
+    return net.join(riccati_solve(fac, net.split(b)))
 
 
 CASES = [(kind, bias, "tanh" if bias else "softplus", eps)
@@ -59,8 +56,9 @@ def test_structured_end_stages_match_dense(kind, bias, activation, eps):
 
 def test_end_layers_A_are_never_dense():
     net, curv = _wide_problem(3, "hessian", True)
-    assert isinstance(curv.blocks.layers[0].A, GramA)
-    assert isinstance(curv.blocks.layers[-1].A, LossA)
+    first, loss = curv.blocks.layers[0], curv.blocks.layers[-1]
+    assert isinstance(first, FirstLayer) and isinstance(first.A, GramA)
+    assert isinstance(loss, LossLayer) and isinstance(loss.A, LossA)
     m, q = net.sizes[1], net.sizes[0] + 1
     assert curv.blocks.nbytes < 8 * m * q * q     # what a dense layer-1 A alone would take
 

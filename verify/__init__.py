@@ -1,6 +1,7 @@
 """A dense verifier for small networks: every intermediate quantity of the structured
-algorithm of ``tallskinny_np`` against brute force, step by step (issue 3; DESIGN.md
-section 6). ``python -m verify --help`` for the command line."""
+algorithm of ``tallskinny_np`` against brute force, step by step (the equations checked
+are those of docs/math.md sections 2 to 4). ``python -m verify --help`` for the command
+line."""
 from .checks import Report, Step, check_all
 from .dense import MAX_ACTIVATIONS, MAX_PARAMS, dense_ggn, dense_hessian
 

@@ -1,4 +1,4 @@
-"""Dense global matrices of DESIGN.md sections 3 and 4, formed explicitly from the
+"""Dense global matrices of docs/math.md sections 3 and 4, formed explicitly from the
 per-layer blocks of a :class:`tallskinny_np.Curvature`.
 
 Everything is in the *block layout*: parameters ordered layer by layer, within a layer by
@@ -15,7 +15,7 @@ from collections import namedtuple
 import numpy as np
 import scipy.linalg as sla
 
-from tallskinny_np.blocks import LayerBlocks, to_dense
+from tallskinny_np.blocks import DenseBlocks, to_dense
 
 Global = namedtuple("Global", "A C S Dx M P p a")
 Global.__doc__ = """The block-diagonal ``A`` (P x P), ``C`` (P x sum a_{l-1}),
@@ -29,9 +29,9 @@ def offsets(sizes):
 
 
 def assemble(blocks, a0):
-    """The global matrices of DESIGN.md section 3 from ``blocks`` (``a0 = B n_0``)."""
+    """The global matrices of docs/math.md section 3.1 from ``blocks`` (``a0 = B n_0``)."""
     # in float64 whatever the blocks' dtype: the only rounding under test is the blocks'
-    dense = [LayerBlocks(*(None if b is None else b.astype(np.float64)
+    dense = [DenseBlocks(*(None if b is None else b.astype(np.float64)
                            for b in to_dense(blk))) for blk in blocks.layers]
     p = [d.Dx.shape[1] for d in dense]
     a = [a0] + [d.Dx.shape[0] for d in dense]
@@ -60,7 +60,7 @@ def tangents(g):
 
 
 def hessian(g):
-    """DESIGN.md section 3 (paper, Claim 1):
+    """docs/math.md eq. (3.5) (paper, Claim 1):
     ``H = A + C P M^{-1} Dx + Dx^T M^{-T} P^T C^T + Dx^T M^{-T} P^T S P M^{-1} Dx``."""
     T = g.P @ tangents(g)
     CT = g.C @ T
@@ -68,7 +68,7 @@ def hessian(g):
 
 
 def augmented(g, damping):
-    """DESIGN.md section 4, "Augmented system": K acting on ``(x, y, z)``."""
+    """docs/math.md eq. (4.1), the augmented system: K acting on ``(x, y, z)``."""
     CP, PSP = g.C @ g.P, g.P.T @ g.S @ g.P
     ny = g.M.shape[0]
     return np.block([
@@ -79,7 +79,7 @@ def augmented(g, damping):
 
 
 def symmetric(g, damping):
-    """DESIGN.md section 4, "Symmetric form": K with its second and third block rows
+    """docs/math.md eq. (4.10), the symmetric form: K with its second and third block rows
     negated and swapped."""
     CP, PSP = g.C @ g.P, g.P.T @ g.S @ g.P
     ny = g.M.shape[0]

@@ -4,22 +4,23 @@ force.
 Each check is a :class:`Step` record comparing a quantity computed by ``tallskinny_np`` (or
 assembled densely from its derivative blocks by :mod:`verify.assemble`) with a reference
 computed independently (:mod:`verify.reference`, :mod:`verify.fd`, NumPy's dense linear
-algebra). Steps, as numbered in issue 3:
+algebra). Steps, as numbered in the report (sections and equations of docs/math.md):
 
 1. forward pass: activations, softmax, loss;
-2. each layer's Dx and Dz (DESIGN.md section 2) vs central differences of the layer;
-3. each layer's A, S, C vs central differences of the b-contracted first derivatives;
+2. each layer's Dx and Dz (section 2.2) vs central differences of the layer;
+3. each layer's A, S, C (section 2.3) vs central differences of the b-contracted first
+   derivatives;
 4. backprop vectors b_l and the gradient ``e_L^T M^{-1} Dx`` vs central differences of the
    loss;
-5. M (block lower-bidiagonal, identity diagonal) and the down-shift P (section 3);
-6. the dense H of section 3 vs an H computed independently (:mod:`verify.dense`), symmetry;
+5. M (block lower-bidiagonal, identity diagonal) and the down-shift P (section 3.1);
+6. the dense H of eq. (3.5) vs an H computed independently (:mod:`verify.dense`), symmetry;
 7. ``Curvature.hvp`` vs the dense H;
-8. the augmented K of section 4: its solution, the zero pattern of ``Pi K Pi^T``, the pivot
+8. the augmented K of eq. (4.1): its solution, the zero pattern of ``Pi K Pi^T``, the pivot
    blocks of :mod:`tallskinny_np.ldu` and the product of its LDU factors;
 9. ``Curvature.solve`` (every method of :data:`tallskinny_np.curvature.METHODS`) vs
    the dense solve;
-10. the symmetric form K_sym and the inertia identity (section 4), and ``curv.inertia``
-    where the Curvature has one;
+10. the symmetric form K_sym and the inertia identity (eqs. (4.10), (4.11)), and
+    ``curv.inertia`` where the Curvature has one;
 11. (GGN only) the GGN vs ``J^T Lambda J`` from a central-difference Jacobian.
 
 Errors: ``max_abs_err`` is the largest entry of ``|computed - reference|``; ``rel_err`` is
@@ -57,7 +58,8 @@ import numpy as np
 from tallskinny_np import Curvature
 from tallskinny_np import curvature as curvature_module
 from tallskinny_np.blocks import to_dense
-from tallskinny_np.ldu import ldu_factor, pivot_blocks
+from tallskinny_np.augmented import pivot_blocks
+from tallskinny_np.ldu import ldu_factor
 
 from . import assemble, dense, fd, reference
 
@@ -308,7 +310,7 @@ def step3_second_derivatives(ctx):
         d = to_dense(blk)
         p, a = ctx.thetas[l].size, ctx.Zs[l].size
         if ctx.kind == "ggn" and l < ctx.L - 1:
-            # the GGN's hidden A, S, C are zero (DESIGN.md section 2, GGN variant)
+            # the GGN's hidden A, S, C are zero (docs/math.md section 2.5)
             zero = lambda r, c: np.zeros((r, c))
             A.append((f"layer {l + 1}", zero(p, p) if d.A is None else d.A, zero(p, p)))
             if l > 0:
@@ -320,7 +322,7 @@ def step3_second_derivatives(ctx):
         if l > 0:
             S.append((f"layer {l + 1}", d.S, Hl[p:, p:], E[p:, p:]))
             C.append((f"layer {l + 1}", d.C, Hl[:p, p:], E[:p, p:]))
-            # the paper's D_M D_xz is C^T (DESIGN.md section 3)
+            # the paper's D_M D_xz is C^T (docs/math.md section 2.3)
             C.append((f"C^T layer {l + 1}", d.C.T, Hl[p:, :p], E[p:, :p]))
     if ctx.kind == "hessian":
         ref = "central differences of (Dx^T b, Dz^T b)"
@@ -364,7 +366,7 @@ def step5_structure(ctx):
     out, inp = assemble.offsets(g.a[1:]), assemble.offsets(g.a[:-1])
 
     def residual(z):
-        # r_l = z_l - f_l(theta_l, z_{l-1}): M = dr/dz (DESIGN.md section 3)
+        # r_l = z_l - f_l(theta_l, z_{l-1}): M = dr/dz (docs/math.md section 3.1)
         zs = [ctx.X] + [z[out[l]:out[l + 1]].reshape(ctx.Zs[l + 1].shape)
                         for l in range(ctx.L - 1)]
         f = [reference.layer(ctx.net, l, ctx.thetas[l], zs[l], ctx.y).ravel()
@@ -390,10 +392,10 @@ def step5_structure(ctx):
 def step6_hessian(ctx):
     name = "GGN" if ctx.kind == "ggn" else "H"
     return [
-        record(6, "H", f"{name} = A + C P M^-1 Dx + ... (section 3)", ctx.ref_name,
+        record(6, "H", f"{name} = A + C P M^-1 Dx + ... (eq. 3.5)", ctx.ref_name,
                ctx.by_layer("block row", ctx.H, ctx.block(ctx.H_ref), ctx.layer_params),
                ctx.ref_tol),
-        record(6, "H_symmetric", f"{name} (section 3) symmetric", f"{name}^T",
+        record(6, "H_symmetric", f"{name} (eq. 3.5) symmetric", f"{name}^T",
                [(name, ctx.H, ctx.H.T)], ctx.rounding),
         record(6, "H_ref_symmetric", f"reference {name} symmetric", "its transpose",
                [(name, ctx.H_ref, ctx.H_ref.T)], ctx.ref_tol),
@@ -431,12 +433,12 @@ def step8_augmented(ctx):
         if Up is not None:
             blocks.append((f"Up_{l + 1}", Up, Kp[rows, o[l + 1]:o[l + 2]]))
     steps = [
-        record(8, "K_solve", "x of K [x; y; z] = [g; 0; 0] (section 4)",
+        record(8, "K_solve", "x of K [x; y; z] = [g; 0; 0] (eq. 4.1)",
                "numpy.linalg.solve(H_ref + eps I, g)", [("x", x_K, x_ref)],
                kappa * ctx.ref_tol),
         record(8, "tridiagonal", "K' = Pi K Pi^T outside its block-tridiagonal band",
                "0", [("K'", Kp[outside], np.zeros(np.count_nonzero(outside)))], 0.0),
-        record(8, "pivot_blocks", "tallskinny_np.ldu.pivot_blocks D_l, Lo_l, Up_l",
+        record(8, "pivot_blocks", "tallskinny_np.augmented.pivot_blocks D_l, Lo_l, Up_l",
                "blocks of Pi K Pi^T", blocks, ctx.rounding),
     ]
     quantity, ref = "L D U of tallskinny_np.ldu.ldu_factor", "K' = Pi K Pi^T"
@@ -478,7 +480,7 @@ def step10_inertia(ctx):
     where = (f"In(K_sym) = {In_K}, In(H + eps I) = {In_H}, sum_l a_l = {ny} "
              f"(a_L = 1 included)")
     steps = [
-        record(10, "K_sym_symmetric", "K_sym (section 4) symmetric", "K_sym^T",
+        record(10, "K_sym_symmetric", "K_sym (eq. 4.10) symmetric", "K_sym^T",
                [("K_sym", K_sym, K_sym.T)], ctx.rounding),
         count(10, "inertia", "In(K_sym) - (sum a_l, 0, sum a_l)",
               "In(H + eps I), numpy.linalg.eigvalsh", shifted, In_H, where),
@@ -499,7 +501,7 @@ def step11_ggn(ctx):
         return []
     G_fd, error = dense.gauss_newton(lambda v: reference.logits(ctx.net, v, ctx.X),
                                      ctx.params, ctx.y, method="richardson")
-    return [record(11, "ggn", "GGN = A + C P M^-1 Dx + ... (section 3)",
+    return [record(11, "ggn", "GGN = A + C P M^-1 Dx + ... (eq. 3.5)",
                    "J^T Lambda J, J central differences",
                    ctx.by_layer("block row", ctx.H, ctx.block(G_fd), ctx.layer_params,
                                 np.full(G_fd.shape, error)), ctx.fd_tol)]
@@ -512,15 +514,55 @@ STEPS = (step1_forward, step2_first_derivatives, step3_second_derivatives, step4
 
 def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
               method="complex-step"):
-    """Run every check of this module on ``net`` at ``params`` with the batch ``(X, y)``
-    and return the :class:`Report`.
+    """Run every check of this module on ``net`` at ``params`` with the batch ``(X, y)``.
 
-    ``curv`` is the :class:`tallskinny_np.Curvature` under test, of ``net`` at ``params``
-    (default: a new one of ``kind``, "hessian" if not given); pass one to check it as it
-    is, for example after corrupting its blocks. ``method`` is how the independent dense
-    H is differentiated (:mod:`verify.dense`: ``"complex-step"`` or ``"richardson"``).
-    Raises ValueError for a network above the size limit of
-    :func:`verify.dense.check_size`.
+    Parameters
+    ----------
+    net : tallskinny_np.MLP
+        A small network (see :func:`verify.dense.check_size`).
+    params : ndarray, shape (n_params,)
+        The point, in the flat layout of docs/math.md section 1.3.
+    X : array_like, shape (B, n_0)
+    y : array_like of int, shape (B,)
+    kind : {"hessian", "ggn"}, optional
+        The curvature to check (default ``curv.kind``, or "hessian").
+    damping : float, optional
+        eps of ``H + eps I`` for the solve and inertia checks (default 0.1).
+    curv : tallskinny_np.Curvature, optional
+        The Curvature under test, of ``net`` at ``params`` (default: a new one of
+        ``kind``); pass one to check it as it is, for example after corrupting its
+        blocks.
+    method : {"complex-step", "richardson"}, optional
+        How the independent dense H is differentiated (:mod:`verify.dense`; default
+        "complex-step").
+
+    Returns
+    -------
+    report : Report
+        One :class:`Step` per check, in the order of the module docstring;
+        ``report.passed`` says whether all passed, ``str(report)`` is the table.
+
+    Raises
+    ------
+    ValueError
+        For a network above the size limit, an unknown method, or a ``curv`` that is
+        not of ``net`` at ``params`` or not of ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP
+    >>> from verify import check_all  # installed: tallskinny_np.verify
+    >>> net = MLP([3, 2, 2])
+    >>> X = np.random.default_rng(0).standard_normal((2, 3))
+    >>> report = check_all(net, net.init_params(seed=0), X, np.array([0, 1]))
+    >>> report.passed, report.failed
+    (True, [])
+    >>> print(report)  # doctest: +ELLIPSIS
+    net=MLP([3, 2, 2], ...), batch=2, kind=hessian, damping=0.1, ...
+    step  quantity ...
+    ...
+    all checks passed
     """
     if method not in fd.METHODS:
         raise ValueError(f"unknown reference method {method!r}; choose one of {fd.METHODS}")

@@ -1,11 +1,11 @@
 """The dense Hessian and Gauss-Newton matrix of a small network, in the flat parameter
-layout of DESIGN.md section 1, computed two independent ways.
+layout of docs/math.md section 1.3, computed two independent ways.
 
 ``method="complex-step"`` (default) or ``"richardson"`` differentiate the plain backprop
 gradient of :mod:`verify.reference` (which shares no code with ``tallskinny_np``) column by
 column with :func:`verify.fd.jacobian`; complex step is exact to rounding (relative error
 around 1e-15 for float64), Richardson-extrapolated central differences good to about
-1e-10. ``method="formula"`` assembles DESIGN.md section 3,
+1e-10. ``method="formula"`` assembles docs/math.md eq. (3.5),
 ``H = A + C P M^{-1} Dx + (C P M^{-1} Dx)^T + Dx^T M^{-T} P^T S P M^{-1} Dx``, from the
 derivative blocks of :class:`tallskinny_np.Curvature`, with M and P formed as dense
 matrices (:mod:`verify.assemble`).
@@ -27,7 +27,7 @@ METHODS = fd.METHODS + ("formula",)
 def check_size(net, X):
     """Refuse networks whose dense matrices are too large to form.
 
-    The verifier forms H (P x P) and the augmented K of DESIGN.md section 4, of size
+    The verifier forms H (P x P) and the augmented K of docs/math.md eq. (4.1), of size
     ``P + 2 sum_l a_l``, and takes eigenvalues of the latter: O((P + 2 sum a)^3) time.
     With P <= 3000 parameters and ``sum_{l=0}^{L-1} B n_l`` <= 3000 activations that is at
     most 9000 x 9000 (650 MB a copy, and the checks hold a few) and minutes on one core.
@@ -55,14 +55,56 @@ def to_flat(net, H):
 
 
 def formula(curv):
-    """The dense curvature (Hessian or GGN, as ``curv.kind``) of DESIGN.md section 3,
+    """The dense curvature (Hessian or GGN, as ``curv.kind``) of docs/math.md eq. (3.5),
     assembled from ``curv.blocks``, in the flat layout."""
     a0 = curv.linearization.Z[0].size
     return to_flat(curv.net, assemble.hessian(assemble.assemble(curv.blocks, a0)))
 
 
 def dense_hessian(net, params, X, y, method="complex-step"):
-    """The dense Hessian (P x P, float64, flat layout) of the mean cross-entropy."""
+    """The dense Hessian of the mean cross-entropy of a small network.
+
+    Parameters
+    ----------
+    net : tallskinny_np.MLP
+    params : ndarray, shape (P,)
+        The point, in the flat layout of docs/math.md section 1.3.
+    X : array_like, shape (B, n_0)
+    y : array_like of int, shape (B,)
+    method : {"complex-step", "richardson", "formula"}, optional
+        ``"complex-step"`` (default) and ``"richardson"`` differentiate the plain
+        backprop gradient of :mod:`verify.reference`, which shares no code with
+        ``tallskinny_np``; ``"formula"`` assembles docs/math.md eq. (3.5) from the
+        derivative blocks.
+
+    Returns
+    -------
+    H : ndarray, shape (P, P)
+        float64, in the flat layout.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method or a network above :data:`MAX_PARAMS` parameters or
+        :data:`MAX_ACTIVATIONS` activations.
+
+    Examples
+    --------
+    The two independent constructions agree to rounding:
+
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP
+    >>> from verify import dense_hessian  # installed: tallskinny_np.verify
+    >>> net = MLP([3, 2, 2])
+    >>> params = net.init_params(seed=0)
+    >>> X, y = np.random.default_rng(0).standard_normal((2, 3)), np.array([0, 1])
+    >>> H = dense_hessian(net, params, X, y)
+    >>> H.shape
+    (14, 14)
+    >>> bool(np.allclose(H, dense_hessian(net, params, X, y, method="formula"),
+    ...                  rtol=0, atol=1e-12))
+    True
+    """
     check_method(method)
     check_size(net, X)
     if method == "formula":
@@ -92,9 +134,37 @@ def gauss_newton(logits, w, y, method="complex-step"):
 
 
 def dense_ggn(net, params, X, y, method="complex-step"):
-    """The dense generalized Gauss-Newton matrix ``J^T Lambda J`` (P x P, float64, flat
-    layout) of DESIGN.md section 2, "GGN variant", by :func:`gauss_newton` on the logits
-    of :mod:`verify.reference`."""
+    """The dense generalized Gauss-Newton matrix ``J^T Lambda J`` of a small network
+    (docs/math.md eq. (2.19)).
+
+    Parameters
+    ----------
+    net, params, X, y, method
+        As for :func:`dense_hessian`; with a finite-difference method J and Lambda are
+        differentiated from the logits of :mod:`verify.reference`
+        (:func:`gauss_newton`).
+
+    Returns
+    -------
+    G : ndarray, shape (P, P)
+        float64, in the flat layout, symmetric positive semi-definite.
+
+    Raises
+    ------
+    ValueError
+        As for :func:`dense_hessian`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP
+    >>> from verify import dense_ggn  # installed: tallskinny_np.verify
+    >>> net = MLP([3, 2, 2])
+    >>> X, y = np.random.default_rng(0).standard_normal((2, 3)), np.array([0, 1])
+    >>> G = dense_ggn(net, net.init_params(seed=0), X, y)
+    >>> bool(np.linalg.eigvalsh(G).min() > -1e-12)
+    True
+    """
     check_method(method)
     check_size(net, X)
     if method == "formula":

@@ -1,8 +1,8 @@
 """A plain NumPy forward pass, loss and backprop, independent of ``tallskinny_np``.
 
-Written from DESIGN.md section 1 ("The network and its conventions") and nothing else: no
-function of ``tallskinny_np`` is called here, so that an error in the structured code
-cannot cancel against the same error in its reference. Everything is evaluated in
+Written from docs/math.md section 1 ("The network and its parameter layout") and nothing
+else: no function of ``tallskinny_np`` is called here, so that an error in the structured
+code cannot cancel against the same error in its reference. Everything is evaluated in
 float64 whatever the net's dtype, and is analytic in the parameters and activations
 (no ``abs``, ``max`` or conjugation of a variable), so that a complex-step derivative of
 any of these functions is exact to rounding (see :mod:`verify.fd`).
@@ -10,7 +10,7 @@ any of these functions is exact to rounding (see :mod:`verify.fd`).
 Per-layer parameters are held as ``theta_l`` of shape ``(n_l, q)``: row k is ``W_l[k, :]``
 followed, with bias, by ``c_l[k]`` (q = n_{l-1} + 1 with bias, n_{l-1} without). Flattened
 row-major this is the ``(k, j)`` layout in which the derivative blocks are stored
-(DESIGN.md section 2); :func:`block_order` maps it to the flat layout of section 1.
+(docs/math.md eq. (1.5)); :func:`block_order` maps it to the flat layout of section 1.3.
 """
 import numpy as np
 
@@ -18,7 +18,7 @@ import numpy as np
 def block_order(net):
     """Flat-layout index of every entry of ``[theta_1.ravel(), ..., theta_L.ravel()]``.
 
-    DESIGN.md section 1: layer l occupies ``n_l n_{l-1} (+ n_l)`` consecutive entries,
+    docs/math.md section 1.3: layer l occupies ``n_l n_{l-1} (+ n_l)`` consecutive entries,
     ``W_l`` row-major then ``c_l``.
     """
     order, offset = [], 0
@@ -83,14 +83,14 @@ def cross_entropy(O, y):
 
 def cross_entropy_gradient(O, y):
     """``G = (pi - Y) / B``, the gradient of :func:`cross_entropy` in the logits
-    (DESIGN.md section 2, loss layer)."""
+    (docs/math.md eq. (2.6))."""
     G = cross_entropy(O, y)[1]
     G[np.arange(len(y)), y] -= 1
     return G / len(y)
 
 
 def affine(bias, theta, Z):
-    """``Z W^T + 1 c^T`` (section 1), with ``theta = [W, c]``."""
+    """``Z W^T + 1 c^T`` (eq. (1.1)), with ``theta = [W, c]``."""
     n = Z.shape[1]
     U = Z @ theta[:, :n].T
     return U + theta[:, n] if bias else U
@@ -116,8 +116,8 @@ def layer(net, l, theta, Z, y):
 
 def layer_vjp(net, l, theta, Z, b, y):
     """``(d/d theta, d/d Z)`` of ``<b, layer(theta, Z)>``: the b-contracted first
-    derivatives ``Dx^T b`` (n_l x q) and ``Dz^T b`` (B x n_{l-1}) of section 2. The loss
-    layer ignores b (``b_L = 1``)."""
+    derivatives ``Dx^T b`` (n_l x q) and ``Dz^T b`` (B x n_{l-1}) of docs/math.md
+    section 2.2. The loss layer ignores b (``b_L = 1``)."""
     U = affine(net.bias, theta, Z)
     if is_loss(net, l):
         R = cross_entropy_gradient(U, y)
@@ -143,7 +143,7 @@ def forward(net, thetas, Z, y, start=0):
 
 def backprop(net, thetas, Zs, y):
     """Backprop vectors ``b_l = d loss / d z_l`` of the hidden layers (B x n_l, l = 1..L-1)
-    and per-layer gradients ``Dx_l^T b_l`` (DESIGN.md section 2, "Backprop vectors")."""
+    and per-layer gradients ``Dx_l^T b_l`` (docs/math.md eqs. (2.8), (2.9))."""
     L = net.n_layers
     bs, grads = [None] * (L - 1), [None] * L
     b = None

@@ -24,8 +24,9 @@ certified and right
     slack admits an estimated ``||H||`` up to twice too large), zero or its sign inside
     the band, any class within the dense eigenvalues' own error (DENSE_ERROR_NU n u
     ``||H||``). A Gauss-Newton matrix is positive semi-definite, so at ``s >= 0`` it
-    never has a negative count. ``count_eigenvalues_below(-s)`` and ``is_positive_definite(s)`` must be
-    consistent with the same classes.
+    never has a negative count. At the shifts in CONSISTENCY,
+    ``count_eigenvalues_below(-s)`` and ``is_positive_definite(s)`` must be consistent
+    with the same classes.
 
 refused with the named error
     ``SingularPivotError`` or ``UncertifiedSolveError`` for a solve, allowed only where
@@ -63,6 +64,8 @@ TOL = np.sqrt(np.finfo(np.float64).eps)
 NORM_SLACK = 2.0
 DENSE_ERROR_NU = OPERATOR_ROUNDING
 N_RHS = 2
+# shifts at which count_eigenvalues_below and is_positive_definite are checked as well
+CONSISTENCY = ("0", "damping 1e-06|H|", "-lambda_min - 1e-6|H|", "-lambda_interior + 1e-6|H|")
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ def shifts(prob):
     out += [(f"damping {d:g}|H|", d * norm, False) for d in (1e-2, 1e-6, 1e-10, 1e-13)]
     if prob.net == ISSUE_SIGMOID:
         out.append(("damping 1e-8", 1e-8, False))
+    if prob.net == DIGITS:          # 1618 parameters: its dense references cost the most
+        return out
     targets = {"lambda_max": w[-1]}
     if w[0] < -1e-3 * norm:
         targets["lambda_min"] = w[0]
@@ -249,7 +254,8 @@ def classify_solve(prob, label, shift, exactly_singular):
     M = prob.H + shift * np.eye(prob.n)
     norm_M = float(np.abs(prob.eigenvalues + shift).max())
     try:
-        lu = backward_errors(M, norm_M, np.linalg.solve(M, prob.b), prob.b).max()
+        with np.errstate(over="ignore"):   # LU's solution of a singular system overflows
+            lu = backward_errors(M, norm_M, np.linalg.solve(M, prob.b), prob.b).max()
     except np.linalg.LinAlgError:          # an exactly zero pivot
         lu = np.inf
     try:
@@ -316,7 +322,7 @@ def counts_feasible(counts, allowed):
     return extra <= anything
 
 
-def classify_inertia(prob, label, shift):
+def classify_inertia(prob, label, shift, consistency):
     cond, gap = spectrum_at(prob, shift)
     verdict = lambda v, d: Outcome(prob.net, prob.kind, "inertia", label, shift, cond, gap,
                                    v, d)
@@ -326,8 +332,9 @@ def classify_inertia(prob, label, shift):
              f"{sum(allowed[2:])} within {band:.2g} |H|")
     try:
         counts = tuple(int(c) for c in prob.curv.inertia(shift))
-        below = int(prob.curv.count_eigenvalues_below(-shift))
-        definite = bool(prob.curv.is_positive_definite(shift))
+        if consistency:
+            below = int(prob.curv.count_eigenvalues_below(-shift))
+            definite = bool(prob.curv.is_positive_definite(shift))
     except UncertifiedInertiaError as err:
         if gap <= band:
             return verdict("refused", f"UncertifiedInertiaError; {dense}")
@@ -338,6 +345,8 @@ def classify_inertia(prob, label, shift):
     detail = f"counts {counts}; {dense}"
     if not counts_feasible(counts, allowed):
         return verdict("wrong", detail)
+    if not consistency:
+        return verdict("certified", detail)
     if not allowed[0] <= below <= allowed[0] + allowed[2] + allowed[4]:
         return verdict("wrong", f"count_eigenvalues_below {below}; {detail}")
     if definite and not counts_feasible((0, 0, prob.n), allowed):
@@ -356,7 +365,7 @@ def outcomes(net, kind):
     for label, shift, singular in shifts(prob):
         if kind == "hessian" or shift >= 0:
             out.append(classify_solve(prob, label, shift, singular))
-        out.append(classify_inertia(prob, label, shift))
+        out.append(classify_inertia(prob, label, shift, consistency=label in CONSISTENCY))
     return tuple(out)
 
 
@@ -401,7 +410,6 @@ def test_grid_is_hard_and_nothing_is_wrong():
     for o in cases:
         print(o)
     print("cases", len(cases), dict(sorted(tally.items())))
-    assert not [o for o in cases if o.verdict == "wrong"]
     solves = [o for o in cases if o.task == "solve"]
     counts = [o for o in cases if o.task == "inertia"]
     assert len(solves) >= 100 and len(counts) >= 150
@@ -423,3 +431,5 @@ def test_grid_is_hard_and_nothing_is_wrong():
     assert {n.bias for n in nets} == {True, False}
     assert {n.gain for n in nets} >= {2.0, 3.0, 4.0, 5.0}
     assert tally["solve", "certified"] > 0 and tally["inertia", "certified"] > 0
+    wrong = [str(o) for o in cases if o.verdict == "wrong"]
+    assert not wrong, "\n".join(wrong)

@@ -6,6 +6,8 @@ section 2) is done once in the constructor; products and solves reuse it, and th
 factorization of each method is kept so that further right-hand sides with the same damping
 cost only the substitutions.
 """
+import contextlib
+import functools
 import numbers
 import warnings
 from typing import NamedTuple
@@ -41,11 +43,18 @@ class SolveInfo(NamedTuple):
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
+UNCHECKED = "riccati, pivots unchecked"
+"""The solve's last resort when every factorization met a pivot that is singular to
+working precision: the Riccati sweep that goes on past such pivots (as for the inertia)
+still makes a preconditioner for GMRES, and the certificate judges the result."""
+
 # method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
     "banded": (banded_factor, banded_solve),
+    UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
+                riccati_solve),
 }
 
 
@@ -141,7 +150,7 @@ class Curvature:
         self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
         self._counts = {}         # shift -> certified n_neg(H + shift I)
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
-        self._probe = None        # (v, H v) for a random unit v: a cheap norm bound
+        self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
 
     @property
     def n_params(self):
@@ -297,7 +306,8 @@ class Curvature:
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
     def _certified_solve(self, B, shift, method, refine, uncertified):
-        """The chain of :meth:`solve` on the columns of B (n_params, k)."""
+        """The chain of :meth:`solve` on the columns of B (n_params, k): each
+        factorization in turn on the columns that are not yet certified."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
@@ -306,56 +316,71 @@ class Curvature:
         paths = [[] for _ in range(k)]
         chain = [method] + (["banded"] if method != "banded" and xp is np else [])
         singular = None
-        step = None
-        for m in chain:
+        for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
-            if todo.size == 0:
+            if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
+            # Past a singular pivot inf and nan are expected; the certificate judges them.
+            quiet = (functools.partial(np.errstate, all="ignore") if m == UNCHECKED
+                     else contextlib.nullcontext)
             try:
-                self._factor(shift, m)
+                with quiet():
+                    self._factor(shift, m)
             except SingularPivotError as err:    # a pivot, not necessarily H + shift I
-                singular = err
+                singular = singular or err
                 continue
-            Bt = B[:, todo]
-            Xt = self._solve_columns(Bt, shift, m)
-            Rt = Bt - self._shifted_product(Xt, shift)
-            step = "factor" if m == method else "banded"
-            for j in todo:
-                paths[j].append(step)
-            # Refinement aims lower than the bound, at dense LU's level, while it halves
-            # the residual; the cheap residual bound suffices to stop it.
-            target = REFINE_TARGET * np.finfo(self.net.dtype).eps
-            for _ in range(refine):
-                if np.all(backward_errors(Rt, Xt, Bt) <= target):
-                    break
-                X_new = Xt + self._solve_columns(Rt, shift, m)
-                R_new = Bt - self._shifted_product(X_new, shift)
-                if not _norm(R_new) <= 0.5 * _norm(Rt):
-                    break
-                Xt, Rt = X_new, R_new
-                step = "refine"
-                for j in todo:
-                    paths[j].append(step)
-            eta_t = self._backward_errors(Rt, Xt, Bt, shift, bound)
-            for i in np.flatnonzero(~(eta_t <= bound)):
-                x, e = self._gmres_refinement(Bt[:, i], Xt[:, i], Rt[:, i], shift, m, bound)
-                step = "gmres"
-                paths[todo[i]].append(step)
-                if e < eta_t[i]:
-                    Xt[:, i], eta_t[i] = x, e
-            better = eta_t < eta[todo]
-            X[:, todo[better]] = Xt[:, better]
+            Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
+            with quiet():
+                solved = self._solve_with(m, Bt, shift, refine, bound)
+            if solved is None:
+                continue                         # an exactly singular pivot
+            Xt, eta_t, steps = solved
+            for i, j in enumerate(todo):
+                paths[j] += steps[i]
+            better = np.flatnonzero(eta_t < eta[todo])
+            X[:, todo[better].tolist()] = Xt[:, better.tolist()]
             eta[todo[better]] = eta_t[better]
-        if step is None:                         # every factorization had a singular pivot
+        if not any(paths):      # every factorization had a singular pivot: the first one says
             raise singular
         self._check_singular(B, X, shift, bound)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
         if not np.all(eta <= bound):
+            last = max(paths, key=len)[-1]
             if uncertified == "raise":
-                raise UncertifiedSolveError(eta, bound, step)
-            warnings.warn(str(UncertifiedSolveError(eta, bound, step)),
+                raise UncertifiedSolveError(eta, bound, last)
+            warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
                           UncertifiedSolveWarning, stacklevel=3)
         return X, info
+
+    def _solve_with(self, method, B, shift, refine, bound):
+        """Steps 1-3 of :meth:`solve` with one factorization: its solve, fixed-precision
+        refinement, GMRES-IR on the columns still above ``bound``. Returns ``(X, backward
+        error bounds, the steps of each column)``, or None for a non-finite solve."""
+        xp = array_module(B)
+        X = self._solve_columns(B, shift, method)
+        if not bool(xp.all(xp.isfinite(X))):
+            return None
+        R = B - self._shifted_product(X, shift)
+        first = "banded" if method == "banded" else "factor"
+        # Refinement aims lower than the bound, at dense LU's level, while it halves the
+        # residual; the cheap residual bound suffices to stop it.
+        target = REFINE_TARGET * np.finfo(self.net.dtype).eps
+        refined = 0
+        while refined < refine and not np.all(backward_errors(R, X, B) <= target):
+            X_new = X + self._solve_columns(R, shift, method)
+            R_new = B - self._shifted_product(X_new, shift)
+            if not _norm(R_new) <= 0.5 * _norm(R):
+                break
+            X, R = X_new, R_new
+            refined += 1
+        steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
+        eta = self._backward_errors(R, X, B, shift, bound)
+        for i in np.flatnonzero(~(eta <= bound)):
+            x, e = self._gmres_refinement(B[:, i], X[:, i], R[:, i], shift, method, bound)
+            steps[i].append("gmres")
+            if e < eta[i]:
+                X[:, i], eta[i] = x, e
+        return X, eta, steps
 
     def _gmres_refinement(self, b, x, r, shift, method, bound):
         """GMRES-based iterative refinement of one column (Carson and Higham 2017): the
@@ -395,7 +420,7 @@ class Curvature:
         singular at the certificate's resolution: for x with ``A x`` close to b,
         ``nu ||x|| / ||b|| <= cond(A)`` for any lower bound nu on ``||A||``, and a value of
         at least ``1 / bound`` means that A is within the certified backward error of a
-        singular matrix (no digit of x is guaranteed). nu is first the cheap bound of
+        singular matrix (no digit of x is guaranteed). nu is first the free bound of
         :meth:`_probe_norm`; only a suspicious solution (an estimate above
         ``1 / sqrt(bound)``) pays for the sharper Lanczos bound."""
         x, b = column_norms(X), column_norms(B)
@@ -411,16 +436,17 @@ class Curvature:
                 f"itself is singular in general)")
 
     def _probe_norm(self, shift):
-        """``||(H + shift I) v|| <= ||H + shift I||_2`` for a fixed random unit v: one
-        product per Curvature, reused for every shift."""
-        if self._probe is None:
-            xp = array_module(self.params)
-            rng = np.random.default_rng(2)
-            v = xp.asarray(rng.standard_normal(self.n_params)).astype(self.net.dtype)
-            v = v / xp.linalg.norm(v)
-            self._probe = (v, self.hvp(v))
-        v, Hv = self._probe
-        return float(array_module(v).linalg.norm(Hv + shift * v))
+        """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
+        whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
+        lower bound, from ``A_L = blockdiag_k(Dblk[k]) - (1/B) sum_s u_s u_s^T``."""
+        if self._loss_diagonal is None:
+            A = self.blocks.layers[-1].A
+            xp = array_module(A.Dblk)
+            diagonal = (xp.einsum("kjj->kj", A.Dblk)
+                        - xp.einsum("sk,sj->kj", A.pi ** 2, A.Zt ** 2) / A.pi.shape[0])
+            self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
+        lo, hi = self._loss_diagonal
+        return max(abs(lo + shift), abs(hi + shift))
 
     def _spectrum(self):
         """Ritz values ``(theta_min, theta_max)`` of H, inside its spectrum (cached)."""

@@ -305,9 +305,10 @@ class Curvature:
             raise ValueError("dampings is empty")
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
-    def _certified_solve(self, B, shift, method, refine, uncertified):
+    def _certified_solve(self, B, shift, method, refine, uncertified, check=True):
         """The chain of :meth:`solve` on the columns of B (n_params, k): each
-        factorization in turn on the columns that are not yet certified."""
+        factorization in turn on the columns that are not yet certified; ``check``
+        tests the result for singularity (:meth:`_check_singular`)."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
@@ -342,7 +343,8 @@ class Curvature:
             eta[todo[better]] = eta_t[better]
         if not any(paths):      # every factorization had a singular pivot: the first one says
             raise singular
-        self._check_singular(B, X, shift, bound)
+        if check:
+            self._check_singular(B, X, shift, bound, method)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
         if not np.all(eta <= bound):
             last = max(paths, key=len)[-1]
@@ -415,23 +417,39 @@ class Curvature:
             return eta
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
 
-    def _check_singular(self, B, X, shift, bound):
+    def _check_singular(self, B, X, shift, bound, method):
         """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``
         singular at the certificate's resolution: for x with ``A x`` close to b,
         ``nu ||x|| / ||b|| <= cond(A)`` for any lower bound nu on ``||A||``, and a value of
         at least ``1 / bound`` means that A is within the certified backward error of a
         singular matrix (no digit of x is guaranteed). nu is first the free bound of
         :meth:`_probe_norm`; only a suspicious solution (an estimate above
-        ``1 / sqrt(bound)``) pays for the sharper Lanczos bound."""
+        ``1 / sqrt(bound)``) pays for the sharper Lanczos bound and, since b may miss
+        the near-null space, for three steps of inverse iteration from a random start
+        with certified solves."""
         x, b = column_norms(X), column_norms(B)
         growth = np.divide(x, b, out=np.zeros_like(x), where=b > 0).max()
         if not self._probe_norm(shift) * growth * np.sqrt(bound) >= 1:
             return
-        cond = self._norm_lower_bound(shift) * growth
+        nu = self._norm_lower_bound(shift)
+        cond = nu * growth
+        xp = array_module(B)
+        z = xp.asarray(np.random.default_rng(3).standard_normal((B.shape[0], 1)))
+        z = z.astype(B.dtype)
+        for _ in range(3):
+            if cond * bound >= 1:
+                break
+            z = z / float(column_norms(z)[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UncertifiedSolveWarning)
+                z, info = self._certified_solve(z, shift, method, 3, "warn", check=False)
+            if not info.backward_error[0] <= bound:
+                break
+            cond = max(cond, nu * float(column_norms(z)[0]))
         if cond * bound >= 1:
             raise SingularPivotError(
                 None, float(1 / cond), "matrix H + damping I",
-                f"a solution has ||H + damping I|| ||x|| / ||b|| >= {cond:.3g}, at least "
+                f"||H + damping I|| ||(H + damping I)^-1|| >= {cond:.3g}, at least "
                 f"1 / (the backward-error bound {bound:.3g}); increase the damping (H "
                 f"itself is singular in general)")
 
@@ -679,7 +697,7 @@ def _finite_real(value, name):
 
 def _norm(R):
     """The largest column 2-norm of R, as a float."""
-    return float(array_module(R).linalg.norm(R, axis=0).max())
+    return float(column_norms(R).max())
 
 
 class SymmetricOperator(LinearOperator):

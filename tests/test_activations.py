@@ -23,8 +23,8 @@ complex steps are still exact. The softmax's Hessian ``Lambda_s`` vanishes there
 import numpy as np
 import pytest
 
-from conftest import OPERATOR_ROUNDING, U32
-from tallskinny_np import MLP, Curvature
+from conftest import OPERATOR_ROUNDING, U32, Case
+from tallskinny_np import Curvature
 from tallskinny_np.activations import ACTIVATIONS
 from verify import reference
 from verify.dense import dense_ggn, dense_hessian
@@ -113,15 +113,8 @@ SOFTPLUS_ANCHOR = 1e12
 
 def saturated_problem(activation, bias, scale, dtype=np.float64):
     """``(net, params, X, y)`` with the input of a unit-scale problem times ``scale``."""
-    net = MLP(SIZES, activation=activation, bias=bias, dtype=dtype)
-    rng = np.random.default_rng(SEED)
-    params = net.init_params(seed=SEED, gain=1.0)
-    if bias:
-        for _, c in net.unpack(params):
-            c[:] = rng.uniform(-0.5, 0.5, size=c.shape)
-    X = rng.standard_normal((4, SIZES[0])) * scale
-    y = rng.integers(0, SIZES[-1], size=4)
-    return net, params, X.astype(dtype), y
+    net, params, X, y = Case(SIZES, activation, bias, 4, 1.0, SEED).build(dtype)
+    return net, params, X * dtype(scale), y
 
 
 def preactivations(net, params, X):

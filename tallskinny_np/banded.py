@@ -38,9 +38,15 @@ def bandwidths(sizes):
     return kl, ku
 
 
-def banded_factor(blocks, damping):
+def banded_factor(blocks, damping, check=True):
     """LU with partial pivoting of the banded ``K'`` for ``H + damping I``, assembled block
-    row by block row straight into LAPACK's band storage."""
+    row by block row straight into LAPACK's band storage.
+
+    With ``check`` a K' that is singular to working precision raises
+    :class:`~tallskinny_np.errors.SingularPivotError`; without it only an exactly zero
+    pivot does. K' can be far worse conditioned than ``H + damping I`` (its blocks hold
+    ``M``, the product of the layers' Jacobians), so the certified solve uses the
+    unchecked factorization and judges the result by its backward error."""
     sizes = layer_sizes(blocks)
     starts = np.concatenate([[0], np.cumsum([p + 2 * a for p, a in sizes])]).astype(int)
     kl, ku = bandwidths(sizes)
@@ -59,7 +65,8 @@ def banded_factor(blocks, damping):
     rcond = 0.0 if info > 0 else float(gbcon(kl, ku, lu, ipiv, colsum.max())[0])
     # The layer holding the smallest pivot of U is the one to blame.
     worst = info - 1 if info > 0 else int(np.argmin(np.abs(lu[kl + ku])))
-    check_pivot(rcond, ab.dtype, _layer_of(worst, starts), "banded LU of the augmented system")
+    check_pivot(rcond if check or info > 0 else 1.0, ab.dtype, _layer_of(worst, starts),
+                "banded LU of the augmented system")
     return Banded(lu, ipiv, kl, ku, starts, sizes)
 
 

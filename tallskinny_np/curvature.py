@@ -43,16 +43,20 @@ class SolveInfo(NamedTuple):
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
+BANDED = "banded, pivots unchecked"
 UNCHECKED = "riccati, pivots unchecked"
-"""The solve's last resort when every factorization met a pivot that is singular to
-working precision: the Riccati sweep that goes on past such pivots (as for the inertia)
-still makes a preconditioner for GMRES, and the certificate judges the result."""
+"""The solve's fallbacks: the banded LU without its conditioning test (the augmented K'
+can be far worse conditioned than ``H + damping I``) and, last, when a factorization met a
+pivot that is singular to working precision, the Riccati sweep that goes on past such
+pivots (as for the inertia): each still solves or preconditions GMRES, and the
+certificate judges the result."""
 
 # method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
     "banded": (banded_factor, banded_solve),
+    BANDED: (lambda blocks, shift: banded_factor(blocks, shift, check=False), banded_solve),
     UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
                 riccati_solve),
 }
@@ -315,7 +319,7 @@ class Curvature:
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
-        chain = [method] + (["banded"] if method != "banded" and xp is np else [])
+        chain = [method] + ([BANDED] if xp is np else [])
         singular = None
         for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
@@ -363,7 +367,7 @@ class Curvature:
         if not bool(xp.all(xp.isfinite(X))):
             return None
         R = B - self._shifted_product(X, shift)
-        first = "banded" if method == "banded" else "factor"
+        first = "banded" if method == BANDED else "factor"
         # Refinement aims lower than the bound, at dense LU's level, while it halves the
         # residual; the cheap residual bound suffices to stop it.
         target = REFINE_TARGET * np.finfo(self.net.dtype).eps

@@ -111,7 +111,7 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
     case = next(c for c in GRID if c.depth >= 4)
     curv = _curvature(case)
     solve = curvature_module._SOLVERS["riccati"]
-    banded = curvature_module._SOLVERS["banded"]
+    banded = curvature_module._SOLVERS[curvature_module.BANDED]
     garbage = lambda fac, gs: [np.ones_like(x) for x in gs]
     monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], garbage))
     b = RNG.standard_normal(curv.n_params)
@@ -119,7 +119,7 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
     assert info.path[0][-1] in ("banded", "refine") and "banded" in info.path[0]
     assert info.backward_error[0] <= info.bound
 
-    monkeypatch.setitem(curvature_module._SOLVERS, "banded", (banded[0], garbage))
+    monkeypatch.setitem(curvature_module._SOLVERS, curvature_module.BANDED, (banded[0], garbage))
     curv = _curvature(case)
     with pytest.raises(UncertifiedSolveError) as err:
         curv.solve(b, 0.5)

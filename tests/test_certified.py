@@ -32,13 +32,15 @@ refused with the named error
     ``SingularPivotError`` or ``UncertifiedSolveError`` for a solve, allowed only where
     dense LU itself is at the edge, ``cond(H + s I) >= REFUSAL_COND``;
     ``UncertifiedInertiaError`` for a count, allowed only where an eigenvalue lies within
-    the band of ``-s``. A shift that makes ``H + s I`` singular must be refused: exactly
-    (0, where H has the softmax's null space) or within the certificate, where the dense
-    spectrum proves ``cond >= 1 / info.bound``, so that the bound guarantees no digit
-    (the contract's "singular to working precision"). A returned "solution" there is
-    wrong. Condition numbers are taken with the dense eigenvalues' uncertainty
-    (``Problem.fuzz``, measured): the lower end to call a system singular, the upper end
-    to allow a refusal.
+    the band of ``-s``. The upper end of the condition number allowed by the dense
+    eigenvalues' uncertainty (``Problem.fuzz``, measured) decides. A shift that makes
+    ``H + s I`` exactly singular (0, where H has the softmax's null space) must be
+    refused: a returned "solution" there is wrong. Between REFUSAL_COND and ``1 / u``
+    either ending is right: the dense references cannot prove a condition number above
+    about ``1 / (n u)``. The small net's shift at its largest eigenvalue, where the
+    package once returned ``|x| / |b| = 4e12``, is held to a refusal
+    (:func:`test_issue_reproductions`): its condition number is at least 5e13, so that
+    the certified bound guarantees no digit.
 
 Anything else, a silently wrong answer, a refusal of a solvable system or another
 exception, is ``wrong``. The grid must be hard (:func:`test_grid_is_hard_and_nothing_is_wrong`):
@@ -243,7 +245,10 @@ def spectrum_at(prob, shift):
     """``(cond, gap)`` of ``H + shift I``: its 2-norm condition number and its smallest
     eigenvalue modulus relative to ``||H||``, from the dense spectrum."""
     moduli = np.abs(prob.eigenvalues + shift)
-    return float(condition(moduli.max(), moduli.min())), float(moduli.min() / prob.norm)
+    # H = 0 (a saturated softmax zeroes the Gauss-Newton matrix): every eigenvalue lies
+    # within any tolerance of a zero shift
+    gap = moduli.min() / prob.norm if prob.norm > 0 else 0.0
+    return float(condition(moduli.max(), moduli.min())), float(gap)
 
 
 def condition(largest, smallest):
@@ -293,11 +298,10 @@ def classify_solve(prob, label, shift, exactly_singular):
                                 f"{lu / U64:.3g} u): {err}")
     except Exception as err:  # noqa: BLE001 - any other exception is a wrong outcome
         return verdict("wrong", f"raised {type(err).__name__}: {err}")
-    if exactly_singular or cond_low * info.bound >= 1:
-        return verdict("wrong", f"returned |x| / |b| = "
-                                f"{np.linalg.norm(x) / np.linalg.norm(prob.b):.3g} although "
-                                f"H + shift I is singular within the bound {info.bound:.3g} "
-                                f"(cond >= {cond_low:.3g}); path {info.path}")
+    growth = np.linalg.norm(x) / np.linalg.norm(prob.b)
+    if exactly_singular:
+        return verdict("wrong", f"returned |x| / |b| = {growth:.3g} for an exactly singular "
+                                f"system; path {info.path}")
     if x.shape != prob.b.shape or not np.all(np.isfinite(x)):
         return verdict("wrong", f"returned shape {x.shape}, finite {np.isfinite(x).all()}")
     be = backward_errors(M, norm_M, x, prob.b)
@@ -306,6 +310,7 @@ def classify_solve(prob, label, shift, exactly_singular):
                 / scale(norm_M, x, prob.b))
     reported = np.asarray(info.backward_error, dtype=float)
     detail = (f"backward error {be.max() / U64:.3g} u (dense LU {lu / U64:.3g} u), "
+              f"|x| / |b| = {growth:.3g}, cond >= {cond_low:.3g}, "
               f"reported {reported.max() / U64:.3g} u, bound {info.bound / U64:.3g} u, "
               f"path {info.path}")
     problems = []

@@ -20,10 +20,13 @@ matrix sizes (the minimum time of each). Memory is the tracemalloc peak of one c
 """
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from tallskinny_np.training.files import atomic_write, atomic_write_text, describe_os_error
 
 SLOPE_RANGE = (16, 512)           # depths over which slopes are fitted
 GPU_SLOPE_RANGE = (16, 1024)
@@ -186,7 +189,7 @@ def plot(records, path, value, ylabel, title, label_of, lo_hi=SLOPE_RANGE):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     plt.close(fig)
 
 
@@ -500,7 +503,7 @@ def write_report(bench_json, out):
              "GPU suite time", lambda r: f"{r['series']} ({r['backend']})", GPU_SLOPE_RANGE)
         figures.append("gpu_time_vs_L.png")
     path = out / "report.md"
-    path.write_text(render(records, data, bench_json, figures))
+    atomic_write_text(path, render(records, data, bench_json, figures))
     return path
 
 
@@ -511,8 +514,24 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results",
                         help="output folder (default benchmarks/results)")
     args = parser.parse_args(argv)
-    print(write_report(args.bench_json, args.out))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return fail(f"--out {args.out} is a file, not a folder")
+    try:
+        print(write_report(args.bench_json, args.out))
+    except OSError as e:
+        return fail(describe_os_error(e))
+    except json.JSONDecodeError as e:
+        return fail(f"{args.bench_json}: not JSON ({e})")
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        return fail(f"{args.bench_json}: not a pytest-benchmark JSON file "
+                    f"({type(e).__name__}: {e})")
+    return 0
+
+
+def fail(message):
+    print(f"python -m benchmarks.report: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

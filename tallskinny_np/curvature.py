@@ -1,42 +1,136 @@
-"""``Curvature``: gradient, H v and (H + damping I)^{-1} b of an MLP at a point.
+"""``Curvature``: the gradient, ``H v``, certified solves with ``H + damping I`` and
+certified eigenvalue counts of an MLP's loss at a point (docs/math.md sections 3, 4 and 7).
 
-The damping-independent work (forward pass, backprop, derivative blocks of DESIGN.md
-section 2) is done once in the constructor; products and solves reuse it, and the most
-recent factorization is kept so that further right-hand sides with the same damping cost
-only the substitutions.
+The damping-independent work (forward pass, backprop, derivative blocks of docs/math.md
+section 2) is done once in the constructor; products and solves reuse it, and the latest
+factorization of each method is kept so that further right-hand sides with the same damping
+cost only the substitutions.
 """
+import contextlib
+import functools
 import numbers
+import warnings
+from typing import NamedTuple
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
+from .certify import (BOUND_FLOOR, backward_error_bound, backward_errors, column_norms,
+                      factor_distance, gmres, lanczos_interval)
+from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
+                     UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
 from .products import hvp
 from .riccati import riccati_factor, riccati_solve
 
 METHODS = ("riccati", "ldu", "banded")
 
+REFINE_TARGET = 10     # refinement stops at a backward error of 10 eps
+GMRES_OUTER = 5        # GMRES-IR: corrections at most (each from one GMRES run)
+GMRES_RESTART = 30     # GMRES steps per correction
+GMRES_RTOL = 1e-10     # the inner GMRES's relative residual target
+DENSE_INERTIA_MAX = 3000
+"""The largest network (parameters) whose inertia falls back to dense eigenvalues when the
+sweeps cannot certify a count."""
+
+
+class SolveInfo(NamedTuple):
+    """What :meth:`Curvature.solve` certified, per right-hand side (column)."""
+    backward_error: np.ndarray   # (k,): upper bounds on the normwise backward errors
+    path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
+    bound: float                 # the certified bound u max(n_params, 1000)
+
+BANDED = "banded, pivots unchecked"
+UNCHECKED = "riccati, pivots unchecked"
+"""The solve's fallbacks: the banded LU without its conditioning test (the augmented K'
+can be far worse conditioned than ``H + damping I``) and, last, when a factorization met a
+pivot that is singular to working precision, the Riccati sweep that goes on past such
+pivots (as for the inertia): each still solves or preconditions GMRES, and the
+certificate judges the result."""
+
 # method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
     "banded": (banded_factor, banded_solve),
+    BANDED: (lambda blocks, shift: banded_factor(blocks, shift, check=False), banded_solve),
+    UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
+                riccati_solve),
 }
 
 
 class Curvature:
-    """Exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch (X, y).
+    r"""The exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch
+    ``(X, y)``, as an O(L) operator with O(L) solves.
 
-    ``kind="hessian"`` is the Hessian H; ``kind="ggn"`` the generalized Gauss-Newton
-    matrix ``J^T Lambda J`` (DESIGN.md section 2, last paragraph). ``backend`` ("numpy" or
-    "cupy") moves the data there; by default the arrays' own module is used, so CuPy arrays
-    in means GPU computation, with results as CuPy arrays. On CuPy, blocks, ``hvp``, the
-    ``riccati`` solve, the inertia and the operators run on the GPU; ``ldu`` and ``banded``
-    are LAPACK (CPU) solvers and refuse CuPy arrays. Attributes: ``loss``
-    (float), ``grad`` (flat vector), ``blocks`` (:class:`tallskinny_np.blocks.Blocks`),
-    ``linearization`` (forward and backward pass).
+    .. math::
+
+        H = A + C P M^{-1} D_x + (C P M^{-1} D_x)^T + D_x^T M^{-T} P^T S P M^{-1} D_x
+
+    (docs/math.md eq. (3.5)), or for ``kind="ggn"`` the generalized Gauss-Newton matrix
+    :math:`G = J^T \Lambda J` (section 2.5).
+
+    Parameters
+    ----------
+    net : MLP
+    params : array, shape ``(n_params,)``
+        The point, in the layout of docs/math.md section 1.3.
+    X : array, shape ``(B, n_0)``
+    y : array of int, shape ``(B,)``
+    kind : {"hessian", "ggn"}
+    backend : {None, "numpy", "cupy"}
+        Where to compute. By default the arrays' own module: CuPy arrays in means GPU
+        computation, with results as CuPy arrays. On CuPy the blocks, ``hvp``, the Riccati
+        solve, the inertia and the operators run on the GPU; ``"ldu"`` and ``"banded"`` are
+        LAPACK (CPU) solvers and refuse CuPy arrays.
+
+    Attributes
+    ----------
+    loss : float
+    grad : array, shape ``(n_params,)``
+    blocks : tallskinny_np.blocks.Blocks
+        The per-layer derivative blocks (records :class:`~tallskinny_np.blocks.FirstLayer`,
+        :class:`~tallskinny_np.blocks.HiddenLayer`, :class:`~tallskinny_np.blocks.LossLayer`).
+    linearization : tallskinny_np.blocks.Linearization
+        The forward and backward pass.
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind or backend, or parameters and data that ``net`` refuses.
+
+    Notes
+    -----
+    ``curv @ v`` is ``curv.hvp(v)``; :meth:`to_scipy` and :meth:`inverse` give scipy
+    LinearOperators. Every solve is certified by its backward error and every eigenvalue
+    count by a factorization-distance test (docs/math.md section 7); what cannot be
+    certified raises a :class:`numpy.linalg.LinAlgError` subclass.
+
+    References
+    ----------
+    A. Rahimi, "The Hessian of tall-skinny networks is easy to invert", arXiv:2601.06096,
+    2026. B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation
+    6(1), 1994. doi:10.1162/neco.1994.6.1.147
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> net = MLP([3, 4, 4, 2], activation="tanh")
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    >>> curv = Curvature(net, net.init_params(seed=0), X, y)
+    >>> v = rng.standard_normal(net.n_params)
+    >>> Hv = curv @ v                                  # O(L), exact
+    >>> x = curv.solve(v, damping=0.1)                 # (H + 0.1 I)^{-1} v, certified
+    >>> bool(np.linalg.norm(curv @ x + 0.1 * x - v) <= 1e-10 * np.linalg.norm(v))
+    True
+    >>> n_neg, n_zero, n_pos = curv.inertia(0.1)       # of H + 0.1 I
+    >>> n_neg + n_zero + n_pos == net.n_params
+    True
     """
 
     def __init__(self, net, params, X, y, kind="hessian", backend=None):
@@ -55,7 +149,12 @@ class Curvature:
         self.loss = float(self.linearization.loss)
         g = gradient(net, self.linearization)
         self.grad = net.join(g)
-        self._factors = {}
+        self._factors = {}        # method -> (shift, factorization): the latest of each
+        self._interval = None     # Lanczos interval of H (certify.lanczos_interval)
+        self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
+        self._counts = {}         # shift -> certified n_neg(H + shift I)
+        self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
+        self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
 
     @property
     def n_params(self):
@@ -81,8 +180,22 @@ class Curvature:
         return out[:, 0] if vector else out
 
     def hvp(self, v):
-        """``H v`` (or ``G v`` for the GGN) in O(L), DESIGN.md section 3. v may be
-        ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
+        """``H v`` (or ``G v`` for the GGN) in O(L): Pearlmutter's product written with the
+        blocks, a forward and a backward pass (docs/math.md section 3.4).
+
+        Parameters
+        ----------
+        v : array, shape ``(n_params,)`` or ``(n_params, k)``
+
+        Returns
+        -------
+        array, the shape of v
+
+        Raises
+        ------
+        ValueError
+            For a wrong shape, a complex or non-numeric dtype, or non-finite entries.
+        """
         V, vector = self._columns(v, "v")
         return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
@@ -103,9 +216,26 @@ class Curvature:
         return method
 
     def factor(self, damping, method="riccati"):
-        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
+        """The factorization of ``H + damping I`` by ``method``, cached: the latest
         factorization of each method is kept, so right-hand sides with the same damping
-        reuse it)."""
+        reuse it.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        The method's factorization (:func:`~tallskinny_np.riccati.riccati_factor`,
+        :func:`~tallskinny_np.ldu.ldu_factor`, :func:`~tallskinny_np.banded.banded_factor`).
+
+        Raises
+        ------
+        SingularPivotError
+            A pivot of this method is singular to working precision. (:meth:`solve` then
+            goes on to other factorizations; this method does not.)
+        """
         return self._factor(self._check_damping(damping), self._check_method(method))
 
     def _factor(self, shift, method):
@@ -116,64 +246,315 @@ class Curvature:
                 self._factors[method] = (shift, _SOLVERS[method][0](self.blocks, shift))
         return self._factors[method][1]
 
-    def solve(self, b, damping, method="riccati", refine=3):
-        """``(H + damping I)^{-1} b`` (DESIGN.md section 4), b of shape ``(n_params,)``
-        or ``(n_params, k)``; the result has b's shape. A sequence of dampings returns a
-        list, one solution per damping, sharing the derivative blocks and the checks.
+    def solve(self, b, damping, method="riccati", refine=3, return_info=False,
+              uncertified="raise"):
+        """``(H + damping I)^{-1} b``, certified (docs/math.md sections 4 and 7).
 
-        ``damping`` is a shift: for ``kind="hessian"`` any finite value is accepted, and
-        a negative one solves with ``H - |damping| I`` (as shift-invert and spectrum
-        slicing do; H is indefinite anyway). For ``kind="ggn"`` it must be >= 0. A
-        singular or numerically singular pivot (for example damping = 0, where H is
-        singular in general) raises :class:`tallskinny_np.errors.SingularPivotError`
-        naming the layer.
+        Parameters
+        ----------
+        b : array, shape ``(n_params,)`` or ``(n_params, k)``
+            Right-hand side(s).
+        damping : float
+            The shift. For ``kind="hessian"`` any finite value (a negative one solves with
+            ``H - |damping| I``, as shift-invert and spectrum slicing do); for
+            ``kind="ggn"`` it must be >= 0.
+        method : {"riccati", "ldu", "banded"}
+            The factorization tried first: the stage-wise Riccati elimination (default,
+            :mod:`tallskinny_np.riccati`), the paper's block LDU of the pivoted augmented
+            system (:mod:`tallskinny_np.ldu`), or LAPACK's banded LU with partial pivoting
+            of that system (:mod:`tallskinny_np.banded`).
+        refine : int
+            At most this many steps of fixed-precision iterative refinement with the
+            factorization, each kept only while it halves the residual.
+        return_info : bool
+            Also return a :class:`SolveInfo` with each column's certified backward error
+            and the steps that produced it.
+        uncertified : {"raise", "warn"}
+            What happens when no step certifies a column: raise
+            :class:`~tallskinny_np.errors.UncertifiedSolveError` (default), or issue an
+            :class:`~tallskinny_np.errors.UncertifiedSolveWarning` and return the best
+            solution found, with its backward error in the info.
 
-        Methods: ``"riccati"`` (default), the stage-wise elimination
-        (:mod:`tallskinny_np.riccati`); ``"ldu"``, the paper's algorithm literally: the
-        pivoted augmented system, block LDU, forward and backward substitution
-        (:mod:`tallskinny_np.ldu`); ``"banded"``, LAPACK's banded LU with partial pivoting
-        on the same system (:mod:`tallskinny_np.banded`).
+        Returns
+        -------
+        x : array, the shape of b
+        info : SolveInfo, only with ``return_info=True``
 
-        ``refine``: at most this many steps of fixed-precision iterative refinement,
-        ``x += solve(b - (H + damping I) x)``, with the exact O(L) ``hvp`` for the residual
-        and the cached factors for the correction; a step is kept only while it at least
-        halves the residual. Riccati and the block LDU eliminate stage by stage without
-        pivoting across stages, so on an indefinite, ill-conditioned ``H + damping I`` an
-        intermediate pivot can be far worse conditioned than the whole matrix, and their
-        raw backward error can exceed dense LU's by orders of magnitude (measured in
-        tests/test_solve.py); refinement restores it. No step is taken when the first
-        solve is already backward stable: as ``||(H + damping I) x|| <= ||H + damping I||
-        ||x||``, the residual r bounds the normwise backward error by
-        ``||r|| / (||b - r|| + ||b||)``, and a bound below 10 eps certifies it.
-        ``refine=0`` gives the raw algorithm.
+        Raises
+        ------
+        SingularPivotError
+            ``H + damping I`` is singular to working precision (condition number of at
+            least about 1/eps), e.g. damping 0 for most networks: the softmax makes H
+            singular.
+        UncertifiedSolveError
+            No step reached the bound (and ``uncertified="raise"``).
+
+        Notes
+        -----
+        Every returned column carries a certified normwise backward error
+        ``||b - (H + damping I) x|| / (||H + damping I|| ||x|| + ||b||)`` at most
+        ``info.bound = u max(n_params, 1000)``, measured with the exact O(L) product and a
+        lower bound on the norm. The steps, each taken only for the columns that the
+        previous ones left uncertified: the factorization's solve; fixed-precision
+        refinement; GMRES-based iterative refinement (GMRES on the exact operator,
+        preconditioned by the factorization, Carson and Higham 2017); then the same with
+        the pivoted banded LU (CPU only). On a well-conditioned system the first solve
+        and one product usually certify, so the certificate costs one O(L) product.
+
+        References
+        ----------
+        E. Carson and N. J. Higham, "A new analysis of iterative refinement and its
+        application to accurate solution of ill-conditioned sparse linear systems",
+        SIAM J. Sci. Comput. 39(6), 2017. doi:10.1137/17M1122918
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from tallskinny_np import MLP, Curvature
+        >>> net = MLP([3, 4, 4, 2], activation="tanh")
+        >>> rng = np.random.default_rng(0)
+        >>> X, y = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+        >>> curv = Curvature(net, net.init_params(seed=0), X, y)
+        >>> x, info = curv.solve(curv.grad, 0.1, return_info=True)
+        >>> bool(info.backward_error[0] <= info.bound), info.path[0][0]
+        (True, 'factor')
         """
         method = self._check_method(method)
         if not isinstance(refine, numbers.Integral) or isinstance(refine, bool) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0; got {refine!r}")
-        if isinstance(damping, (list, tuple, np.ndarray)):
-            dampings = [self._check_damping(d) for d in np.asarray(damping, dtype=object).ravel()]
-            if not dampings:
-                raise ValueError("damping is an empty sequence")
-        else:
-            dampings = [self._check_damping(damping)]
+        if uncertified not in ("raise", "warn"):
+            raise ValueError(f"uncertified must be 'raise' or 'warn'; got {uncertified!r}")
+        if isinstance(damping, (list, tuple)) or np.ndim(damping) != 0:
+            raise ValueError("damping must be one number; use solve_dampings for several")
+        damping = self._check_damping(damping)
         Bm, vector = self._columns(b, "b")
-        out = []
-        for d in dampings:
-            X = self._solve_columns(Bm, d, method)
-            R = Bm - self._shifted_product(X, d) if refine else None
-            for _ in range(refine if refine and not _backward_stable(R, Bm) else 0):
-                X_new = X + self._solve_columns(R, d, method)
-                R_new = Bm - self._shifted_product(X_new, d)
-                if not _norm(R_new) <= 0.5 * _norm(R):
-                    break
-                X, R = X_new, R_new
-            out.append(X[:, 0] if vector else X)
-        return out if len(dampings) > 1 or not np.isscalar(damping) else out[0]
+        X, info = self._certified_solve(Bm, damping, method, refine, uncertified)
+        X = X[:, 0] if vector else X
+        return (X, info) if return_info else X
+
+    def solve_dampings(self, b, dampings, method="riccati", refine=3):
+        """``[(H + d I)^{-1} b for d in dampings]``, each certified as in :meth:`solve`;
+        the derivative blocks are shared.
+
+        Parameters
+        ----------
+        b : array, shape ``(n_params,)`` or ``(n_params, k)``
+        dampings : sequence of float
+        method, refine
+            As in :meth:`solve`.
+
+        Returns
+        -------
+        list of arrays, one per damping, each of b's shape
+
+        Raises
+        ------
+        ValueError, SingularPivotError, UncertifiedSolveError
+            As :meth:`solve`; ``ValueError`` also for an empty sequence.
+        """
+        dampings = [self._check_damping(d) for d in np.asarray(dampings, dtype=object).ravel()]
+        if not dampings:
+            raise ValueError("dampings is empty")
+        return [self.solve(b, d, method=method, refine=refine) for d in dampings]
+
+    def _certified_solve(self, B, shift, method, refine, uncertified, check=True):
+        """The chain of :meth:`solve` on the columns of B (n_params, k): each
+        factorization in turn on the columns that are not yet certified; ``check``
+        tests the result for singularity (:meth:`_check_singular`)."""
+        xp = array_module(B)
+        n, k = B.shape
+        bound = backward_error_bound(n, self.net.dtype)
+        X = xp.zeros_like(B)
+        eta = np.full(k, np.inf)
+        paths = [[] for _ in range(k)]
+        chain = [method] + ([BANDED] if xp is np else [])
+        singular = None
+        for m in chain + [UNCHECKED]:
+            todo = np.flatnonzero(~(eta <= bound))
+            if todo.size == 0 or (m == UNCHECKED and singular is None):
+                break
+            # Past a singular pivot inf and nan are expected; the certificate judges them.
+            quiet = (functools.partial(np.errstate, all="ignore") if m == UNCHECKED
+                     else contextlib.nullcontext)
+            try:
+                with quiet():
+                    self._factor(shift, m)
+            except SingularPivotError as err:    # a pivot, not necessarily H + shift I
+                singular = singular or err
+                continue
+            Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
+            with quiet():
+                solved = self._solve_with(m, Bt, shift, refine, bound)
+            if solved is None:
+                continue                         # an exactly singular pivot
+            Xt, eta_t, steps = solved
+            for i, j in enumerate(todo):
+                paths[j] += steps[i]
+            better = np.flatnonzero(eta_t < eta[todo])
+            X[:, todo[better].tolist()] = Xt[:, better.tolist()]
+            eta[todo[better]] = eta_t[better]
+        if not any(paths):      # every factorization had a singular pivot: the first one says
+            raise singular
+        if check:
+            self._check_singular(B, X, shift, bound, method)
+        info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
+        if not np.all(eta <= bound):
+            last = max(paths, key=len)[-1]
+            if uncertified == "raise":
+                raise UncertifiedSolveError(eta, bound, last)
+            warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
+                          UncertifiedSolveWarning, stacklevel=3)
+        return X, info
+
+    def _solve_with(self, method, B, shift, refine, bound):
+        """Steps 1-3 of :meth:`solve` with one factorization: its solve, fixed-precision
+        refinement, GMRES-IR on the columns still above ``bound``. Returns ``(X, backward
+        error bounds, the steps of each column)``, or None for a non-finite solve."""
+        xp = array_module(B)
+        X = self._solve_columns(B, shift, method)
+        if not bool(xp.all(xp.isfinite(X))):
+            return None
+        R = B - self._shifted_product(X, shift)
+        first = "banded" if method == BANDED else "factor"
+        # Refinement aims lower than the bound, at dense LU's level, while it halves the
+        # residual; the cheap residual bound suffices to stop it.
+        target = REFINE_TARGET * np.finfo(self.net.dtype).eps
+        refined = 0
+        while refined < refine and not np.all(backward_errors(R, X, B) <= target):
+            X_new = X + self._solve_columns(R, shift, method)
+            R_new = B - self._shifted_product(X_new, shift)
+            if not _norm(R_new) <= 0.5 * _norm(R):
+                break
+            X, R = X_new, R_new
+            refined += 1
+        steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
+        eta = self._backward_errors(R, X, B, shift, bound)
+        # GMRES is a must above the bound; once the sharp bound was paid for (the residual
+        # alone did not certify) it also goes on down to the refinement's target.
+        aim = target if shift in self._norm_bounds else bound
+        for i in np.flatnonzero(~(eta <= aim)):
+            x, e = self._gmres_refinement(B[:, i], X[:, i], R[:, i], shift, method, aim)
+            steps[i].append("gmres")
+            if e < eta[i]:
+                X[:, i], eta[i] = x, e
+        return X, eta, steps
+
+    def _gmres_refinement(self, b, x, r, shift, method, aim):
+        """GMRES-based iterative refinement of one column (Carson and Higham 2017): the
+        correction equation ``(H + shift I) d = r`` solved by GMRES preconditioned with the
+        factorization, the residual recomputed with the exact product, until the backward
+        error bound is at most ``aim`` or stops decreasing. Returns the best
+        ``(x, backward error bound)``."""
+        def apply(v):
+            return self._shifted_product(v[:, None], shift)[:, 0]
+
+        def precond(v):
+            return self._solve_columns(v[:, None], shift, method)[:, 0]
+
+        eta = self._backward_errors(r[:, None], x[:, None], b[:, None], shift, aim)[0]
+        for _ in range(GMRES_OUTER):
+            x_new = x + gmres(apply, precond, r, GMRES_RESTART, GMRES_RTOL)
+            r_new = b - apply(x_new)
+            e = self._backward_errors(r_new[:, None], x_new[:, None], b[:, None], shift,
+                                      aim)[0]
+            if not e < eta:
+                break
+            x, r, eta = x_new, r_new, e
+            if eta <= aim:
+                break
+        return x, eta
+
+    def _backward_errors(self, R, X, B, shift, bound):
+        """Per-column bounds on the backward error (:func:`certify.backward_errors`); the
+        lower bound on ``||H + shift I||`` from the Lanczos interval is computed only when
+        the residual alone does not certify."""
+        eta = backward_errors(R, X, B)
+        if np.all(eta <= bound):
+            return eta
+        return backward_errors(R, X, B, self._norm_lower_bound(shift))
+
+    def _check_singular(self, B, X, shift, bound, method):
+        """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``
+        singular at the certificate's resolution: for x with ``A x`` close to b,
+        ``nu ||x|| / ||b|| <= cond(A)`` for any lower bound nu on ``||A||``, and a value of
+        at least ``1 / bound`` means that A is within the certified backward error of a
+        singular matrix (no digit of x is guaranteed). nu is first the free bound of
+        :meth:`_probe_norm`; only a suspicious solution (an estimate above
+        ``1 / sqrt(bound)``) pays for the sharper Lanczos bound and, since b may miss
+        the near-null space, for three steps of inverse iteration from a random start
+        with certified solves."""
+        x, b = column_norms(X), column_norms(B)
+        growth = np.divide(x, b, out=np.zeros_like(x), where=b > 0).max()
+        if not self._probe_norm(shift) * growth * np.sqrt(bound) >= 1:
+            return
+        nu = self._norm_lower_bound(shift)
+        cond = nu * growth
+        xp = array_module(B)
+        z = xp.asarray(np.random.default_rng(3).standard_normal((B.shape[0], 1)))
+        z = z.astype(B.dtype)
+        for _ in range(3):
+            if cond * bound >= 1:
+                break
+            z = z / float(column_norms(z)[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UncertifiedSolveWarning)
+                z, info = self._certified_solve(z, shift, method, 3, "warn", check=False)
+            if not info.backward_error[0] <= bound:
+                break
+            cond = max(cond, nu * float(column_norms(z)[0]))
+        if cond * bound >= 1:
+            raise SingularPivotError(
+                None, float(1 / cond), "matrix H + damping I",
+                f"||H + damping I|| ||(H + damping I)^-1|| >= {cond:.3g}, at least "
+                f"1 / (the backward-error bound {bound:.3g}); increase the damping (H "
+                f"itself is singular in general)")
+
+    def _probe_norm(self, shift):
+        """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
+        whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
+        lower bound, from ``A_L = blockdiag_k(Dblk[k]) - (1/B) sum_s u_s u_s^T``."""
+        if self._loss_diagonal is None:
+            A = self.blocks.layers[-1].A
+            xp = array_module(A.Dblk)
+            diagonal = (xp.einsum("kjj->kj", A.Dblk)
+                        - xp.einsum("sk,sj->kj", A.pi ** 2, A.Zt ** 2) / A.pi.shape[0])
+            self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
+        lo, hi = self._loss_diagonal
+        return max(abs(lo + shift), abs(hi + shift))
+
+    def _spectrum(self):
+        """Ritz values ``(theta_min, theta_max)`` of H, inside its spectrum (cached)."""
+        if self._interval is None:
+            xp = array_module(self.params)
+            self._interval = lanczos_interval(lambda v: self.hvp(v), self.n_params, xp,
+                                              self.net.dtype)
+        return self._interval
+
+    def _norm_lower_bound(self, shift):
+        """``max(|theta_min + shift|, |theta_max + shift|) <= ||H + shift I||_2``."""
+        if shift not in self._norm_bounds:
+            lo, hi = self._spectrum()
+            self._norm_bounds[shift] = max(abs(lo + shift), abs(hi + shift))
+        return self._norm_bounds[shift]
+
+    def norm_estimate(self):
+        """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few percent
+        of it; docs/math.md eq. (7.2)), the scale of the inertia's tolerance.
+
+        Returns
+        -------
+        float
+        """
+        lo, hi = self._spectrum()
+        return max(abs(lo), abs(hi))
 
     def _solve_columns(self, Bm, shift, method):
         """One substitution with the cached factors of ``H + shift I``:
         Bm (n_params, r) -> (n_params, r)."""
-        fac = self._factor(shift, method)
+        return self._substitute(self._factor(shift, method), method, Bm)
+
+    def _substitute(self, fac, method, Bm):
+        """The solve of factorization ``fac`` (of ``method``) on Bm (n_params, r)."""
         with sweep_threads():
             xs = _SOLVERS[method][1](fac, self.net.split(Bm))
         return self.net.join(xs)
@@ -182,104 +563,310 @@ class Curvature:
         """``(H + damping I) X`` for X (n_params, r), by the O(L) product."""
         return self.net.join(hvp(self.blocks, self.net.split(X))) + damping * X
 
-    def inertia(self, shift=0.0):
-        """``(n_neg, n_zero, n_pos)`` of ``H + shift I`` by Sylvester's law of inertia from
-        one backward Riccati sweep (DESIGN.md section 4, "Inertia"), O(L). An eigenvalue
-        within round-off of zero (pivot below ``n eps ||Qxx||``) counts as zero."""
+    def inertia(self, shift=0.0, tol=None):
+        """``(n_neg, n_zero, n_pos)`` of ``H + shift I``, certified (docs/math.md
+        section 7.3).
+
+        An eigenvalue lambda of H counts as zero when ``|lambda + shift| <= tol ||H||``
+        (``||H||`` from :meth:`norm_estimate`; ``tol`` defaults to the square root of the
+        dtype's machine epsilon, 1.5e-8 in float64). An eigenvalue further than that from
+        ``-shift`` is never counted in the wrong class; one within it may be counted as
+        zero or by its sign. A positive semi-definite GGN at shift 0 has no negative count.
+
+        The counts come from two Riccati sweeps, at ``shift + t`` and ``shift - t`` with
+        ``t = tol ||H|| / 2``, by Sylvester's law of inertia: the sweep at ``c`` gives the
+        inertia of a factorization F of ``H + c I``, and an estimate of
+        ``||I - (H + c I) F^{-1}||_2`` below 1/4 proves that it is that of ``H + c I``.
+        Where a sweep is not certified the count comes from the dense eigenvalues of H for
+        ``n_params <= DENSE_INERTIA_MAX``, else
+        :class:`~tallskinny_np.errors.UncertifiedInertiaError` is raised.
+
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)`` of the dtype.
+
+        Returns
+        -------
+        (n_neg, n_zero, n_pos) : tuple of int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            No sweep near the shift could be certified and the network is too large for
+            the dense fallback.
+
+        References
+        ----------
+        J. Kuczynski and H. Wozniakowski, "Estimating the largest eigenvalue by the power
+        and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4),
+        1992. doi:10.1137/0613066
+        """
         shift = _finite_real(shift, "shift")
-        cached = self._factors.get("riccati")
-        if cached is not None and cached[0] == shift and cached[1].inertia is not None:
-            return cached[1].inertia
+        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        n_neg = self._negative_count(shift + t, t / 2)
+        n_pos = self.n_params - self._negative_count(shift - t, t / 2)
+        return n_neg, self.n_params - n_neg - n_pos, n_pos
+
+    def count_eigenvalues_below(self, sigma, tol=None):
+        """The number of eigenvalues of H below sigma, ``n_neg(H - sigma I)``, exact for
+        every eigenvalue further than ``tol ||H||`` from sigma (spectrum slicing,
+        docs/math.md eq. (4.19) and section 7.3).
+
+        Parameters
+        ----------
+        sigma : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
+        sigma = _finite_real(sigma, "sigma")
+        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        return self._negative_count(-sigma, t)
+
+    def is_positive_definite(self, shift=0.0, tol=None):
+        """Whether ``H + shift I`` is positive definite with a margin: True when every
+        eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0,
+        either in between (docs/math.md section 7.3).
+
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
+        shift = _finite_real(shift, "shift")
+        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        return self._negative_count(shift - t, t) == 0
+
+    def _tolerance(self, tol):
+        if tol is None:
+            return float(np.sqrt(np.finfo(self.net.dtype).eps))
+        if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+            raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
+        return float(tol)
+
+    def _negative_count(self, c, slack):
+        """The certified number of negative eigenvalues of ``H + c' I`` for some c' within
+        ``slack`` of c: c itself, then ``c +/- slack``, then the dense fallback."""
+        if c in self._counts:
+            return self._counts[c]
+        for trial in (c, c + slack, c - slack):
+            count = self._certified_sweep_count(trial)
+            if count is not None:
+                self._counts[c] = count
+                return count
+        count = self._dense_negative_count(c, slack)
+        self._counts[c] = count
+        return count
+
+    def _certified_sweep_count(self, c):
+        """``n_neg(H + c I)`` from a Riccati sweep if its certificate holds, else None."""
         with sweep_threads():
-            fac = riccati_factor(self.blocks, shift, inertia=True)
-        if fac.singular is None:               # sound pivots: a solve at this shift reuses it
-            self._factors["riccati"] = (shift, fac)
-        return fac.inertia
+            fac = riccati_factor(self.blocks, c, inertia=True)
+        if fac.singular is not None or fac.inertia[1] != 0:
+            return None                          # F singular: no certificate
 
-    def count_eigenvalues_below(self, sigma):
-        """The number of eigenvalues of H strictly below sigma: ``n_neg(H - sigma I)``."""
-        return self.inertia(-_finite_real(sigma, "sigma"))[0]
+        xp = array_module(self.params)
+        omega = factor_distance(lambda V: self._shifted_product(V, c),
+                                lambda V: self._substitute(fac, "riccati", V),
+                                self.n_params, xp, self.net.dtype)
+        if not omega < 0.25:
+            return None
+        self._factors["riccati"] = (c, fac)      # a solve at this shift reuses it
+        return fac.inertia[0]
 
-    def is_positive_definite(self, shift=0.0):
-        """Whether ``H + shift I`` is positive definite (all pivots of the sweep > 0)."""
-        return self.inertia(shift)[2] == self.n_params
+    def _dense_negative_count(self, c, slack):
+        """``n_neg(H + c I)`` from the dense eigenvalues of H, for small networks, when no
+        eigenvalue lies within their error bound of ``-c``."""
+        n = self.n_params
+        if n > DENSE_INERTIA_MAX:
+            raise UncertifiedInertiaError(
+                c, f"the Riccati sweeps near this shift are not accurate enough, and "
+                   f"{n} parameters is above the dense fallback's limit {DENSE_INERTIA_MAX}")
+        if self._eigenvalues is None:
+            xp = array_module(self.params)
+            H = to_numpy(self.hvp(xp.eye(n, dtype=self.net.dtype)))
+            self._eigenvalues = np.linalg.eigvalsh(0.5 * (H + H.T))
+        w = self._eigenvalues + c
+        # eigvalsh is backward stable: each eigenvalue within a small multiple of n u ||H||,
+        # and the columns of H are O(L) products (their rounding: BOUND_FLOOR u ||H||).
+        err = np.finfo(self.net.dtype).eps * (n + BOUND_FLOOR) * max(np.abs(w).max(), abs(c))
+        if err >= slack:
+            raise UncertifiedInertiaError(c, "the dense eigenvalues are not accurate enough")
+        if np.any(np.abs(w) <= err):
+            # Within the slack a count at c -/+ slack is as good: pick the side that is clear.
+            for trial in (c + slack, c - slack):
+                if not np.any(np.abs(self._eigenvalues + trial) <= err):
+                    return int((self._eigenvalues + trial < 0).sum())
+            raise UncertifiedInertiaError(c, "eigenvalues too close to the shift")
+        return int((w < 0).sum())
 
     def lambda_min(self, tol=1e-8):
         """The smallest eigenvalue of H, to ``tol * max(1, ||H||)``: bisection on the
-        eigenvalue count (spectrum slicing, DESIGN.md section 4), then refined by
-        inverse iteration with the bisection's lower end as the shift and a Rayleigh
-        quotient, kept inside the bisection bracket."""
+        certified eigenvalue count (spectrum slicing, docs/math.md section 4.7), then
+        refined by inverse iteration with the bisection's lower end as the shift and a
+        Rayleigh quotient, kept inside the bisection bracket.
+
+        Parameters
+        ----------
+        tol : float in (0, 1)
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            When a count of the bisection cannot be certified.
+        """
         if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
         xp = array_module(self.params)
-        rng = np.random.default_rng(0)
-        v = xp.asarray(rng.standard_normal(self.n_params)).astype(self.net.dtype)
-        for _ in range(30):                     # power iteration: a scale for the bracket
-            w = self.hvp(v)
-            norm = float(xp.linalg.norm(w))
-            if norm == 0:
-                break
-            v = w / norm
-        scale = max(1.0, norm)
-        lo, hi = -1.5 * scale, 1.5 * scale
-        while self.count_eigenvalues_below(lo) > 0:
-            lo *= 2
-        while self.count_eigenvalues_below(hi) == 0:
-            hi *= 2
+        theta_min, _ = self._spectrum()
+        scale = max(1.0, self.norm_estimate())
+        count_tol = min(0.25 * tol * scale / self.norm_estimate(), 0.5) \
+            if self.norm_estimate() > 0 else None
+        lo, hi = theta_min - tol * scale, theta_min + tol * scale
+        while self.count_eigenvalues_below(lo, count_tol) > 0:
+            lo -= 2 * (hi - lo)
+        while self.count_eigenvalues_below(hi, count_tol) == 0:
+            hi += 2 * (hi - lo)
         while hi - lo > tol * scale:
             mid = 0.5 * (lo + hi)
-            if self.count_eigenvalues_below(mid) > 0:
+            if self.count_eigenvalues_below(mid, count_tol) > 0:
                 hi = mid
             else:
                 lo = mid
+        rng = np.random.default_rng(0)
+        u = xp.asarray(rng.standard_normal((self.n_params, 1))).astype(self.net.dtype)
         try:
-            u = v[:, None]
-            for _ in range(3):
-                u = self._solve_columns(u, -lo, "riccati")
-                u = u / xp.linalg.norm(u)
+            with warnings.catch_warnings():      # inverse iteration needs no certificate
+                warnings.simplefilter("ignore", UncertifiedSolveWarning)
+                for _ in range(3):              # -lo may be a tiny negative for a GGN
+                    u, _ = self._certified_solve(u, -lo, "riccati", 3, "warn")
+                    u = u / xp.linalg.norm(u)
             rq = float((u[:, 0] @ self.hvp(u[:, 0])))
-        except np.linalg.LinAlgError:           # lo sits on the eigenvalue itself
+        except np.linalg.LinAlgError:            # lo sits on the eigenvalue itself
             return lo
         return min(max(rq, lo), hi)
 
-    def as_linear_operator(self):
-        """H (or the GGN) as a ``scipy.sparse.linalg.LinearOperator`` (symmetric)."""
+    @property
+    def shape(self):
+        """``(n_params, n_params)``: the curvature is a square operator."""
+        return (self.n_params, self.n_params)
+
+    @property
+    def dtype(self):
+        """The dtype of the network, hence of every product and solve."""
+        return np.dtype(self.net.dtype)
+
+    def __matmul__(self, v):
+        """``curv @ v`` is :meth:`hvp`."""
+        return self.hvp(v)
+
+    def to_scipy(self):
+        """H (or the GGN) as a symmetric ``scipy.sparse.linalg.LinearOperator`` (on CuPy
+        arrays, ``cupyx.scipy.sparse.linalg``'s), for scipy's eigsh, minres, cg, ...
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from scipy.sparse.linalg import eigsh
+        >>> from tallskinny_np import MLP, Curvature
+        >>> net = MLP([3, 4, 4, 2], activation="tanh")
+        >>> rng = np.random.default_rng(0)
+        >>> curv = Curvature(net, net.init_params(seed=0), rng.standard_normal((5, 3)),
+        ...                  rng.integers(0, 2, 5))
+        >>> op = curv.to_scipy()
+        >>> op.shape == curv.shape and op.H is op
+        True
+        >>> top = eigsh(op, k=1, which="LA", return_eigenvectors=False)
+        >>> bool(top[0] <= curv.norm_estimate() * (1 + 1e-6))
+        True
+        """
         return _operator(self, self.hvp)
 
-    def inverse_operator(self, damping, method="riccati"):
-        """``(H + damping I)^{-1}`` as a LinearOperator; factors once, then each product
-        costs only the substitutions."""
+    def inverse(self, damping, method="riccati"):
+        """``(H + damping I)^{-1}`` as a symmetric LinearOperator (see :meth:`to_scipy`):
+        factors once, then each product costs the certified substitutions of
+        :meth:`solve`.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+
+        Raises
+        ------
+        SingularPivotError
+            As :meth:`factor`; products raise as :meth:`solve`.
+        """
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
 
 
 def _finite_real(value, name):
-    """value as a float, or ValueError if it is not a finite real number."""
+    """value as a float, or ValueError if it is not a finite real number (a 0-d real
+    array counts as a number)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        value = value.item()
     if (not isinstance(value, numbers.Real) or isinstance(value, bool)
             or not np.isfinite(value)):
         raise ValueError(f"{name} must be a finite real number; got {value!r}")
     return float(value)
 
 
-def _backward_stable(R, Bm):
-    """Whether every column's residual certifies a normwise backward error below 10 eps:
-    ``||r|| <= 10 eps (||b - r|| + ||b||)``, an upper bound (see ``Curvature.solve``)."""
-    xp = array_module(R)
-    eps = np.finfo(R.dtype).eps
-    norm = lambda A: xp.linalg.norm(A, axis=0)
-    return bool(xp.all(norm(R) <= 10 * eps * (norm(Bm - R) + norm(Bm))))
-
-
 def _norm(R):
     """The largest column 2-norm of R, as a float."""
-    return float(array_module(R).linalg.norm(R, axis=0).max())
+    return float(column_norms(R).max())
+
+
+class SymmetricOperator(LinearOperator):
+    """A symmetric ``scipy.sparse.linalg.LinearOperator`` from one function that applies
+    it to a vector or to the columns of a matrix: its adjoint is itself."""
+
+    def __init__(self, apply, n, dtype):
+        super().__init__(dtype, (n, n))
+        self._apply = apply
+
+    def _matvec(self, v):
+        return self._apply(v.reshape(-1))
+
+    def _matmat(self, V):
+        return self._apply(V)
+
+    def _adjoint(self):
+        return self
 
 
 def _operator(curv, apply):
-    if array_module(curv.params) is np:
-        from scipy.sparse.linalg import LinearOperator
-    else:
-        from cupyx.scipy.sparse.linalg import LinearOperator
     n = curv.n_params
-    return LinearOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply,
-                          rmatmat=apply, dtype=curv.net.dtype)
+    if array_module(curv.params) is np:
+        return SymmetricOperator(apply, n, curv.dtype)
+    from cupyx.scipy.sparse.linalg import LinearOperator as CupyOperator
+    return CupyOperator((n, n), matvec=apply, rmatvec=apply, matmat=apply, rmatmat=apply,
+                        dtype=curv.dtype)

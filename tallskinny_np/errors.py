@@ -5,15 +5,17 @@ import numpy as np
 class SingularPivotError(np.linalg.LinAlgError):
     """A pivot block is singular or numerically singular.
 
-    ``layer`` is the 1-based layer whose pivot failed, ``rcond`` the estimated reciprocal
-    condition number of that pivot (0 when exactly singular).
+    ``layer`` is the 1-based layer whose pivot failed (None when the whole matrix
+    ``H + damping I`` is found singular), ``rcond`` the estimated reciprocal condition
+    number of that pivot or matrix (0 when exactly singular).
     """
 
     def __init__(self, layer, rcond, what, hint=""):
         self.layer = layer
         self.rcond = rcond
+        where = f"the {what}" if layer is None else f"the {what} of layer {layer}"
         super().__init__(
-            f"the {what} of layer {layer} is singular to working precision "
+            f"{where} is singular to working precision "
             f"(reciprocal condition number {rcond:.3g}); {hint}".rstrip("; ")
         )
 
@@ -28,3 +30,33 @@ def check_pivot(rcond, dtype, layer, what):
             layer, float(np.nan_to_num(rcond)), what,
             "H + damping I is singular or too ill-conditioned for this solver; increase "
             "the damping (H itself is singular in general)")
+
+
+class UncertifiedSolveError(np.linalg.LinAlgError):
+    """No step of the certified solve reached the backward-error bound.
+
+    ``backward_error`` holds, per right-hand side, the smallest bound on the normwise
+    backward error that any step achieved; ``step`` names the last step tried
+    (``"factor"``, ``"refine"``, ``"gmres"`` or ``"banded"``).
+    """
+
+    def __init__(self, backward_error, bound, step):
+        self.backward_error = backward_error
+        self.bound = bound
+        self.step = step
+        super().__init__(
+            f"the solve could not be certified: the best normwise backward error reached is "
+            f"{float(np.max(backward_error)):.3g} (bound {bound:.3g}), last step {step!r}")
+
+
+class UncertifiedSolveWarning(UserWarning):
+    """Issued instead of :class:`UncertifiedSolveError` when the caller asks for it."""
+
+
+class UncertifiedInertiaError(np.linalg.LinAlgError):
+    """The eigenvalue count at ``shift`` cannot be certified: the shift lies too close to
+    the spectrum for the sweep's measured accuracy, and no fallback could count it."""
+
+    def __init__(self, shift, why):
+        self.shift = shift
+        super().__init__(f"the inertia of H + {shift:.6g} I cannot be certified: {why}")

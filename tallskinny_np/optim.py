@@ -26,7 +26,6 @@ import numpy as np
 
 from .backend import array_module
 from .blocks import gradient, linearize
-from .errors import SingularPivotError
 
 ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
 SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the radius
@@ -298,7 +297,7 @@ class DampedNewton:
             lam = self.state["damping"]
             try:
                 s = -curv.solve(grad, lam)
-            except SingularPivotError:
+            except np.linalg.LinAlgError:       # singular, or not certified: damp more
                 rho = -math.inf
                 failed = True
             else:
@@ -408,7 +407,7 @@ def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=
         try:
             pd = curv.is_positive_definite(lam)
             s = -curv.solve(grad, lam) if pd else None
-        except SingularPivotError:  # positive definite but numerically singular: too low
+        except np.linalg.LinAlgError:  # numerically singular or uncertain: lam too low
             pd = False
         if pd:
             ns = float(xp.linalg.norm(s))

@@ -1,19 +1,17 @@
-"""Data pipelines: ImageFolder trees read with Pillow, resized and cached
-as a uint8 memmap, with unreadable files skipped and counted; downsampled-ImageNet npz and
-pickle batches; class subsets; standardisation; seeded shuffling and splits; the synthetic
-ImageNet-shaped data; clear errors for bad paths. Every tree and file is made here, in
-``tmp_path``, from small arrays whose resized values are known exactly."""
+"""Data pipelines: downsampled-ImageNet npz and pickle batches (the release's train and val
+folders together, every malformed file refused with its name), class subsets,
+standardisation, seeded shuffling, splits and augmentation, the synthetic ImageNet-shaped
+data. Every file is made here, in ``tmp_path``, from small arrays whose downsampled values
+are known exactly. Image-file trees: test_folders.py."""
 import os
 import pickle
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tallskinny_np.training import datasets
-from tallskinny_np.training.datasets import (batch_index, channel_statistics, digits_data,
-                                    image_folder_data, imagenet_batches_data, load_data,
-                                    split_train_val, standardize, synthetic_imagenet)
+from tallskinny_np.training.datasets import (augment, batch_index, channel_statistics,
+                                             digits_data, imagenet_batches_data, load_data,
+                                             split_train_val, standardize, synthetic_imagenet)
 
 
 def blocky(rng, side, block):
@@ -21,93 +19,6 @@ def blocky(rng, side, block):
     box filter down to side / block pixels returns the square values exactly."""
     small = rng.integers(0, 256, (side // block, side // block, 3), dtype=np.uint8)
     return small.repeat(block, axis=0).repeat(block, axis=1), small
-
-
-def make_tree(root, classes, per_class, rng, side=8, resolution=4, bad=()):
-    """An ImageFolder tree ``root/<class>/<k>.png`` with blocky images; ``bad`` names
-    (class, file) pairs written as garbage. Returns the expected small images, by class
-    and file name."""
-    expected = {}
-    for c in classes:
-        os.makedirs(root / c)
-        for k in range(per_class):
-            big, small = blocky(rng, side, side // resolution)
-            Image.fromarray(big).save(root / c / f"{k}.png")
-            expected[(c, f"{k}.png")] = small
-        (root / c / "notes.txt").write_text("not an image")
-    for c, name in bad:
-        (root / c / name).write_bytes(b"\xff\xd8 this is not a JPEG")
-    return expected
-
-
-def test_image_folder_reads_resizes_caches_and_skips_unreadable(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    make_tree(tmp_path / "data" / "train", ["b", "a", "c"], 3, rng,
-              bad=[("a", "broken.jpg")])
-    expected_val = make_tree(tmp_path / "data" / "val", ["b", "a", "c"], 2, rng)
-    # One JPEG (lossy) and one grayscale PNG: both become 4x4 RGB.
-    Image.fromarray(blocky(rng, 8, 2)[0]).save(tmp_path / "data" / "train" / "a" / "x.jpg")
-    Image.fromarray(np.full((6, 10), 77, np.uint8)).save(
-        tmp_path / "data" / "train" / "b" / "gray.png")
-    cache = tmp_path / "cache"
-    data = image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache))
-    assert data.classes == ["a", "b", "c"]                 # sorted, as ImageFolder
-    assert data.skipped == 1
-    train_images, train_labels = data.train.batch(np.arange(len(data.train)))
-    assert train_images.shape == (3 * 3 + 2, 4, 4, 3) and train_images.dtype == np.uint8
-    assert np.bincount(train_labels).tolist() == [4, 4, 3]
-    gray = train_images[train_labels == 1][-1]             # b/gray.png sorts after b/2.png
-    assert np.all(gray == 77)
-    assert isinstance(data.train.images, np.memmap)
-    val_images, val_labels = data.val.batch(np.arange(len(data.val)))
-    names = ["a", "b", "c"]
-    for i, (c, k) in enumerate((c, k) for c in names for k in range(2)):
-        assert val_labels[i] == names.index(c)
-        np.testing.assert_array_equal(val_images[i], expected_val[(c, f"{k}.png")])
-
-    def no_reading(*args):
-        raise AssertionError("the cache should have been used")
-    monkeypatch.setattr(datasets, "read_image", no_reading)
-    again = image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache))
-    np.testing.assert_array_equal(again.train.batch(np.arange(len(again.train)))[0],
-                                  train_images)
-    assert again.skipped == 1
-    assert not [p for p in os.listdir(next(cache.iterdir())) if "partial" in p or "tmp" in p]
-
-
-def test_image_folder_class_subset_and_seeded_split(tmp_path):
-    tree = tmp_path / "tree"
-    make_tree(tree, ["k0", "k1", "k2"], 5, np.random.default_rng(1))
-    cache = str(tmp_path / "cache")
-    data = image_folder_data(str(tree), resolution=2, classes=2, val_fraction=0.3,
-                             seed=7, cache_dir=cache)
-    assert data.classes == ["k0", "k1"]
-    assert len(data.train) + len(data.val) == 10 and len(data.val) == 3
-    assert not set(data.train.rows) & set(data.val.rows)
-    again = image_folder_data(str(tree), resolution=2, classes=2, val_fraction=0.3,
-                              seed=7, cache_dir=cache)
-    np.testing.assert_array_equal(again.val.rows, data.val.rows)
-    other = image_folder_data(str(tree), resolution=2, classes=2, val_fraction=0.3,
-                              seed=8, cache_dir=cache)
-    assert not np.array_equal(other.val.rows, data.val.rows)
-
-
-def test_image_folder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        image_folder_data(str(tmp_path / "missing"), cache_dir=str(tmp_path))
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no class directories"):
-        image_folder_data(str(tmp_path / "empty"), cache_dir=str(tmp_path))
-    (tmp_path / "noimages" / "cat").mkdir(parents=True)
-    (tmp_path / "noimages" / "cat" / "readme.txt").write_text("x")
-    with pytest.raises(ValueError, match="no image files"):
-        image_folder_data(str(tmp_path / "noimages"), cache_dir=str(tmp_path))
-    make_tree(tmp_path / "allbad", ["cat"], 0, None, bad=[("cat", "1.jpg"), ("cat", "2.jpg")])
-    with pytest.raises(ValueError, match="none of the 2 image files could be read"):
-        image_folder_data(str(tmp_path / "allbad"), cache_dir=str(tmp_path / "c"))
-    make_tree(tmp_path / "one", ["cat"], 1, np.random.default_rng(2))
-    with pytest.raises(ValueError, match=r"--classes must lie in \[1, 1\]"):
-        image_folder_data(str(tmp_path / "one"), classes=2, cache_dir=str(tmp_path / "c"))
 
 
 def planes(images):
@@ -140,7 +51,7 @@ def test_downsampled_imagenet_batches(tmp_path, fmt):
     keep = sets["val_data"][2] <= 2
     np.testing.assert_array_equal(images, sets["val_data"][1][keep])
     np.testing.assert_array_equal(labels, sets["val_data"][2][keep] - 1)
-    assert sub.classes == ["0", "1"]
+    assert sub.classes == ["1", "2"]                       # the release's label numbers
     with pytest.raises(ValueError, match="must divide 8"):
         imagenet_batches_data(str(tmp_path), resolution=3)
 
@@ -154,6 +65,84 @@ def test_downsampled_imagenet_errors(tmp_path):
              labels=[1, 2])
     with pytest.raises(ValueError, match="three s x s colour planes"):
         imagenet_batches_data(str(tmp_path))
+
+
+def test_release_layout_uses_the_official_validation_folder(tmp_path):
+    """The downloaded Imagenet32 layout: the train and val folders side by side, passed
+    together or through their parent; the official val_data is the validation split."""
+    rng = np.random.default_rng(5)
+    for folder, name, n in [("Imagenet32_train_npz", "train_data_batch_1.npz", 12),
+                            ("Imagenet32_train_npz", "train_data_batch_2.npz", 8),
+                            ("Imagenet32_val_npz", "val_data.npz", 7)]:
+        (tmp_path / folder).mkdir(exist_ok=True)
+        np.savez(tmp_path / folder / name, data=rng.integers(0, 256, (n, 12), dtype=np.uint8),
+                 labels=rng.integers(1, 4, n))
+    both = [str(tmp_path / "Imagenet32_train_npz"), str(tmp_path / "Imagenet32_val_npz")]
+    for paths in (both, [str(tmp_path)]):
+        data = imagenet_batches_data(paths, val_fraction=0.5)
+        assert (len(data.train), len(data.val)) == (20, 7)
+    alone = imagenet_batches_data(both[:1], val_fraction=0.25)
+    assert (len(alone.train), len(alone.val)) == (15, 5)
+
+
+def bad_batch_files(tmp_path):
+    """Malformed batch files, each with the words its message must contain."""
+    ok = dict(data=np.zeros((4, 12), np.uint8), labels=np.array([1, 2, 3, 1]))
+    cases = {
+        "other_keys.npz": (dict(x=ok["data"], y=ok["labels"]), "found x, y"),
+        "counts.npz": (dict(data=np.zeros((300, 12), np.uint8), labels=np.ones(200, int)),
+                       "do not match"),
+        "float_pixels.npz": (dict(data=np.full((4, 12), 0.5), labels=ok["labels"]),
+                             "float64 values; expected integers 0..255"),
+        "wide_pixels.npz": (dict(data=np.full((4, 12), 300), labels=ok["labels"]),
+                            "values 300..300; expected 0..255"),
+        "labels_zero.npz": (dict(data=ok["data"], labels=np.array([0, 1, 2, 3])),
+                            "expected 1..1000"),
+        "three_d.npz": (dict(data=np.zeros((4, 2, 6), np.uint8), labels=ok["labels"]),
+                        "do not match"),
+    }
+    out = []
+    for name, (arrays, words) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        out.append((tmp_path / name, words))
+    with open(tmp_path / "no_data", "wb") as f:
+        pickle.dump({"labels": [1, 2]}, f)
+    out.append((tmp_path / "no_data", "found labels"))
+    (tmp_path / "garbage").write_bytes(b"\x80\x04this is not a pickle")
+    out.append((tmp_path / "garbage", "not a downsampled-ImageNet batch file"))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    out.append((tmp_path / "empty.npz", "not a downsampled-ImageNet batch file"))
+    with open(tmp_path / "a_list", "wb") as f:
+        pickle.dump([1, 2, 3], f)
+    out.append((tmp_path / "a_list", "found list"))
+    return out
+
+
+def test_every_malformed_batch_file_is_refused_with_its_name(tmp_path):
+    for path, words in bad_batch_files(tmp_path):
+        with pytest.raises(ValueError) as info:
+            imagenet_batches_data(str(path))
+        assert str(path) in str(info.value) and words in str(info.value), info.value
+
+
+def test_augmentation_crops_and_flips_reproducibly():
+    images = np.arange(2 * 8 * 8 * 1, dtype=np.uint8).reshape(2, 8, 8, 1) + 1
+    a, b = augment(images, seed=3, step=7), augment(images, seed=3, step=7)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == images.shape and a.dtype == np.uint8
+    assert not np.array_equal(augment(images, seed=3, step=8), a)
+    seen = set()
+    for step in range(200):
+        out = augment(images, seed=0, step=step)[0, ..., 0]
+        # Every output is a shifted (padding 1 = 8 // 8), possibly mirrored copy.
+        for flip in (False, True):
+            src = images[0, :, ::-1, 0] if flip else images[0, ..., 0]
+            padded = np.pad(src, 1)
+            for dy in range(3):
+                for dx in range(3):
+                    if np.array_equal(padded[dy:dy + 8, dx:dx + 8], out):
+                        seen.add((flip, dy, dx))
+    assert len(seen) == 18                                 # every offset, both ways
 
 
 def test_standardisation_uses_training_channel_statistics():

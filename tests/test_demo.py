@@ -67,5 +67,7 @@ def test_readme_python_example_runs(capsys):
     n_params, loss = lines[0].split()
     assert int(n_params) > 0 and float(loss) > 0
     assert float(lines[1]) < 1e-10                      # the solve's relative residual
-    assert lines[2] == "(1618, 3)"
-    assert "singular" in lines[3] and "layer" in lines[3]
+    assert lines[2] == "(1618, 3) [ True  True  True]"     # each column certified
+    assert sum(eval(lines[3])) == 1618                     # the inertia counts every eigenvalue
+    assert lines[4].startswith("True (1618, 1618)")        # curv @ g is the hvp
+    assert "singular" in lines[5]

@@ -144,3 +144,4 @@ def test_the_checks_can_fail():
         (1, "section", "3"), (1, "section", "4.6"), (1, "equation", "2.1"),
         (1, "equation", "2.3")]
     assert slug("4. Solving (H + eps I) x = g") == "4-solving-h--eps-i-x--g"
+

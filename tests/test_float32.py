@@ -22,16 +22,14 @@ Bounds, in units of u32 = 6e-8, with what was measured on the grid (84 cases, bo
 
 Refusals. A pivot is "singular to working precision" when its reciprocal condition estimate
 is below eps (u32 = 6e-8 here; LAPACK's xGESVX criterion, ``tallskinny_np.errors``). The
-Riccati pivots ``Qxx_l`` are as well conditioned as ``H + eps I`` where it is definite, and
-the Riccati sweep refuses only systems with cond >= 1.8e3. The LDU and banded solvers test
-the pivots of the augmented system K', whose conditioning is not that of ``H + eps I``: on
-the GGN of sizes [5, 3, 1, 4, 5], softplus, no bias, B = 3, with eps = 1, cond(G + I) = 1.13
-while the LDU pivot Sigma_3 has cond 9.7e5 (float64); in float32 the LDU refuses it, and
-the banded LU refuses cond 2.3. With the check bypassed, float32 LDU solves these systems
-to 127 cond u32, so the refusal is a false alarm; it is recorded below as an expected
-failure (strict, so that it is noticed when fixed). With the ``n eps`` threshold first used,
-54 (ldu) and 23 (banded) of the grid's 442 well-conditioned float32 systems were refused;
-with the eps criterion, 16 and 1; Riccati refuses none.
+LDU and banded solvers test the pivots of the augmented system K', whose conditioning is
+not that of ``H + eps I``: on the GGN of sizes [5, 3, 1, 4, 5], softplus, no bias, B = 3,
+with eps = 1, cond(G + I) = 1.13 while the LDU pivot Sigma_3 has cond 9.7e5 (float64); in
+float32 the LDU factorization refuses it. A refused pivot is not a singular system: the
+certified solve (docs/math.md section 7.2) goes on to the other factorizations, and
+``test_float32_accepts_well_conditioned_systems`` asserts that no method refuses a system
+with cond <= 1e3 (before the certified solve, the LDU refused 16 and the banded LU 1 of the
+grid's 442 such systems).
 """
 import functools
 
@@ -114,12 +112,7 @@ def test_float32_solve_error_bounded_by_cond(method):
         f"{case} kind={kind} damping={damping} cond={cond:.3g}")
 
 
-@pytest.mark.parametrize("method", [
-    pytest.param(m, marks=pytest.mark.xfail(
-        strict=True, reason="float32 LDU/banded refuse some well-conditioned systems: the "
-        "singularity test is on the augmented system's pivots (see module docstring)"))
-    if m in ("ldu", "banded") else m
-    for m in METHODS])
+@pytest.mark.parametrize("method", METHODS)
 def test_float32_accepts_well_conditioned_systems(method):
     refused = [r for r in float32_solves(method)
                if r[4] is None and r[3] <= WELL_CONDITIONED]

@@ -63,18 +63,29 @@ def test_positive_definiteness_and_lambda_min(case, kind):
     assert abs(lam - w[0]) <= 1e-9 * scale, f"lambda_min {lam!r} vs eigvalsh {w[0]!r}"
 
 
-def test_damping_list_equals_separate_solves():
+def test_solve_dampings_equals_separate_solves():
     curv = _curvature(GRID[5], "hessian")
     b = np.random.default_rng(0).standard_normal((curv.n_params, 2))
-    xs = curv.solve(b, damping=[0.1, 1.0, -0.05])
+    xs = curv.solve_dampings(b, [0.1, 1.0, -0.05])
     assert isinstance(xs, list) and len(xs) == 3
     for x, d in zip(xs, [0.1, 1.0, -0.05]):
         np.testing.assert_allclose(x, _curvature(GRID[5], "hessian").solve(b, d),
                                    rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="empty"):
-        curv.solve(b, damping=[])
+        curv.solve_dampings(b, [])
     with pytest.raises(ValueError, match="finite"):
-        curv.solve(b, damping=[0.1, np.nan])
+        curv.solve_dampings(b, [0.1, np.nan])
+
+
+@pytest.mark.parametrize("damping", [[0.1, 1.0], (0.1,), np.array([0.1]), np.array(0.1)])
+def test_solve_takes_one_damping_and_returns_one_array(damping):
+    curv = _curvature(GRID[5], "hessian")
+    b = np.random.default_rng(0).standard_normal(curv.n_params)
+    if np.ndim(damping) == 0:
+        assert curv.solve(b, damping).shape == b.shape
+    else:
+        with pytest.raises(ValueError, match="solve_dampings"):
+            curv.solve(b, damping)
 
 
 def test_linear_operators_work_with_scipy():
@@ -83,7 +94,7 @@ def test_linear_operators_work_with_scipy():
     H = dense_curvature(case, "hessian")
     w = dense_spectrum(case, "hessian")
     n = curv.n_params
-    op = curv.as_linear_operator()
+    op = curv.to_scipy()
     assert isinstance(op, LinearOperator) and op.shape == (n, n)
     v = np.random.default_rng(1).standard_normal(n)
     np.testing.assert_allclose(op @ v, H @ v, rtol=1e-10, atol=1e-12)
@@ -93,7 +104,7 @@ def test_linear_operators_work_with_scipy():
     # The exact inverse as a preconditioner: MINRES on H + eps I converges at once.
     eps = 0.1
     shifted = LinearOperator((n, n), matvec=lambda x: curv.hvp(x) + eps * x, dtype=float)
-    inv = curv.inverse_operator(eps)
+    inv = curv.inverse(eps)
     np.testing.assert_allclose(inv @ v, np.linalg.solve(H + eps * np.eye(n), v),
                                rtol=1e-9, atol=1e-12)
     x, info = minres(shifted, v, M=inv, rtol=1e-12, maxiter=5)
@@ -101,5 +112,5 @@ def test_linear_operators_work_with_scipy():
     assert np.linalg.norm(shifted @ x - v) <= 1e-10 * np.linalg.norm(v)
     ggn = _curvature(case, "ggn")
     G = LinearOperator((n, n), matvec=lambda x: ggn.hvp(x) + eps * x, dtype=float)
-    x, info = cg(G, v, M=ggn.inverse_operator(eps), rtol=1e-12, maxiter=5)
+    x, info = cg(G, v, M=ggn.inverse(eps), rtol=1e-12, maxiter=5)
     assert info == 0

@@ -1,8 +1,10 @@
-"""The training script: outputs, identical trajectories
-after ``--resume``, the curvature sub-batch, the common initialisation and data order of
-``--compare``, and the messages for bad input. Tiny networks and a few steps only."""
+"""The training script: outputs, identical trajectories after ``--resume``, the curvature
+sub-batch, the common initialisation and data order of ``--compare``, the divergence rule,
+and the one-line messages for bad input. Tiny networks and a few steps only. Killing runs:
+test_train_kill.py."""
 import csv
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -40,8 +42,12 @@ def test_compare_writes_metrics_checkpoints_figures_and_table(tmp_path, capsys):
             if name not in ("sgd", "adam"):
                 assert rows[0]["accepted"] in ("0", "1")
         assert len(first_losses) == 1      # same initialisation and first batch for all
-    assert "steps to 100%" in printed and "steps to Adam's final train loss" in printed
-    assert "trust-region" in (out / "summary.txt").read_text()
+    assert "steps to 100%" in printed and "Adam's final training loss" in printed
+    summary = (out / "summary.txt").read_text()
+    assert "trust-region" in summary
+    assert max(len(line) for line in summary.splitlines()) <= 100
+    for internal in ("target (", "TUNED_LR", "<= 150", "1/5"):
+        assert internal not in summary
 
 
 class Interrupt(Exception):
@@ -85,8 +91,21 @@ def test_resume_refuses_another_run(tmp_path, capsys):
     args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
                    "--out", str(tmp_path)]
     assert main(args) == 0
-    assert main(args + ["--resume", "--lr", "0.5"]) == 1
-    assert "belongs to another run" in capsys.readouterr().err
+    assert main(args + ["--resume", "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another run (lr 0.001 there, 0.5 now)" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--out", str(tmp_path)]
+    assert main(args + ["--steps", "8"]) == 0
+    before = metrics(tmp_path / "train" / "adam" / "metrics.csv")
+    assert main(args + ["--steps", "3"]) == 2
+    assert "already holds 1 run(s)" in capsys.readouterr().err
+    assert metrics(tmp_path / "train" / "adam" / "metrics.csv") == before
+    assert main(args + ["--steps", "3", "--overwrite"]) == 0
+    assert len(metrics(tmp_path / "train" / "adam" / "metrics.csv")) == 4
 
 
 def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):
@@ -105,20 +124,10 @@ def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):
         main(TINY + ["--curvature-batch", "17"])
 
 
-def test_image_data_sources_run(tmp_path, capsys):
+def test_npz_and_synthetic_sources_run(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    for c in ("cat", "dog"):
-        os.makedirs(tmp_path / "tree" / c)
-        for k in range(10):
-            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(
-                tmp_path / "tree" / c / f"{k}.png")
-    (tmp_path / "tree" / "dog" / "bad.png").write_bytes(b"garbage")
     run = TINY + ["--optimizer", "trust-region", "--task", "train", "--steps", "10",
-                  "--second-order-steps", "2", "--batch", "8", "--resolution", "3",
-                  "--cache-dir", str(tmp_path / "cache")]
-    assert main(run + ["--data", "imagefolder", str(tmp_path / "tree"),
-                       "--out", str(tmp_path / "a")]) == 0
-    assert "skipped 1 unreadable image files" in capsys.readouterr().out
+                  "--second-order-steps", "2", "--batch", "8", "--resolution", "3"]
     os.makedirs(tmp_path / "npz")
     np.savez(tmp_path / "npz" / "train_data_batch_1.npz",
              data=rng.integers(0, 256, (30, 3 * 9), dtype=np.uint8),
@@ -127,7 +136,7 @@ def test_image_data_sources_run(tmp_path, capsys):
                        "--out", str(tmp_path / "b")]) == 0
     assert main(run + ["--data", "synthetic", "--classes", "3", "--synthetic-size", "60",
                        "--out", str(tmp_path / "c")]) == 0
-    assert "network: MLP([27, 4, 4, 3]" in capsys.readouterr().out
+    assert "network: depth 3, width 4, tanh, 147 parameters" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("data, message", [
@@ -140,24 +149,140 @@ def test_bad_data_paths_get_a_message(tmp_path, capsys, data, message):
     assert message in capsys.readouterr().err
 
 
-def test_empty_data_directory_gets_a_message(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert main(["--data", "imagefolder", str(tmp_path / "empty"), "--out",
-                 str(tmp_path / "o")]) == 2
-    assert "holds no class directories" in capsys.readouterr().err
+def test_bad_batch_files_get_one_line(tmp_path, capsys):
+    from test_datasets import bad_batch_files
+    for k, (path, words) in enumerate(bad_batch_files(tmp_path)):
+        assert main(["--data", "imagenet-npz", str(path), "--out", str(tmp_path / f"o{k}")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and words in err, err
+
+
+def damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "empty":
+        data = b""
+    elif how == "truncated":
+        data = data[:len(data) // 2]
+    elif how == "bit-flipped":                    # inside the parameters' bytes
+        data[1000] ^= 0x10
+    elif how == "foreign":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.npy", b"")
+        return
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "bit-flipped", "foreign", "folder"])
+def test_damaged_checkpoint_gets_one_line(tmp_path, capsys, how):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "4",
+                   "--out", str(tmp_path)]
+    assert main(args) == 0
+    ck = tmp_path / "train" / "adam" / "checkpoint.npz"
+    if how == "folder":
+        ck.unlink()
+        ck.mkdir()
+    else:
+        damage(ck, how)
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tallskinny-train: error: {ck}") and err.count("\n") == 1, err
+    assert main(["evaluate", str(ck)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {ck}" in err and err.count("\n") == 1
+
+
+def test_damaged_metrics_get_one_line(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "4",
+                   "--out", str(tmp_path)]
+    assert main(args) == 0
+    path = tmp_path / "train" / "adam" / "metrics.csv"
+    text = path.read_text()
+    path.write_text(text[:40])
+    assert main(args + ["--resume"]) == 2
+    assert "rows were lost" in capsys.readouterr().err
+    path.write_text("a,b\n" + text)
+    assert main(args + ["--resume"]) == 2
+    assert "not a metrics file" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_or_under_one_gets_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for out, words in ((tmp_path / "file", "is a file, not a folder"),
+                       (tmp_path / "file" / "sub", "cannot be created: Not a directory")):
+        assert main(TINY + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"tallskinny-train: error: --out {out} {words}\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_unwritable_out_gets_one_line(tmp_path, capsys):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    assert main(TINY + ["--out", str(tmp_path / "ro")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_checkpoint_on_a_split(tmp_path, capsys):
+    assert main(TINY + ["--optimizer", "adam", "--task", "train", "--steps", "6",
+                        "--out", str(tmp_path)]) == 0
+    last = metrics(tmp_path / "train" / "adam" / "metrics.csv")[-1]
+    with np.load(tmp_path / "train" / "adam" / "checkpoint.npz") as ck:
+        assert ck["classes"].item() == '["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]'
+        assert ck["mean"].shape == ck["std"].shape == (1,)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "train" / "adam")]) == 0
+    out = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert float(out["loss"]) == pytest.approx(float(last["val_loss"]), abs=1e-4)
+    assert float(out["top-1"]) == pytest.approx(float(last["val_acc"]), abs=1e-4)
+    assert float(out["top-1"]) <= float(out["top-5"]) <= 1
+    assert "val split, 359 images" in out["data"]
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def test_every_option_has_help_and_the_help_shows_defaults(capsys):
+    parser_actions = []
+    real = train.argparse.ArgumentParser.parse_args
+
+    def keep(self, argv):
+        parser_actions.extend(self._actions)
+        return real(self, argv)
+    train.argparse.ArgumentParser.parse_args = keep
+    try:
+        train.parse_args([])
+    finally:
+        train.argparse.ArgumentParser.parse_args = real
+    assert all(a.help for a in parser_actions)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for shown in ("units per hidden layer (default: 8)",
+                  "(default: 32)", "(default: tallskinny-train-out)", "(default: float64)",
+                  "(default: numpy)", "10 times its batch loss at step 0"):
+        assert shown in " ".join(text.split()) or shown in text, shown
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 def test_divergence_and_out_of_memory_get_messages(tmp_path, capsys, monkeypatch):
     run = TINY + ["--task", "train", "--steps", "20", "--second-order-steps", "20"]
-    # float32 overflows: lr 1e38 makes the next loss infinite, lr 1e39 (inf in float32)
-    # the parameters themselves.
-    for lr, message in (("1e38", "batch loss is not finite at step 1"),
-                        ("1e39", "parameters became non-finite")):
-        assert main(run + ["--optimizer", "sgd", "--dtype", "float32", "--lr", lr,
+    # tanh keeps the loss finite however large the weights (lr 1e6, 1e300): the rule
+    # on the loss's growth stops these; float32 overflow (1e38: an infinite loss, 1e39:
+    # infinite parameters) too. The checkpoint keeps the parameters of step 0.
+    initial = {}
+    for lr, dtype, message in (("1e6", "float64", "more than 10 times that of step 0"),
+                               ("1e300", "float64", "more than 10 times that of step 0"),
+                               ("1e38", "float32", "at step 1 is not finite"),
+                               ("1e39", "float32", "parameters became non-finite")):
+        assert main(run + ["--optimizer", "sgd", "--dtype", dtype, "--lr", lr,
                            "--out", str(tmp_path / lr)]) == 1
         err = capsys.readouterr().err
-        assert message in err and "lower --lr" in err
+        assert message in err and "lower --lr" in err and "checkpoint.npz keeps step 0" in err
+        assert len(err.splitlines()) == 1
+        with np.load(tmp_path / lr / "train" / "sgd" / "checkpoint.npz") as ck:
+            assert int(ck["step"]) == 0
+            params = ck["params"].astype(np.float64)
+        np.testing.assert_array_equal(params, initial.setdefault(dtype, params))
+        rows = metrics(tmp_path / lr / "train" / "sgd" / "metrics.csv")
+        assert [int(r["step"]) for r in rows] == [0, 1][:len(rows)]
     # Every trial loss non-finite: rejected with growing damping, then the run aborts.
     monkeypatch.setattr(train, "batch_loss", lambda *a: float("nan"))
     assert main(run + ["--optimizer", "ggn", "--out", str(tmp_path / "b")]) == 1

@@ -205,3 +205,32 @@ def test_cli_refuses_too_large():
     assert proc.returncode == 2
     assert "too large for the dense verifier" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_cli_json_of_a_float32_run_is_written_whole(tmp_path):
+    out = tmp_path / "report.json"
+    out.write_text('{"old": true}\n')
+    proc = run_cli("--dtype", "float32", "--json", str(out))
+    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.stderr == ""
+    data = json.loads(out.read_text())
+    assert "dtype=float32" in data["config"]["net"] and data["steps"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_cli_json_to_a_missing_folder_or_a_folder_gets_one_line(tmp_path):
+    proc = run_cli("--json", str(tmp_path / "missing" / "report.json"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"python -m verify: error: --json {tmp_path}/missing/report.json: "
+                           f"the folder {tmp_path}/missing does not exist\n")
+    proc = run_cli("--json", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "Is a directory" in proc.stderr
+
+
+def test_cli_help_is_plain_text():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for markup in ("``", ":func:", ":class:", ":mod:"):
+        assert markup not in proc.stdout
+    assert "default 5)" in proc.stdout and "(default tanh)" in proc.stdout

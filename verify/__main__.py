@@ -1,13 +1,15 @@
-"""``python -m verify``: check every step of the structured algorithm on a small random MLP.
+"""python -m verify (also tallskinny-verify): check every step of the structured algorithm
+on a small random MLP against dense references.
 
-The network has ``--layers`` affine layers (the loss layer included): ``--inputs`` inputs,
-``--layers - 1`` hidden layers of ``--width`` units and ``--classes`` classes. Parameters
-are ``MLP.init_params(seed, gain)`` (zero biases); the batch X is standard normal and the
-labels uniform, both from ``--seed``. Prints the table of :func:`verify.check_all`; exit
-status 0 if every check passes, 1 if one fails, 2 for a refused configuration (for
-example above the size limit of :func:`verify.dense.check_size`).
+The network has --layers affine layers (the loss layer included): --inputs inputs,
+--layers - 1 hidden layers of --width units and --classes classes. Its weights are drawn
+from --seed with standard deviation gain / sqrt(fan-in) and zero biases; the batch X is
+standard normal and the labels uniform, both from --seed. Prints one line per checked
+step; exit status 0 if every check passes, 1 if one fails, 2 for a refused configuration
+(for example a network too large for the dense references) or an unwritable --json.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -16,8 +18,12 @@ from tallskinny_np import MLP
 from tallskinny_np.activations import ACTIVATIONS
 from tallskinny_np.blocks import KINDS
 
+from tallskinny_np.training.files import atomic_write_text, describe_os_error, json_text
+
 from .checks import check_all
 from .fd import METHODS
+
+PROG = "python -m verify"
 
 
 def positive(text):
@@ -28,7 +34,7 @@ def positive(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m verify", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=positive, default=5,
                    help="affine layers L, the loss layer included (>= 2; default 5)")
@@ -36,25 +42,36 @@ def parser():
     p.add_argument("--batch", type=positive, default=3, help="batch size B (default 3)")
     p.add_argument("--inputs", type=positive, default=5, help="input size n_0 (default 5)")
     p.add_argument("--classes", type=positive, default=3, help="classes n_L (default 3)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
+                   help="hidden activation (default tanh)")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
                    help="biases in every layer (default: --bias)")
-    p.add_argument("--kind", choices=KINDS, default="hessian")
+    p.add_argument("--kind", choices=KINDS, default="hessian",
+                   help="curvature checked: the Hessian or the Gauss-Newton matrix "
+                        "(default hessian)")
     p.add_argument("--damping", type=float, default=0.1,
                    help="eps of H + eps I (default 0.1)")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="precision of the structured computation (default float64)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the batch and the labels (default 0)")
     p.add_argument("--gain", type=float, default=1.0,
                    help="weights ~ N(0, gain^2 / fan_in) (default 1)")
     p.add_argument("--method", choices=METHODS, default="complex-step",
                    help="how the independent dense H is differentiated "
                         "(default complex-step)")
-    p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH")
+    p.add_argument("--json", metavar="PATH", help="also write the report as JSON to PATH "
+                                                  "(its folder must exist)")
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
+    if folder and not os.path.isdir(folder):
+        print(f"{PROG}: error: --json {args.json}: the folder {folder} does not exist",
+              file=sys.stderr)
+        return 2
     sizes = [args.inputs] + [args.width] * (args.layers - 1) + [args.classes]
     try:
         net = MLP(sizes, activation=args.activation, bias=args.bias, dtype=args.dtype)
@@ -65,12 +82,18 @@ def main(argv=None):
         report = check_all(net, params, X, y, kind=args.kind, damping=args.damping,
                            method=args.method)
     except ValueError as e:
-        print(f"python -m verify: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(report)
     if args.json:
-        with open(args.json, "w") as f:
-            f.write(report.to_json(indent=1) + "\n")
+        # json_text turns NumPy scalars (float32 errors of a float32 run) into numbers;
+        # the file is replaced whole, never left truncated.
+        try:
+            atomic_write_text(args.json, json_text(report.to_dict(), allow_nan=False,
+                                                   indent=1) + "\n")
+        except OSError as e:
+            print(f"{PROG}: error: --json {describe_os_error(e)}", file=sys.stderr)
+            return 2
     return 0 if report.passed else 1
 
 

@@ -1,8 +1,9 @@
-"""argparse types shared by the command-line programs (``tallskinny-demo``,
-``tallskinny-train``): numbers checked on parsing, with a message that says what was
-expected."""
+"""What the command-line programs (``tallskinny-demo``, ``tallskinny-train``) share:
+argparse types that check numbers on parsing with a message that says what was expected,
+the help layout, and the one-line error message."""
 import argparse
 import math
+import sys
 
 
 def integer(low, high=None):
@@ -38,3 +39,19 @@ def positive_float(text):
 def nonnegative_float(text):
     """An argparse type: a finite number >= 0."""
     return _finite_float(text, positive=False)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default appended (none for options without one or whose
+    help already says it), and the description and epilog laid out as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def error(prog, message, status=2):
+    """Print ``prog: error: message`` (one line) to stderr; return ``status``."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status

@@ -1,5 +1,5 @@
-"""Datasets: the embedded digits, ImageNet as an ImageFolder tree, downsampled ImageNet
-batches and a synthetic stand-in of ImageNet shape (DESIGN.md section 6, ``data/``).
+"""Datasets: the embedded digits, downsampled ImageNet batches, a synthetic stand-in of
+ImageNet shape, and (in :mod:`tallskinny_np.training.folders`) ImageNet as image files.
 
 Every source ends up as uint8 images ``(N, r, r, channels)`` (height, width, colour) and
 int64 labels ``0..classes-1``. Images stay uint8 (for ImageFolder trees a read-only
@@ -13,8 +13,6 @@ CC BY 4.0, see data/DIGITS_LICENSE.txt) ship inside the package.
 """
 import functools
 import glob
-import hashlib
-import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -23,8 +21,6 @@ from importlib import resources
 import numpy as np
 from tqdm.auto import tqdm
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff",
-                  ".webp")
 SOURCES = ("digits", "imagefolder", "imagenet-npz", "synthetic")
 
 
@@ -56,12 +52,16 @@ class Split:
 
 @dataclass(frozen=True)
 class Data:
-    """A training and a validation split, the class names, and the number of image files
-    that could not be read (skipped)."""
+    """A training and a validation split, the class names, the number of image files
+    that could not be read (skipped), warnings about the data found while loading it
+    (for example class folders without images) and, for image files, what decoding them
+    took (``files``, ``seconds``, ``images_per_s``, ``workers`` of each cache built)."""
     train: Split
     val: Split
     classes: list
     skipped: int = 0
+    warnings: tuple = ()
+    decode: tuple = ()
 
     @property
     def n_features(self):
@@ -197,227 +197,127 @@ def synthetic_data(n, resolution=None, classes=None, val_fraction=0.2, seed=0):
     return Data(train, val, [f"synthetic{k}" for k in range(classes)])
 
 
-# ---- ImageFolder trees ------------------------------------------------------------------
-
-def folder_classes(root):
-    """Sorted class directory names under ``root`` (ImageFolder's class order)."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"the data path {root} does not exist or is not a directory")
-    classes = sorted(e.name for e in os.scandir(root)
-                     if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise ValueError(f"the data path {root} holds no class directories; expected an "
-                         f"ImageFolder tree <class>/<image> or train/<class>/<image>")
-    return classes
-
-
-def folder_files(root, classes):
-    """``(paths, labels)`` of the image files of ``classes`` under ``root``, sorted."""
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        folder = os.path.join(root, name)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"{root} has no directory for class {name!r} (present "
-                                    f"in the training tree)")
-        for dirpath, _, files in sorted(os.walk(folder)):
-            for f in sorted(files):
-                if f.lower().endswith(IMAGE_SUFFIXES):
-                    paths.append(os.path.join(dirpath, f))
-                    labels.append(label)
-    if not paths:
-        raise ValueError(f"the class directories under {root} hold no image files "
-                         f"({', '.join(IMAGE_SUFFIXES)})")
-    return paths, np.asarray(labels, dtype=np.int64)
-
-
-def read_image(path, resolution):
-    """The image at ``path`` as uint8 (r, r, 3) RGB, the whole image box-filtered to
-    r x r (as the downsampled ImageNet of Chrabaszcz et al. 2017)."""
-    from PIL import Image
-    with Image.open(path) as im:
-        im.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale
-        return np.asarray(im.convert("RGB").resize((resolution, resolution),
-                                                   Image.Resampling.BOX))
-
-
-def default_cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "tallskinny_np")
-
-
-def build_folder_cache(paths, labels, resolution, directory):
-    """Read, resize and store every image of ``paths`` in ``directory`` as
-    ``images.npy`` (uint8 (n, r, r, 3)), ``labels.npy`` and ``meta.json``; unreadable
-    files are skipped and counted. Each file is written under a temporary name and moved
-    into place, so an interrupted build leaves no half-written cache behind."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("reading image files needs Pillow: pip install "
-                          "'tallskinny-np[imagenet]'") from None
-    # What PIL raises for truncated, corrupt, oversized or non-image files.
-    unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f"partial-{os.getpid()}.npy")
-    shape = (len(paths), resolution, resolution, 3)
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    kept = []
-    for i, path in enumerate(tqdm(paths, desc=f"caching {resolution}x{resolution} images",
-                                  unit="img")):
-        try:
-            images[len(kept)] = read_image(path, resolution)
-        except unreadable:
-            continue
-        kept.append(i)
-    n = len(kept)
-    if n == 0:
-        del images
-        os.remove(tmp)
-        raise ValueError(f"none of the {len(paths)} image files could be read "
-                         f"(first: {paths[0]})")
-    final = tmp
-    if n < len(paths):
-        final = os.path.join(directory, f"partial-{os.getpid()}-compact.npy")
-        out = np.lib.format.open_memmap(final, mode="w+", dtype=np.uint8,
-                                        shape=(n,) + shape[1:])
-        for start in range(0, n, 4096):
-            stop = min(start + 4096, n)
-            out[start:stop] = images[start:stop]
-        out.flush()
-        del out
-        os.remove(tmp)
-    else:
-        images.flush()
-    del images
-    atomic_save(os.path.join(directory, "labels.npy"), labels[kept])
-    os.replace(final, os.path.join(directory, "images.npy"))
-    meta = {"files": len(paths), "skipped": len(paths) - n, "resolution": resolution}
-    atomic_write_text(os.path.join(directory, "meta.json"), json.dumps(meta))
-
-
-def atomic_save(path, array):
-    """np.save to ``path`` through a temporary file and os.replace."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def load_image_folder(root, resolution, classes, cache_dir=None):
-    """``(images, labels, skipped)`` of an ImageFolder tree ``root/<class>/<image>`` with
-    the class list ``classes``: images as a read-only uint8 memmap (n, r, r, 3) from the
-    cache, built on first use (see :func:`build_folder_cache`). The cache is keyed by the
-    tree's path, the resolution, the classes and the file names."""
-    paths, labels = folder_files(root, classes)
-    key = hashlib.sha1(json.dumps([os.path.abspath(root), resolution, classes,
-                                   [os.path.relpath(p, root) for p in paths]]).encode())
-    directory = os.path.join(cache_dir or default_cache_dir(),
-                             f"imagefolder-{resolution}-{key.hexdigest()[:16]}")
-    if not os.path.exists(os.path.join(directory, "meta.json")):
-        build_folder_cache(paths, labels, resolution, directory)
-    with open(os.path.join(directory, "meta.json")) as f:
-        skipped = json.load(f)["skipped"]
-    images = np.load(os.path.join(directory, "images.npy"), mmap_mode="r")
-    return images, np.load(os.path.join(directory, "labels.npy")), skipped
-
-
-def image_folder_data(path, resolution=None, classes=None, val_fraction=0.2, seed=0,
-                      cache_dir=None):
-    """ImageNet as an ImageFolder tree: ``path/train/<class>/*`` with (optionally)
-    ``path/val/<class>/*``, or ``path/<class>/*`` alone. Without a validation tree the
-    training images are split by seed. ``classes`` keeps the first classes in sorted
-    order; images are resized to ``resolution`` (default 32) and cached."""
-    resolution = resolution or 32
-    train_root = os.path.join(path, "train")
-    has_train = os.path.isdir(train_root)
-    root = train_root if has_train else path
-    names = folder_classes(root)
-    check_classes(classes, len(names), root)
-    names = names[:classes]
-    images, labels, skipped = load_image_folder(root, resolution, names, cache_dir)
-    val_root = os.path.join(path, "val")
-    if has_train and os.path.isdir(val_root):
-        val_images, val_labels, val_skipped = load_image_folder(val_root, resolution, names,
-                                                                cache_dir)
-        return Data(whole(images, labels), whole(val_images, val_labels), names,
-                    skipped + val_skipped)
-    train, val = split_train_val(images, labels, val_fraction, seed)
-    return Data(train, val, names, skipped)
-
-
 # ---- downsampled ImageNet (Imagenet8/16/32/64 npz or pickle batches) ----------------------
 
 def read_batch_file(path):
-    """``data`` (N, 3 s^2) uint8 and ``labels`` (1..1000) of one downsampled-ImageNet
-    batch file, npz or pickle."""
-    if path.endswith(".npz"):
-        with np.load(path) as d:
-            return d["data"], np.asarray(d["labels"])
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="latin1")
-    return np.asarray(d["data"]), np.asarray(d["labels"])
+    """``data`` (N, 3 s^2) uint8 and ``labels`` (N,) int64 (1..1000) of one
+    downsampled-ImageNet batch file, npz or pickle, checked: a ValueError naming the file
+    for other contents, mismatched counts, non-integer or out-of-range values."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as f:
+                d = {k: f[k] for k in f.files}
+        else:
+            with open(path, "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    # A damaged or foreign pickle can raise almost any exception while it is parsed.
+    except Exception as e:
+        raise ValueError(f"{path}: not a downsampled-ImageNet batch file (npz or pickle "
+                         f"of 'data' and 'labels'): {type(e).__name__}: {e}") from None
+    if not isinstance(d, dict) or not {"data", "labels"} <= set(d):
+        found = ", ".join(map(str, d)) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{path}: expected the arrays 'data' and 'labels' of a "
+                         f"downsampled-ImageNet batch; found {found or 'nothing'}")
+    data, labels = np.asarray(d["data"]), np.asarray(d["labels"])
+    if data.ndim != 2 or labels.ndim != 1 or len(data) != len(labels):
+        raise ValueError(f"{path}: 'data' {data.shape} and 'labels' {labels.shape} do not "
+                         f"match: expected rows (N, 3 s^2) and N labels")
+    for name, values, low, high in (("data", data, 0, 255), ("labels", labels, 1, 1000)):
+        if values.dtype.kind not in "iu":
+            raise ValueError(f"{path}: '{name}' holds {values.dtype} values; expected "
+                             f"integers {low}..{high}")
+        if values.size and (values.min() < low or values.max() > high):
+            raise ValueError(f"{path}: '{name}' holds values {values.min()}..{values.max()}; "
+                             f"expected {low}..{high}")
+    return data.astype(np.uint8, copy=False), labels.astype(np.int64)
 
 
-def planes_to_images(data):
+def planes_to_images(data, path):
     """Rows of three colour planes (N, 3 s^2) as images (N, s, s, 3)."""
     s = int(round(np.sqrt(data.shape[1] / 3)))
     if 3 * s * s != data.shape[1]:
-        raise ValueError(f"downsampled ImageNet rows hold 3 s^2 values (three s x s colour "
-                         f"planes); got rows of {data.shape[1]}")
+        raise ValueError(f"{path}: downsampled ImageNet rows hold 3 s^2 values (three "
+                         f"s x s colour planes); got rows of {data.shape[1]}")
     return data.reshape(len(data), 3, s, s).transpose(0, 2, 3, 1)
 
 
-def read_batches(paths, resolution, classes, desc):
+def read_batches(paths, resolution, classes, desc, progress):
     """The images (N, r, r, 3) and 0-based labels of a list of batch files, keeping the
-    first ``classes`` classes."""
+    first ``classes`` classes; every file must hold images of one size."""
     images, labels = [], []
-    for path in tqdm(paths, desc=desc, unit="file"):
+    for path in tqdm(paths, desc=desc, unit="file", disable=not progress):
         data, y = read_batch_file(path)
-        y = y.astype(np.int64) - 1  # the files number the classes 1..1000
-        x, y = class_subset(planes_to_images(np.asarray(data, dtype=np.uint8)), y, classes)
-        images.append(box_downsample(x, resolution))
+        x, y = class_subset(planes_to_images(data, path), y - 1, classes)
+        if images and x.shape[1:] != images[0].shape[1:]:
+            raise ValueError(f"{path}: images of {x.shape[1]}x{x.shape[2]}, but {paths[0]} "
+                             f"holds {images[0].shape[1]}x{images[0].shape[2]}")
+        images.append(x)
         labels.append(y)
-    return np.concatenate(images), np.concatenate(labels)
+    images = box_downsample(np.concatenate(images), resolution)
+    return images, np.concatenate(labels)
 
 
-def imagenet_batches_data(path, resolution=None, classes=None, val_fraction=0.2, seed=0):
-    """Downsampled ImageNet (Chrabaszcz, Loshchilov and Hutter 2017): ``path`` is a batch
-    file or a directory of ``train_data_batch_*`` files and an optional ``val_data`` file
-    (npz with ``data`` and ``labels``, or the pickled dicts of the original release).
-    ``data`` rows are uint8 ``3 s^2`` (three colour planes), ``labels`` are 1..1000.
-    ``resolution`` may downsample by an integer factor. Without ``val_data`` the training
-    images are split by seed."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"the data path {path} does not exist")
-    if os.path.isdir(path):
-        train_files = sorted(glob.glob(os.path.join(path, "train_data_batch_*")),
-                             key=batch_number)
-        val_files = sorted(glob.glob(os.path.join(path, "val_data*")))
-    else:
-        train_files, val_files = [path], []
-    if not train_files:
-        raise ValueError(f"{path} holds no downsampled-ImageNet batch files "
-                         f"(train_data_batch_<k>[.npz] and val_data[.npz])")
+def batch_files(paths):
+    """``(train, val)``: the batch files among ``paths``. A file named ``val_data*`` is
+    validation, any other file training; a folder contributes its ``train_data_batch_*``
+    and ``val_data*`` files, or those of its sub-folders (the release's
+    ``Imagenet32_train_npz`` and ``Imagenet32_val_npz`` side by side)."""
+    train, val = [], []
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"the data path {path} does not exist")
+        if os.path.isfile(path):
+            (val if os.path.basename(path).startswith("val_data") else train).append(path)
+            continue
+        for folder in (path, os.path.join(path, "*")):
+            found_train = glob.glob(os.path.join(folder, "train_data_batch_*"))
+            found_val = glob.glob(os.path.join(folder, "val_data*"))
+            if found_train or found_val:
+                train += sorted(found_train, key=batch_number)
+                val += sorted(found_val)
+                break
+        else:
+            raise ValueError(f"{path} holds no downsampled-ImageNet batch files "
+                             f"(train_data_batch_<k>[.npz] and val_data[.npz]), nor do its "
+                             f"sub-folders")
+    if not train:
+        raise ValueError(f"no training batch files (train_data_batch_<k>[.npz]) among "
+                         f"{', '.join(paths)}")
+    return train, val
+
+
+def imagenet_batches_data(paths, resolution=None, classes=None, val_fraction=0.2, seed=0,
+                          progress=False):
+    """Downsampled ImageNet (Chrabaszcz, Loshchilov and Hutter 2017) from the batch files
+    and folders ``paths`` (see :func:`batch_files`): npz with ``data`` and ``labels``, or
+    the pickled dicts of the original release. ``data`` rows are uint8 ``3 s^2`` (three
+    colour planes), ``labels`` 1..1000. ``resolution`` may downsample by an integer
+    factor. The official validation files (``val_data``) are the validation split when
+    present; otherwise the training images are split by seed. Class names are the
+    release's label numbers."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
     check_classes(classes, 1000, "ImageNet")
-    images, labels = read_batches(train_files, resolution, classes, "reading train batches")
+    train_files, val_files = batch_files(paths)
+    images, labels = read_batches(train_files, resolution, classes, "reading train batches",
+                                  progress)
     if not len(labels):
-        raise ValueError(f"the batch files under {path} hold no images of the first "
-                         f"{classes} classes")
-    n_classes = classes or int(labels.max()) + 1
-    names = [str(k) for k in range(n_classes)]
+        raise ValueError(f"the batch files of {', '.join(paths)} hold no images of the "
+                         f"first {classes} classes")
     if val_files:
         val_images, val_labels = read_batches(val_files, resolution, classes,
-                                              "reading val batches")
-        return Data(whole(images, labels), whole(val_images, val_labels), names)
-    train, val = split_train_val(images, labels, val_fraction, seed)
-    return Data(train, val, names)
+                                              "reading val batches", progress)
+        if val_images.shape[1:] != images.shape[1:]:
+            raise ValueError(f"the validation files hold {val_images.shape[1]}x"
+                             f"{val_images.shape[2]} images, the training files "
+                             f"{images.shape[1]}x{images.shape[2]}")
+        n_classes = classes or int(max(labels.max(), val_labels.max(initial=0))) + 1
+        train, val = whole(images, labels), whole(val_images, val_labels)
+    else:
+        n_classes = classes or int(labels.max()) + 1
+        train, val = split_train_val(images, labels, val_fraction, seed)
+    return Data(train, val, [str(k + 1) for k in range(n_classes)])
 
 
 def batch_number(path):
@@ -426,18 +326,50 @@ def batch_number(path):
     return int(tail) if tail.isdigit() else 0
 
 
-def load_data(source, path=None, resolution=None, classes=None, val_fraction=0.2, seed=0,
-              cache_dir=None, synthetic_size=20000):
-    """A :class:`Data` from ``source`` (one of :data:`SOURCES`)."""
+def augment(images, seed, step):
+    """The standard augmentation of small images, drawn from ``(seed, step)`` so that a
+    resumed run sees the same: each image of the uint8 batch (B, r, r, ch) is padded with
+    ``r // 8`` zero pixels on every side (at least 1), cropped back to r x r at a random
+    offset, and mirrored left-right with probability 1/2."""
+    B, r = images.shape[:2]
+    pad = max(1, r // 8)
+    rng = np.random.default_rng([seed, 3, step])
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    top, left = rng.integers(0, 2 * pad + 1, (2, B))
+    flip = rng.random(B) < 0.5
+    rows = top[:, None] + np.arange(r)
+    cols = left[:, None] + np.arange(r)
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    return padded[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def check_batch(batch, data):
+    """A ValueError unless ``batch`` fits the training split of ``data``."""
+    if batch > len(data.train):
+        raise ValueError(f"--batch {batch} is larger than the {len(data.train)} training "
+                         f"images; pass --batch {len(data.train)} or less")
+
+
+def load_data(source, paths=(), resolution=None, classes=None, val_fraction=0.2, seed=0,
+              cache_dir=None, synthetic_size=20000, devkit=None, workers=None,
+              progress=False):
+    """A :class:`Data` from ``source`` (one of :data:`SOURCES`) and its ``paths``."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
-    if (path is None) != (source in ("digits", "synthetic")):
-        raise ValueError(f"--data {source} " + ("takes no path" if path is not None
-                                                 else "needs a path"))
+    paths = list(paths)
+    if source in ("digits", "synthetic") and paths:
+        raise ValueError(f"--data {source} takes no path")
+    if source not in ("digits", "synthetic") and not paths:
+        raise ValueError(f"--data {source} needs a path")
+    if source == "imagefolder" and len(paths) > 1:
+        raise ValueError("--data imagefolder takes one path (the folder holding train/ and "
+                         "val/, or the class folders)")
     if source == "digits":
         return digits_data(resolution, classes, val_fraction, seed)
     if source == "synthetic":
         return synthetic_data(synthetic_size, resolution, classes, val_fraction, seed)
     if source == "imagefolder":
-        return image_folder_data(path, resolution, classes, val_fraction, seed, cache_dir)
-    return imagenet_batches_data(path, resolution, classes, val_fraction, seed)
+        from .folders import image_folder_data
+        return image_folder_data(paths[0], resolution, classes, val_fraction, seed, cache_dir,
+                                 devkit, workers, progress)
+    return imagenet_batches_data(paths, resolution, classes, val_fraction, seed, progress)

@@ -3,8 +3,8 @@
 The main job on the embedded default (no download): a deep, narrow tanh MLP on a seeded
 batch of the standardised 8x8 UCI digits. It prints the network, the loss, the gradient
 norm and a central finite-difference check of the gradient, then the time of one ``H v``
-(DESIGN.md section 3) and of ``(H + eps I)^{-1} g`` for every solver in
-:data:`tallskinny_np.curvature.METHODS` (DESIGN.md section 4), each checked by its relative
+(docs/math.md section 3) and of ``(H + eps I)^{-1} g`` for every solver in
+:data:`tallskinny_np.curvature.METHODS` (docs/math.md section 4), each checked by its relative
 residual ``||(H + eps I) x - g|| / ||g||`` computed with ``H v``. The exit status is 0 when
 every check passes, 1 otherwise.
 """
@@ -28,7 +28,7 @@ TIME_BUDGET = 1.0       # seconds: stop repeating a timing once its runs add up 
 
 def standardised_digits():
     """``(X, y)``: all the embedded digits as float64 rows of 64 pixels, standardised as
-    the training pipeline does (:func:`tallskinny_np.datasets.standardize`)."""
+    the training pipeline does (:func:`tallskinny_np.training.datasets.standardize`)."""
     images, labels = load_digits()
     images = images[..., None]                      # (N, 8, 8, 1): one colour channel
     mean, std = channel_statistics(whole(images, labels))

@@ -1,6 +1,7 @@
 """``tallskinny-train``: train a tall-skinny MLP with first-order or exact second-order
 steps (:mod:`tallskinny_np.optim`), and compare optimizers on the same data order and
-initialisation.
+initialisation; ``tallskinny-train evaluate`` scores a checkpoint
+(:mod:`tallskinny_np.training.evaluate`).
 
 With no arguments it runs the embedded default on the 8x8 digits (no download): a depth-16,
 width-8 tanh MLP, comparing sgd, adam, ggn and trust-region on two tasks,
@@ -10,35 +11,39 @@ width-8 tanh MLP, comparing sgd, adam, ggn and trust-region on two tasks,
 - ``train``: ordinary minibatch training with evaluation of the full training and
   validation splits every ``--eval-every`` steps;
 
-then it prints a table per task (steps and wall-clock to 100% batch accuracy, best losses,
-validation accuracy), writes ``<task>.png`` (loss and accuracy against step and against
-wall-clock, one line per optimizer), ``summary.txt`` and ``summary-<task>.csv``.
+then it prints a table per task, writes ``<task>.png`` (loss and accuracy against step and
+against training wall-clock, one line per optimizer), ``summary.txt`` and
+``summary-<task>.csv``.
 
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
 memorise, 2000 for train) and ``--second-order-steps`` that of newton, ggn and
-trust-region (defaults: 300 for memorise; a fifth of ``--steps`` for train, the horizon of
-the issue's target "reach Adam's final training loss in at most 1/5 of Adam's steps").
+trust-region (defaults: 300 for memorise; a fifth of ``--steps`` for train).
 ``--epochs`` sets ``--steps`` in epochs of the training split.
 
-Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use :data:`TUNED_LR`, chosen
-for the embedded default by ``tallskinny-train --lr-sweep`` over the grid
-:data:`LR_GRID` (see the note there); ``--lr-sweep`` reruns such a sweep (on whatever data
-and network the other flags give) and then compares with the rates it picked.
+Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
+chosen for the embedded default by ``--lr-sweep`` over the grid :data:`LR_GRID` (see the
+note there); ``--lr-sweep`` reruns such a sweep on whatever data and network the other
+flags give, then compares with the rates it picked.
 
 Outputs under ``--out``: ``<task>/<optimizer>/metrics.csv`` (one row per step; full-split
-evaluations every ``--eval-every`` steps), ``<task>/<optimizer>/checkpoint.npz`` (written
-atomically at every evaluation and at the end), ``config.json``, the figures and the
-summary. ``--resume`` continues each run from its checkpoint on the identical trajectory:
-the data order is a function of the seed and the step only, and the checkpoint holds the
-parameters and the optimizer state.
+evaluations every ``--eval-every`` steps) and ``checkpoint.npz``, committed together every
+``--eval-every`` steps so that a run killed at any moment resumes on the identical
+trajectory with every row (:mod:`tallskinny_np.training.store`); ``config.json``, the
+figures and the summaries. An ``--out`` that holds runs needs ``--resume`` (continue them:
+the data order is a function of the seed and the step only) or ``--overwrite``.
+
+Divergence. A run stops, with a message and exit status 1, at the first step whose batch
+loss is not finite or exceeds :data:`DIVERGENCE_FACTOR` times the batch loss of step 0;
+the checkpoint keeps the last parameters before it.
 
 Wall-clock counts only the training steps (gradient, curvature, solves, trial losses), not
-evaluations. On a machine shared by several jobs set ``OPENBLAS_NUM_THREADS=1``: the
-Riccati solver's blocks are small, and BLAS threads competing for cores slow it down many
-times over.
+evaluations or checkpoints. On a machine shared by several jobs set
+``OPENBLAS_NUM_THREADS=1``: the Riccati solver's blocks are small, and BLAS threads
+competing for cores slow it down many times over.
 """
 import argparse
 import csv
+import glob
 import json
 import math
 import os
@@ -48,20 +53,27 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..backend import array_module, backend_module, to_numpy
+from ..backend import array_module, backend_module
 from ..curvature import Curvature
 from ..model import MLP, cross_entropy
 from ..optim import SGD, Adam, DampedNewton, TrustRegion, loss_and_gradient
-from .cli import integer, nonnegative_float, positive_float
-from .datasets import (SOURCES, atomic_write_text, batch_index, channel_statistics,
-                       default_cache_dir, load_data, standardize)
+from .cli import HelpFormatter, error, integer, nonnegative_float, positive_float
+from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
+                       load_data, standardize)
+from .evaluate import split_metrics
+from .files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
+from .folders import default_cache_dir
+from .store import (CHECKPOINT, METRICS, append_rows, commit, read_checkpoint,
+                    resume_metrics, start_metrics)
+from .summary import FIRST_ORDER, comparisons, plot, summarize, table
 
+PROG = "tallskinny-train"
 OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "trust-region")
-FIRST_ORDER = ("sgd", "adam")
 DEFAULT_COMPARE = ("sgd", "adam", "ggn", "trust-region")
 TASKS = ("memorise", "train")
 DEFAULT_STEPS = {"memorise": 3000, "train": 2000}
 DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None}   # None: steps // 5
+DIVERGENCE_FACTOR = 10.0
 
 # The learning-rate grid of --lr-sweep, and the rates it picked for the embedded default
 # (digits, depth 16, width 8, tanh, batch 32, seed 0, float64; momentum 0.9 for SGD) with
@@ -76,46 +88,73 @@ DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None}   # None: steps //
 LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 TUNED_LR = {"memorise": {"sgd": 0.03, "adam": 0.01}, "train": {"sgd": 0.003, "adam": 0.001}}
 
-COLUMNS = ("step", "wall", "batch_loss", "batch_acc", "train_loss", "train_acc", "val_loss",
-           "val_acc", "accepted", "rho", "damping", "radius", "trials")
-INT_COLUMNS = ("step", "accepted", "trials")
+EPILOG = f"""\
+tallskinny-train evaluate RUN [--split val|train]  reports the loss and top-1/top-5 accuracy
+of a checkpoint (see tallskinny-train evaluate --help).
+
+Data sources (--data SOURCE [PATH ...]):
+  digits                  the embedded 8x8 digits (no download)
+  synthetic               random images of ImageNet shape
+  imagefolder PATH        ILSVRC2012 as distributed (train/<wnid>/, flat val/ and the devkit),
+                          its archives, or train/<class>/ with val/<class>/, or <class>/
+                          (needs pip install 'tallskinny-np[imagenet]')
+  imagenet-npz PATH ...   Imagenet32/64 batch files or folders, e.g. both
+                          Imagenet32_train_npz Imagenet32_val_npz (the official val set is
+                          then the validation split)
+
+A run stops with exit status 1 when its batch loss is not finite or exceeds
+{DIVERGENCE_FACTOR:g} times its batch loss at step 0; the checkpoint keeps the parameters
+from before. Exit status 2: bad options, data or files.
+"""
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="tallskinny-train",
+        prog=PROG, formatter_class=HelpFormatter, epilog=EPILOG,
         description="Train a tall-skinny MLP with SGD, Adam or exact second-order steps. "
                     "With no arguments: the embedded digits comparison.")
     p.add_argument("--data", nargs="+", default=["digits"], metavar=("SOURCE", "PATH"),
-                   help="digits | synthetic | imagefolder PATH | imagenet-npz PATH")
+                   help=f"the data: {' | '.join(SOURCES)}, with the paths the source takes "
+                        f"(see below)")
     p.add_argument("--resolution", type=integer(1), help="image side r (default: the "
                    "source's own; 32 for imagefolder and synthetic)")
-    p.add_argument("--classes", type=integer(1), help="keep the first K classes")
+    p.add_argument("--classes", type=integer(2), help="keep the first K classes "
+                                                      "(default: all)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="validation share when the source has no validation split")
     p.add_argument("--synthetic-size", type=integer(1), default=20000,
                    help="images of --data synthetic")
-    p.add_argument("--cache-dir", default=None,
-                   help=f"resized ImageFolder images (default {default_cache_dir()})")
-    p.add_argument("--depth", type=integer(1), default=16,
+    p.add_argument("--cache-dir", default=default_cache_dir(),
+                   help="where imagefolder images are cached after decoding")
+    p.add_argument("--devkit", help="the ILSVRC2012 devkit (folder or .tar.gz) labelling a "
+                                    "flat val/ folder (default: looked for beside val/)")
+    p.add_argument("--workers", type=integer(0), help="DataLoader processes decoding image "
+                   "files (default: one per core, at most 8)")
+    p.add_argument("--augment", choices=("none", "crop-flip"), default="none",
+                   help="training-batch augmentation of the train task: crop-flip pads by "
+                        "r/8, crops back at a random offset and mirrors half the images")
+    p.add_argument("--depth", type=integer(2), default=16,
                    help="L, the number of affine layers (loss layer included)")
-    p.add_argument("--width", type=integer(1), default=8)
-    p.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "softplus"))
+    p.add_argument("--width", type=integer(1), default=8, help="units per hidden layer")
+    p.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "softplus"),
+                   help="hidden activation")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--optimizer", choices=OPTIMIZERS)
+    group.add_argument("--optimizer", choices=OPTIMIZERS, help="run this optimizer alone")
     group.add_argument("--compare", type=optimizer_list,
                        help=f"comma-separated optimizers (default {','.join(DEFAULT_COMPARE)})")
-    p.add_argument("--task", choices=TASKS + ("both",), default="both")
-    p.add_argument("--lr", type=positive_float, help="SGD/Adam learning rate "
-                   "(default: TUNED_LR of the task)")
+    p.add_argument("--task", choices=TASKS + ("both",), default="both",
+                   help="memorise one batch, train on the split, or both")
+    p.add_argument("--lr", type=positive_float, help="SGD/Adam learning rate (default: tuned "
+                   "for the embedded digits: sgd 0.03/0.003, adam 0.01/0.001 for "
+                   "memorise/train)")
     p.add_argument("--lr-sweep", type=float_list, nargs="?", const=(),
                    help="tune the SGD/Adam rates first: comma-separated rates, or none for "
-                        "the built-in grid")
+                        f"the grid {','.join(f'{x:g}' for x in LR_GRID)} (default: no sweep)")
     p.add_argument("--damping", type=nonnegative_float, default=1.0,
                    help="initial Levenberg-Marquardt damping of newton and ggn")
     p.add_argument("--radius", type=positive_float, default=1.0,
                    help="initial trust-region radius")
-    p.add_argument("--batch", type=integer(1), default=32)
+    p.add_argument("--batch", type=integer(1), default=32, help="images per gradient batch")
     p.add_argument("--curvature-batch", type=integer(1),
                    help="the curvature's sub-batch of the gradient batch (default: all)")
     steps = p.add_mutually_exclusive_group()
@@ -127,26 +166,34 @@ def parse_args(argv):
                    "and trust-region (default: 300 memorise, --steps / 5 train)")
     p.add_argument("--eval-every", type=integer(1), default=20,
                    help="steps between evaluations of the full splits and checkpoints")
-    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="tallskinny-train-out")
-    p.add_argument("--resume", action="store_true",
-                   help="continue every run from its checkpoint under --out")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array library (cupy: on the GPU)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="floating-point precision of the network and its training")
+    p.add_argument("--seed", type=integer(0), default=0,
+                   help="seed of the initial weights, the data order and the split")
+    p.add_argument("--out", default="tallskinny-train-out", help="output folder")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the runs under --out from their checkpoints")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the runs under --out")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the summary and errors (no progress)")
     args = p.parse_args(argv)
-    source, *path = args.data
-    if source not in SOURCES or len(path) > 1:
-        p.error(f"--data takes SOURCE [PATH] with SOURCE one of {', '.join(SOURCES)}; got "
-                f"{' '.join(args.data)}")
-    args.source, args.path = source, (path[0] if path else None)
+    args.source, args.paths = args.data[0], args.data[1:]
+    if args.source not in SOURCES:
+        p.error(f"--data takes SOURCE [PATH ...] with SOURCE one of {', '.join(SOURCES)}; "
+                f"got {' '.join(args.data)}")
     args.optimizers = ((args.optimizer,) if args.optimizer
                        else tuple(args.compare or DEFAULT_COMPARE))
     args.tasks = TASKS if args.task == "both" else (args.task,)
     if args.curvature_batch is not None and args.curvature_batch > args.batch:
         p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
                 f"gradient batch and cannot exceed --batch ({args.batch})")
-    if args.depth < 2:
-        p.error("--depth must be at least 2 (a hidden layer and the loss layer)")
+    if not 0 <= args.val_fraction < 1:
+        p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
+    args.progress = sys.stderr.isatty() and not args.quiet
     return args
 
 
@@ -186,10 +233,15 @@ def make_optimizer(name, args, task, lr=None):
 
 def setting(name, opt):
     if name in FIRST_ORDER:
-        return f"lr={opt.lr:g}"
+        return f"lr {opt.lr:g}"
     if name == "trust-region":
-        return "radius0={:g}".format(opt.state["radius"])
-    return "damping0={:g}".format(opt.state["damping"])
+        return "radius {:g}".format(opt.state["radius"])
+    return "damping {:g}".format(opt.state["damping"])
+
+
+class Diverged(FloatingPointError):
+    """A run whose loss left the range :data:`DIVERGENCE_FACTOR` allows, or whose steps
+    failed; the message says where and what to change."""
 
 
 class Problem:
@@ -205,6 +257,11 @@ class Problem:
         sizes = [data.n_features] + [args.width] * (args.depth - 1) + [len(data.classes)]
         self.net = MLP(sizes, activation=args.activation, dtype=self.dtype)
 
+    def describe(self):
+        """``'depth L, width n, tanh, P parameters'``."""
+        return (f"depth {self.args.depth}, width {self.args.width}, {self.args.activation}, "
+                f"{self.net.n_params:,} parameters")
+
     def warm_up(self, kinds):
         """Compile and load what the first curvature computations need (numba kernels,
         LAPACK wrappers) outside the timed steps: a curvature of each kind on two samples,
@@ -218,27 +275,29 @@ class Problem:
     def initial_params(self):
         return self.xp.asarray(self.net.init_params(seed=self.args.seed))
 
-    def arrays(self, split, index):
-        images, labels = split.batch(index)
+    def batch(self, task, step):
+        """The gradient batch of ``step``: always the first batch for memorise; augmented
+        (``--augment``) for train."""
+        n = len(self.data.train)
+        images, labels = self.data.train.batch(
+            batch_index(n, self.args.batch, 0 if task == "memorise" else step,
+                        self.args.seed))
+        if task == "train" and self.args.augment == "crop-flip":
+            images = augment(images, self.args.seed, step)
         X = standardize(images, self.mean, self.std, self.dtype, self.xp)
         return X, self.xp.asarray(labels)
 
-    def batch(self, task, step):
-        """The gradient batch of ``step``: always the first batch for memorise."""
-        n = len(self.data.train)
-        return self.arrays(self.data.train,
-                           batch_index(n, self.args.batch, 0 if task == "memorise" else step,
-                                       self.args.seed))
+    def evaluate(self, params, split):
+        """Mean loss and top-1 accuracy of a whole split."""
+        return split_metrics(self.net, params, split, self.mean, self.std, self.xp)
 
-    def evaluate(self, params, split, chunk=4096):
-        """Mean loss and accuracy of a whole split, in chunks."""
-        total = correct = 0.0
-        for start in range(0, len(split), chunk):
-            X, y = self.arrays(split, np.arange(start, min(start + chunk, len(split))))
-            loss, pi = cross_entropy(self.net.logits(params, X), y)
-            total += float(loss) * len(y)
-            correct += float((pi.argmax(axis=1) == y).sum())
-        return total / len(split), correct / len(split)
+    def checkpoint(self, params, opt, step, wall, loss0, config):
+        """What :func:`tallskinny_np.training.store.commit` stores for this problem."""
+        return {"params": params, "opt": opt.state, "step": step, "wall": wall,
+                "loss0": loss0, "config": config, "mean": self.mean, "std": self.std,
+                "classes": list(self.data.classes),
+                "network": {"sizes": list(self.net.sizes), "activation": self.net.activation,
+                            "dtype": str(self.dtype)}}
 
 
 def batch_loss(net, params, X, y):
@@ -258,96 +317,72 @@ def update(problem, opt, params, loss, grad, X, y):
     if opt.kind is None:
         new = opt.step(params, grad)
         if not bool(xp.all(xp.isfinite(new))):
-            raise FloatingPointError(
-                f"the parameters became non-finite (lr={opt.lr:g}); lower --lr")
+            raise FloatingPointError(f"the parameters became non-finite (lr {opt.lr:g})")
         return new, {}
     cb = problem.args.curvature_batch or len(y)
     curv = Curvature(net, params, X[:cb], y[:cb], kind=opt.kind)
     return opt.step(params, loss, grad, curv, lambda p: batch_loss(net, p, X, y))
 
 
-# ---- checkpoints and metrics ---------------------------------------------------------
-
 def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
-    keys = ("source", "path", "resolution", "classes", "val_fraction", "synthetic_size",
-            "depth", "width", "activation", "damping", "radius", "batch", "curvature_batch",
-            "dtype", "seed")
+    keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
+            "augment", "depth", "width", "activation", "damping", "radius", "batch",
+            "curvature_batch", "dtype", "seed")
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None)
     return config
 
 
-def save_checkpoint(path, params, opt, step, wall, config):
-    """Parameters, optimizer state, step and training wall-clock, written atomically."""
-    arrays = {f"opt.{k}": to_numpy(v) for k, v in opt.state.items()}
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, params=to_numpy(params), step=step, wall=wall,
-                 config=json.dumps(config), **arrays)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, opt, config, xp):
-    with np.load(path) as ck:
-        saved = json.loads(str(ck["config"]))
-        if saved != config:
-            diff = {k: (saved.get(k), config.get(k)) for k in set(saved) | set(config)
-                    if saved.get(k) != config.get(k)}
-            raise ValueError(f"{path} belongs to another run (checkpoint vs now: {diff}); "
-                             f"use another --out or drop --resume")
-        opt.state = {k[4:]: (ck[k].item() if ck[k].ndim == 0 else xp.asarray(ck[k]))
-                     for k in ck.files if k.startswith("opt.")}
-        return xp.asarray(ck["params"]), int(ck["step"]), float(ck["wall"])
-
-
-def read_metrics(path, before):
-    """The rows of a metrics CSV with step < ``before``, as dicts of numbers (the counts
-    as ints, so that a rewritten file is identical)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: math.nan if v == "" else int(v) if k in INT_COLUMNS else float(v)
-                 for k, v in row.items()} for row in csv.DictReader(f)]
-    return [r for r in rows if r["step"] < before]
-
-
-def write_metrics(path, rows):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        w.writerows({k: csv_value(r.get(k, math.nan)) for k in COLUMNS} for r in rows)
-    os.replace(tmp, path)
-
-
-def csv_value(v):
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, float) and math.isnan(v):
-        return ""
-    return repr(v) if isinstance(v, float) else v
+def diverged(loss, loss0):
+    """The divergence rule of the module docstring."""
+    return not math.isfinite(loss) or loss > DIVERGENCE_FACTOR * loss0
 
 
 # ---- a run ------------------------------------------------------------------------------
 
+def resume(problem, out_dir, opt, config):
+    """``(params, step, wall, loss0, rows)`` from the run's checkpoint (and its committed
+    metrics rows), with the optimizer state restored into ``opt``."""
+    path = os.path.join(out_dir, CHECKPOINT)
+    ck = read_checkpoint(path)
+    if ck["config"] != config:
+        diff = ", ".join(f"{k} {ck['config'].get(k)!r} there, {config.get(k)!r} now"
+                         for k in sorted(set(ck["config"]) | set(config))
+                         if ck["config"].get(k) != config.get(k))
+        raise ValueError(f"{path} belongs to another run ({diff}); use another --out or "
+                         f"--overwrite")
+    if ck["params"].shape != (problem.net.n_params,):
+        raise ValueError(f"{path}: {ck['params'].size} parameters, the network has "
+                         f"{problem.net.n_params}")
+    xp = problem.xp
+    opt.state = {k: xp.asarray(v) if isinstance(v, np.ndarray) else v
+                 for k, v in ck["opt"].items()}
+    rows = resume_metrics(out_dir, ck)
+    params = xp.asarray(ck["params"].astype(problem.dtype))
+    return params, ck["step"], ck["wall"], ck["loss0"], rows
+
+
 def run(problem, task, name, out_dir, lr=None):
-    """Train optimizer ``name`` on ``task``; returns the metric rows (dicts). Resumes from
-    ``out_dir/checkpoint.npz`` with ``--resume``."""
-    args, xp = problem.args, problem.xp
+    """Train optimizer ``name`` on ``task``; returns the metric rows (dicts). With
+    ``--resume`` continues from ``out_dir/checkpoint.npz``. Rows and checkpoint are
+    committed every ``--eval-every`` steps, after the step's loss passed the divergence
+    rule (so diverged parameters are never checkpointed), and at the end."""
+    args = problem.args
     os.makedirs(out_dir, exist_ok=True)
     opt = make_optimizer(name, args, task, lr)
     config = trajectory_config(args, task, name, getattr(opt, "lr", None))
-    ckpt, metrics = os.path.join(out_dir, "checkpoint.npz"), os.path.join(out_dir, "metrics.csv")
     steps = budget(args, task, name, len(problem.data.train))
-    params, step, wall = problem.initial_params(), 0, 0.0
-    if args.resume and os.path.exists(ckpt):
-        # A finished run recomputes only its last row; a larger budget continues it.
-        params, step, wall = load_checkpoint(ckpt, opt, config, xp)
-    rows = read_metrics(metrics, step)
+    if args.resume and os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+        params, step, wall, loss0, rows = resume(problem, out_dir, opt, config)
+        committed = step
+    else:
+        start_metrics(out_dir)
+        params, step, wall, loss0, rows, committed = problem.initial_params(), 0, 0.0, None, [], None
+    pending = []              # rows since the last commit
     evaluate = task == "train"
     bar = tqdm(total=steps, initial=step, desc=f"{task} {name}", unit="step", leave=False,
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not args.progress)
     try:
         while True:
             X, y = problem.batch(task, step)
@@ -359,17 +394,30 @@ def run(problem, task, name, out_dir, lr=None):
                 row["val_loss"], row["val_acc"] = problem.evaluate(params, problem.data.val)
             start = time.perf_counter()
             loss, grad, pi = loss_and_gradient(problem.net, params, X, y)
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"the batch loss is not finite at step {step} of {name}"
-                    + (f" (lr={opt.lr:g}); lower --lr" if opt.kind is None else ""))
-            acc = float((pi.argmax(axis=1) == y).mean())
-            row.update(wall=wall, batch_loss=loss, batch_acc=acc)
-            if last or (task == "memorise" and acc == 1.0):
+            elapsed = time.perf_counter() - start
+            row.update(wall=wall, batch_loss=loss,
+                       batch_acc=float((pi.argmax(axis=1) == y).mean()))
+            loss0 = loss if loss0 is None else loss0
+            if diverged(loss, loss0):
+                stop(out_dir, pending + [row], name, opt, committed,
+                     f"its batch loss {loss:.4g} at step {step} is "
+                     + (f"more than {DIVERGENCE_FACTOR:g} times that of step 0 ({loss0:.4g})"
+                        if math.isfinite(loss) else "not finite"))
+            done = last or (task == "memorise" and row["batch_acc"] == 1.0)
+            if step != committed and (step % args.eval_every == 0 or done):
+                commit(out_dir, pending, len(rows),
+                       problem.checkpoint(params, opt, step, wall, loss0, config))
+                pending, committed = [], step
+            if done:
                 rows.append(row)
+                append_rows(out_dir, [row])
                 break
+            start = time.perf_counter()    # the commit above is not training time
             try:
                 new, info = update(problem, opt, params, loss, grad, X, y)
+            except FloatingPointError as e:
+                stop(out_dir, pending + [row], name, opt, committed,
+                     f"step {step} failed: {e}")
             except MemoryError as e:
                 raise MemoryError(
                     f"out of memory in step {step} of {name} ({e}); the curvature of a batch "
@@ -377,182 +425,27 @@ def run(problem, task, name, out_dir, lr=None):
                     f"--curvature-batch") from None
             row.update(info)
             rows.append(row)
-            params, wall, step = new, wall + time.perf_counter() - start, step + 1
+            pending.append(row)
+            params, wall, step = new, wall + elapsed + time.perf_counter() - start, step + 1
             bar.update()
-            bar.set_postfix(loss=f"{loss:.3g}", acc=f"{acc:.2f}", refresh=False)
-            if step % args.eval_every == 0:
-                save_checkpoint(ckpt, params, opt, step, wall, config)
-                write_metrics(metrics, rows)
+            bar.set_postfix(loss=f"{loss:.3g}", acc=f"{row['batch_acc']:.2f}", refresh=False)
     finally:
         bar.close()
-    save_checkpoint(ckpt, params, opt, step, wall, config)
-    write_metrics(metrics, rows)
+    if not args.quiet:
+        print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
+              f"{rows[-1]['batch_loss']:.4g}")
     return rows
 
 
-# ---- summaries and figures ----------------------------------------------------------------
-
-def first(rows, predicate):
-    """The first row satisfying predicate, or None."""
-    return next((r for r in rows if predicate(r)), None)
-
-
-def column(rows, key):
-    return [r[key] for r in rows if key in r and not math.isnan(r[key])]
-
-
-def summarize(task, runs, batch):
-    """One summary dict per optimizer (``runs`` maps name -> (setting, rows))."""
-    out = []
-    adam_final = None
-    if task == "train" and "adam" in runs:
-        adam_final = column(runs["adam"][1], "train_loss")[-1]
-    for name, (label, rows) in runs.items():
-        steps, wall = rows[-1]["step"], rows[-1]["wall"]
-        s = {"optimizer": name, "setting": label, "steps": steps, "wall": wall,
-             "images_per_s": steps * batch / wall if wall > 0 else None,
-             "best_batch_loss": min(column(rows, "batch_loss"))}
-        if task == "memorise":
-            hit = first(rows, lambda r: r["batch_acc"] == 1.0)
-            s.update(steps_to_100=hit and hit["step"], wall_to_100=hit and hit["wall"],
-                     final_batch_loss=rows[-1]["batch_loss"])
-        else:
-            ev = [r for r in rows if "train_loss" in r and not math.isnan(r["train_loss"])]
-            s.update(final_train_loss=ev[-1]["train_loss"],
-                     best_train_loss=min(r["train_loss"] for r in ev),
-                     final_val_acc=ev[-1]["val_acc"], best_val_acc=max(r["val_acc"] for r in ev),
-                     best_val_loss=min(r["val_loss"] for r in ev))
-            if adam_final is not None:
-                hit = first(ev, lambda r: r["train_loss"] <= adam_final)
-                s.update(steps_to_adam_final=hit and hit["step"],
-                         wall_to_adam_final=hit and hit["wall"])
-        out.append(s)
-    return out
-
-
-def fmt(v, spec):
-    return "-" if v is None else format(v, spec)
-
-
-def table(task, summary, header):
-    if task == "memorise":
-        cols = [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
-                ("steps to 100%", "steps_to_100", "d"), ("time to 100% [s]", "wall_to_100", ".2f"),
-                ("best batch loss", "best_batch_loss", ".3e"), ("steps run", "steps", "d"),
-                ("time [s]", "wall", ".2f"), ("images/s", "images_per_s", ".0f")]
-    else:
-        cols = [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
-                ("steps", "steps", "d"), ("time [s]", "wall", ".2f"),
-                ("images/s", "images_per_s", ".0f"), ("final train loss", "final_train_loss", ".4f"),
-                ("best train loss", "best_train_loss", ".4f"),
-                ("best val loss", "best_val_loss", ".4f"),
-                ("final val acc", "final_val_acc", ".4f"), ("best val acc", "best_val_acc", ".4f"),
-                ("steps to Adam's final train loss", "steps_to_adam_final", "d"),
-                ("time to it [s]", "wall_to_adam_final", ".2f")]
-    cells = [[title for title, _, _ in cols]]
-    for s in summary:
-        cells.append([fmt(s.get(key), spec) if spec != "d" or s.get(key) is None
-                      else str(int(s[key])) for _, key, spec in cols])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
-    lines = [header] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join(lines)
-
-
-def targets(task, summary, adam_rows):
-    """The issue's targets for the embedded default, as sentences with the ratios
-    (``adam_rows``: Adam's metric rows, for the step ratios of target (b))."""
-    by = {s["optimizer"]: s for s in summary}
-    second = [s for s in summary if s["optimizer"] not in FIRST_ORDER]
-    first_order = [s for s in summary if s["optimizer"] in FIRST_ORDER]
-    lines = []
-    if task == "memorise" and second and first_order:
-        reached = [s for s in second if s["steps_to_100"] is not None]
-        fo = [s for s in first_order if s["steps_to_100"] is not None]
-        best_fo = min(fo, key=lambda s: s["wall_to_100"]) if fo else None
-        for s in reached:
-            ok_steps = s["steps_to_100"] <= 150
-            if best_fo:
-                ratio = s["wall_to_100"] / best_fo["wall_to_100"]
-                vs = (f"{s['wall_to_100']:.2f} s vs {best_fo['wall_to_100']:.2f} s for "
-                      f"{best_fo['optimizer']} (time ratio {ratio:.2f}; "
-                      f"{'faster' if ratio < 1 else 'slower'})")
-            else:
-                vs = "no first-order method reached 100% within its budget"
-            lines.append(f"target (a) {s['optimizer']}: 100% batch accuracy in "
-                         f"{int(s['steps_to_100'])} steps (<= 150: "
-                         f"{'yes' if ok_steps else 'no'}), {vs}")
-        if not reached:
-            lines.append("target (a): no second-order method reached 100% batch accuracy")
-    if task == "train" and "adam" in by and second:
-        adam = by["adam"]
-        hits = [s for s in second if s.get("steps_to_adam_final") is not None]
-        if hits:
-            best = min(hits, key=lambda s: s["steps_to_adam_final"])
-            ratio = best["steps_to_adam_final"] / adam["steps"]
-            lines.append(
-                f"target (b) {best['optimizer']}: reached Adam's final training loss "
-                f"{adam['final_train_loss']:.4f} at step {int(best['steps_to_adam_final'])} "
-                f"of Adam's {int(adam['steps'])} (ratio {ratio:.3f}; <= 1/5: "
-                f"{'yes' if ratio <= 0.2 else 'no'}), in {best['wall_to_adam_final']:.2f} s vs "
-                f"Adam's {adam['wall']:.2f} s; validation accuracy "
-                f"{best['final_val_acc']:.4f} vs Adam's {adam['final_val_acc']:.4f}")
-        else:
-            lines.append(f"target (b): no second-order method reached Adam's final training "
-                         f"loss {adam['final_train_loss']:.4f} within its budget")
-        for s in second:
-            # The converse ratio: Adam's steps to the loss this method ended with.
-            hit = first(adam_rows, lambda r: r.get("train_loss", math.inf)
-                        <= s["final_train_loss"])
-            if hit:
-                lines.append(f"  Adam needed {int(hit['step'])} steps to reach "
-                             f"{s['optimizer']}'s final training loss "
-                             f"{s['final_train_loss']:.4f} (after {int(s['steps'])} steps): "
-                             f"step ratio {s['steps'] / max(hit['step'], 1):.3f}")
-    return lines
-
-
-def plot(task, runs, path):
-    """Loss and accuracy against step and wall-clock, one colour per optimizer."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
-    if task == "memorise":
-        series = [("batch_loss", "-"), ("batch_acc", "-")]
-        titles = ("batch loss", "batch accuracy")
-    else:
-        series = [("train_loss", "-"), ("val_loss", "--"), ("train_acc", "-"),
-                  ("val_acc", "--")]
-        titles = ("loss (solid: train, dashed: validation)",
-                  "accuracy (solid: train, dashed: validation)")
-    for i, (name, (label, rows)) in enumerate(runs.items()):
-        colour = f"C{i}"
-        for key, style in series:
-            pts = [(r["step"], r["wall"], r[key]) for r in rows
-                   if key in r and not math.isnan(r[key])]
-            if not pts:
-                continue
-            step, wall, value = zip(*pts)
-            row = 0 if key.endswith("loss") else 1
-            kw = dict(color=colour, linestyle=style,
-                      label=f"{name} ({label})" if style == "-" else None)
-            axes[row, 0].plot(step, value, **kw)
-            axes[row, 1].plot(wall, value, **kw)
-    for row, title in enumerate(titles):
-        for col, xlabel in enumerate(("step", "wall-clock [s]")):
-            ax = axes[row, col]
-            ax.set_title(title)
-            ax.set_xlabel(xlabel)
-            ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_yscale("log")
-            if col == 1:  # times from milliseconds (first order) to minutes (second order)
-                ax.set_xscale("symlog", linthresh=1e-2)
-                ax.set_xlim(left=0)
-    axes[0, 0].legend()
-    fig.suptitle(task)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def stop(out_dir, rows, name, opt, committed, what):
+    """Keep the rows up to the failed step in ``metrics.csv`` (the checkpoint keeps the
+    parameters of its last commit, step ``committed``) and raise :class:`Diverged`."""
+    append_rows(out_dir, rows)
+    hint = f"; lower --lr (now {opt.lr:g})" if opt.kind is None else ""
+    kept = ("no checkpoint was written" if committed is None
+            else f"{CHECKPOINT} keeps step {committed}")
+    raise Diverged(f"{name} diverged: {what}{hint}. {os.path.join(out_dir, METRICS)} holds "
+                   f"the rows up to that step; {kept}")
 
 
 # ---- learning-rate sweep --------------------------------------------------------------
@@ -571,69 +464,97 @@ def sweep(problem, task, names, grid, out):
                 scores.append((math.inf, math.inf, lr, "diverged"))
                 continue
             if task == "memorise":
-                hit = first(rows, lambda r: r["batch_acc"] == 1.0)
-                key = (hit["step"] if hit else math.inf, min(column(rows, "batch_loss")))
+                hit = next((r for r in rows if r["batch_acc"] == 1.0), None)
+                key = (hit["step"] if hit else math.inf, min(r["batch_loss"] for r in rows))
                 text = f"steps to 100%: {hit['step'] if hit else '-'}"
             else:
-                final = column(rows, "train_loss")[-1]
+                final = [r["train_loss"] for r in rows if not math.isnan(r.get("train_loss", math.nan))][-1]
                 key, text = (final, 0.0), f"final train loss {final:.4f}"
             scores.append(key + (lr, text))
         best = min(scores)
         chosen[name] = best[2]
-        lines += [f"  {task} {name} lr={lr:g}: {text}" for *_, lr, text in scores]
-        lines.append(f"  -> {task} {name}: lr={best[2]:g}")
+        lines += [f"  {task} {name} lr {lr:g}: {text}" for *_, lr, text in scores]
+        lines.append(f"  chosen for {task} {name}: lr {best[2]:g}")
     return chosen, lines
 
 
 # ---- main -----------------------------------------------------------------------------
 
-def main(argv=None):
-    """Entry point of ``tallskinny-train`` and ``python -m tallskinny_np.train``."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        data = load_data(args.source, args.path, args.resolution, args.classes,
-                         args.val_fraction, args.seed, args.cache_dir, args.synthetic_size)
-        problem = Problem(args, data)
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as e:
-        print(f"tallskinny-train: error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_text(os.path.join(args.out, "config.json"),
-                      json.dumps(vars(args), indent=1, default=str))
-    print(f"data: {' '.join(args.data)}: {len(data.train)} training and "
-          f"{len(data.val)} validation images of {data.train.images.shape[1:]}, "
-          f"{len(data.classes)} classes"
-          + (f"; skipped {data.skipped} unreadable image files" if data.skipped else ""))
-    print(f"network: {problem.net!r}, {problem.net.n_params} parameters")
+def existing_runs(out):
+    """Run folders under ``out`` holding metrics or a checkpoint."""
+    found = {os.path.dirname(p) for name in (METRICS, CHECKPOINT)
+             for p in glob.glob(os.path.join(glob.escape(out), "**", name), recursive=True)}
+    return sorted(found)
+
+
+def load(args):
+    """The data and the problem, checked against the options."""
+    data = load_data(args.source, args.paths, args.resolution, args.classes,
+                     args.val_fraction, args.seed, args.cache_dir, args.synthetic_size,
+                     args.devkit, args.workers, args.progress)
+    for line in data.warnings:
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
+    check_batch(args.batch, data)
+    if not len(data.val):
+        raise ValueError("the validation split is empty; raise --val-fraction")
+    return data, Problem(args, data)
+
+
+def compare(args, problem):
+    """Run every task and optimizer; the report's lines."""
     report = []
-    try:
-        problem.warm_up({make_optimizer(n, args, "train").kind
-                         for n in args.optimizers} - {None})
-        for task in args.tasks:
-            rates = {}
-            if args.lr_sweep is not None:
-                fo = [n for n in args.optimizers if n in FIRST_ORDER]
-                rates, lines = sweep(problem, task, fo, args.lr_sweep, args.out)
-                report += [f"learning-rate sweep ({task}):"] + lines
-            runs = {}
-            for name in args.optimizers:
-                rows = run(problem, task, name, os.path.join(args.out, task, name),
-                           lr=rates.get(name))
-                label = setting(name, make_optimizer(name, args, task, rates.get(name)))
-                runs[name] = (label, rows)
-            summary = summarize(task, runs, args.batch)
-            header = (f"{task}: {args.source}, {problem.net!r}, batch {args.batch}, "
-                      f"curvature batch {args.curvature_batch or args.batch}, seed {args.seed}")
-            report += ["", table(task, summary, header)]
-            report += targets(task, summary, runs.get("adam", (None, []))[1])
-            plot(task, runs, os.path.join(args.out, f"{task}.png"))
-            with open(os.path.join(args.out, f"summary-{task}.csv"), "w", newline="") as f:
-                w = csv.DictWriter(f, list(summary[0]))
-                w.writeheader()
-                w.writerows(summary)
-    except (FloatingPointError, MemoryError, ValueError) as e:
-        print(f"tallskinny-train: error: {e}", file=sys.stderr)
-        return 1
+    problem.warm_up({make_optimizer(n, args, "train").kind
+                     for n in args.optimizers} - {None})
+    for task in args.tasks:
+        rates = {}
+        if args.lr_sweep is not None:
+            fo = [n for n in args.optimizers if n in FIRST_ORDER]
+            rates, lines = sweep(problem, task, fo, args.lr_sweep, args.out)
+            report += [f"learning-rate sweep ({task}):"] + lines
+        runs = {}
+        for name in args.optimizers:
+            rows = run(problem, task, name, os.path.join(args.out, task, name),
+                       lr=rates.get(name))
+            runs[name] = (setting(name, make_optimizer(name, args, task, rates.get(name))),
+                          rows)
+        summary = summarize(task, runs, args.batch)
+        what = (f"{' '.join(args.data)}, {problem.describe()}, batch {args.batch}"
+                + (f", curvature batch {args.curvature_batch}" if args.curvature_batch else "")
+                + f", seed {args.seed}")
+        report += ["", table(task, summary, f"{task}: {what}")]
+        report += comparisons(task, summary, runs)
+        plot(task, runs, os.path.join(args.out, f"{task}.png"),
+             f"{task}: {' '.join(args.data)}, {problem.describe()}, batch {args.batch}")
+        atomic_write(os.path.join(args.out, f"summary-{task}.csv"),
+                     lambda f: write_csv(f, summary))
+    return report
+
+
+def write_csv(f, summary):
+    w = csv.DictWriter(f, list(summary[0]))
+    w.writeheader()
+    w.writerows(summary)
+
+
+def train(args):
+    output_folder(args.out)
+    runs = existing_runs(args.out)
+    if runs and not (args.resume or args.overwrite):
+        raise ValueError(f"{args.out} already holds {len(runs)} run(s) (first: {runs[0]}); "
+                         f"pass --resume to continue them or --overwrite to replace them")
+    data, problem = load(args)
+    atomic_write_text(os.path.join(args.out, "config.json"),
+                      json_text(vars(args), indent=1))
+    if not args.quiet:
+        print(f"data: {' '.join(args.data)}: {len(data.train)} training and "
+              f"{len(data.val)} validation images of {'x'.join(map(str, data.train.images.shape[1:]))}, "
+              f"{len(data.classes)} classes"
+              + (f"; skipped {data.skipped} unreadable image files" if data.skipped else ""))
+        for d in data.decode:
+            print(f"decoded {d['files']} image files in {d['seconds']:.1f} s "
+                  f"({d['images_per_s']:.0f} images/s, {d['workers']} workers)")
+        print(f"network: {problem.describe()}")
+    report = compare(args, problem)
     if args.backend == "cupy":
         pool = problem.xp.get_default_memory_pool()
         report.append(f"GPU memory held by CuPy's pool (its peak): "
@@ -641,8 +562,29 @@ def main(argv=None):
     text = "\n".join(report)
     print(text)
     atomic_write_text(os.path.join(args.out, "summary.txt"), text + "\n")
-    print(f"figures, metrics and checkpoints in {args.out}")
+    if not args.quiet:
+        print(f"figures, metrics and checkpoints in {args.out}")
     return 0
+
+
+def main(argv=None):
+    """Entry point of ``tallskinny-train`` (``tallskinny-train evaluate ...`` scores a
+    checkpoint) and ``python -m tallskinny_np.training.train``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        from .evaluate import main as evaluate
+        return evaluate(argv[1:])
+    args = parse_args(argv)
+    try:
+        return train(args)
+    except (FloatingPointError, MemoryError) as e:
+        return error(PROG, e, status=1)
+    except OSError as e:
+        return error(PROG, describe_os_error(e))
+    except (ValueError, ImportError, RuntimeError) as e:
+        return error(PROG, e)
+    except KeyboardInterrupt:
+        return error(PROG, "interrupted; --resume continues from the last checkpoint", 130)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,134 @@
+"""Certificates for the structured solves and eigenvalue counts (docs/math.md section 7).
+
+Every quantity here needs only the exact O(L) product ``v -> (H + shift I) v`` and the
+solve of a factorization, so it applies to every solver and to NumPy and CuPy alike.
+
+- :func:`backward_errors`: per column, an upper bound on the normwise backward error
+  ``||b - A x|| / (||A|| ||x|| + ||b||)`` from the residual and a lower bound on ``||A||``.
+- :func:`lanczos_interval`: Ritz values ``theta_min <= theta_max`` of H, which lie inside
+  ``[lambda_min, lambda_max]``, so ``max(|theta_min + s|, |theta_max + s|) <= ||H + s I||``.
+- :func:`gmres`: right-preconditioned GMRES, the inner solver of GMRES-based iterative
+  refinement (Carson and Higham 2017).
+- :func:`factor_distance`: an estimate of ``||I - A F^{-1}||_2`` for a factorization F of A;
+  below 1 it proves that A and F have the same inertia (docs/math.md section 7.3).
+"""
+import numpy as np
+
+from .backend import array_module
+
+BOUND_FLOOR = 1000
+"""The backward-error bound is ``u * max(n, BOUND_FLOOR)``: dense LU with partial pivoting
+lands at a few u; the floor leaves room for the rounding of the O(L) product itself, which
+reaches 4e3 u relative to ``||H|| ||x||`` where large terms cancel (docs/math.md
+section 7.1)."""
+
+
+def backward_error_bound(n, dtype):
+    """The certified bound on the normwise backward error: ``u max(n, BOUND_FLOOR)``."""
+    return float(np.finfo(dtype).eps / 2 * max(n, BOUND_FLOOR))
+
+
+def column_norms(A):
+    """The 2-norms of A's columns, as a NumPy array of floats; scaled, so that entries
+    beyond 1e154 do not overflow the sum of squares."""
+    xp = array_module(A)
+    scale = xp.abs(A).max(axis=0)
+    scale = xp.where(scale > 0, scale, 1)
+    with np.errstate(invalid="ignore"):          # an inf column stays inf
+        out = xp.linalg.norm(A / scale, axis=0) * scale
+    return np.asarray(out.get() if xp is not np else out, dtype=float)
+
+
+def backward_errors(R, X, B, norm=0.0):
+    """Upper bounds, per column, on ``||b - A x|| / (||A|| ||x|| + ||b||)`` for the residual
+    ``R = B - A X``. ``norm`` is a lower bound on ``||A||_2``; ``||A x|| = ||b - r||`` is one
+    too, so the bound holds with ``norm = 0``, but is then loose when x is dominated by
+    directions that A shrinks (ill-conditioned systems)."""
+    r, x, b = column_norms(R), column_norms(X), column_norms(B)
+    nu = np.maximum(norm, np.divide(column_norms(B - R), x, out=np.zeros_like(x),
+                                    where=x > 0))
+    den = nu * x + b
+    return np.divide(r, den, out=np.where(r > 0, np.inf, 0.0), where=den > 0)
+
+
+def lanczos_interval(apply, n, xp, dtype, steps=20, seed=0):
+    """Ritz values ``(theta_min, theta_max)`` of the symmetric operator ``apply`` after
+    ``steps`` Lanczos steps with full reorthogonalization from a seeded random start.
+    Both lie in ``[lambda_min, lambda_max]`` (Cauchy interlacing), and the extreme Ritz
+    values converge to the extreme eigenvalues first."""
+    steps = min(steps, n)
+    rng = np.random.default_rng(seed)
+    q = xp.asarray(rng.standard_normal(n)).astype(dtype)
+    Q = xp.zeros((steps, n), dtype=dtype)
+    alpha, beta = [], []
+    q = q / xp.linalg.norm(q)
+    for j in range(steps):
+        Q[j] = q
+        w = apply(q)
+        alpha.append(float(q @ w))
+        for _ in range(2):                                # twice is enough (Kahan)
+            w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
+        b = float(xp.linalg.norm(w))
+        if j + 1 == steps or b <= np.finfo(dtype).eps * max(1.0, max(map(abs, alpha))):
+            break
+        beta.append(b)
+        q = w / b
+    T = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
+    theta = np.linalg.eigvalsh(T)
+    return float(theta[0]), float(theta[-1])
+
+
+def gmres(apply, precond, r, restart, rtol):
+    """Approximately solve ``A d = r`` (one column) by GMRES on ``A M^{-1}``, with
+    ``precond`` applying ``M^{-1}``: at most ``restart`` steps, stopping when the
+    least-squares residual falls below ``rtol ||r||``. Returns d."""
+    xp = array_module(r)
+    beta = float(xp.linalg.norm(r))
+    if beta == 0:
+        return xp.zeros_like(r)
+    n = r.shape[0]
+    restart = min(restart, n)
+    V = xp.zeros((restart + 1, n), dtype=r.dtype)
+    Z = xp.zeros((restart, n), dtype=r.dtype)
+    Hs = np.zeros((restart + 1, restart))
+    V[0] = r / beta
+    e1 = np.zeros(restart + 1)
+    e1[0] = beta
+    y = np.zeros(0)
+    for j in range(restart):
+        Z[j] = precond(V[j])
+        w = apply(Z[j])
+        for _ in range(2):
+            h = V[:j + 1] @ w
+            w = w - V[:j + 1].T @ h
+            Hs[:j + 1, j] += np.asarray(h.get() if xp is not np else h, dtype=float)
+        Hs[j + 1, j] = float(xp.linalg.norm(w))
+        y, *_ = np.linalg.lstsq(Hs[:j + 2, :j + 1], e1[:j + 2], rcond=None)
+        res = np.linalg.norm(e1[:j + 2] - Hs[:j + 2, :j + 1] @ y)
+        if res <= rtol * beta or Hs[j + 1, j] == 0:
+            break
+        V[j + 1] = w / Hs[j + 1, j]
+    return Z[:len(y)].T @ xp.asarray(y, dtype=r.dtype)
+
+
+def factor_distance(apply, solve, n, xp, dtype, iterations=8, columns=4, seed=1):
+    """An estimate of ``omega = ||I - A F^{-1}||_2`` by block power iteration on
+    ``W^T W``, ``W = I - A F^{-1}`` (A and F symmetric, so ``W^T = I - F^{-1} A``), from
+    ``columns`` seeded random starts. Power iteration from a random start underestimates
+    the largest singular value by a factor 4 or more (``omega^2`` by 16) only with
+    probability below ``0.83 sqrt(n) (1/16)^(iterations - 1/2)`` per start (Kuczynski and
+    Wozniakowski 1992); the caller asks for ``omega < 1/4`` to certify ``omega < 1``."""
+    rng = np.random.default_rng(seed)
+    V = xp.asarray(rng.standard_normal((n, min(columns, n)))).astype(dtype)
+    estimate = 0.0
+    for _ in range(iterations):
+        V = V / xp.linalg.norm(V, axis=0)
+        WV = V - apply(solve(V))
+        WtWV = WV - solve(apply(WV))
+        estimate = float(column_norms(WV).max())
+        if not np.isfinite(estimate):
+            return np.inf
+        V = WtWV
+        if not float(column_norms(V).max()) > 0:
+            break
+    return estimate

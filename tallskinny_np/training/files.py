@@ -1,0 +1,81 @@
+"""Atomic output files and one-line messages for the command-line programs.
+
+A file is written under a temporary name in its own folder and moved over the final name
+with :func:`os.replace`, so a reader (or a process killed half-way) sees either the old
+file or the new one, never a truncated one. The temporary name is fixed (``<name>.partial``)
+rather than per process, so a leftover from a killed writer is overwritten by the next
+write instead of piling up.
+"""
+import json
+import os
+
+import numpy as np
+
+
+def partial_name(path):
+    """The temporary name under which ``path`` is written."""
+    return f"{path}.partial"
+
+
+def atomic_write(path, write, mode="w"):
+    """Call ``write(f)`` on a temporary file, flush it to disk, then move it to ``path``.
+    On any error the temporary file is removed and ``path`` is left as it was."""
+    tmp = partial_name(path)
+    try:
+        with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_save(path, array):
+    """``np.save`` to ``path`` atomically."""
+    atomic_write(path, lambda f: np.save(f, array), mode="wb")
+
+
+def json_value(value):
+    """``json.dumps``'s ``default``: NumPy scalars and arrays as Python numbers and lists
+    (a float32 is not a Python float, and json refuses it); a non-finite NumPy scalar
+    as null, which strict JSON can hold."""
+    if isinstance(value, np.generic):
+        return value.item() if not np.issubdtype(value.dtype, np.floating) \
+            or np.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_text(obj, **kwargs):
+    """JSON text of ``obj`` with NumPy numbers converted (see :func:`json_value`)."""
+    return json.dumps(obj, default=json_value, **kwargs)
+
+
+def describe_os_error(error):
+    """``'PATH: reason'`` for an OSError, the way a person reads it."""
+    name = error.filename if error.filename is not None else ""
+    reason = error.strerror or str(error)
+    return f"{name}: {reason}" if name else reason
+
+
+def output_folder(path, option="--out"):
+    """Create the output folder ``path`` (and its parents); a ValueError naming the option
+    if it is a file, lies under a file or cannot be written."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{option} {path} cannot be created: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path} is not writable")
+    return path

@@ -1,0 +1,159 @@
+"""What ``tallskinny-train`` reports after a comparison: one summary per optimizer, a table
+that fits 100 columns, a few plain sentences comparing with Adam, and a figure of loss and
+accuracy against step and training wall-clock."""
+import math
+import textwrap
+
+from .files import atomic_write
+
+WIDTH = 100
+FIRST_ORDER = ("sgd", "adam")
+
+
+def first(rows, predicate):
+    """The first row satisfying predicate, or None."""
+    return next((r for r in rows if predicate(r)), None)
+
+
+def column(rows, key):
+    return [r[key] for r in rows if key in r and not math.isnan(r[key])]
+
+
+def summarize(task, runs, batch):
+    """One summary dict per optimizer (``runs`` maps name -> (setting, rows))."""
+    out = []
+    for name, (label, rows) in runs.items():
+        steps, wall = rows[-1]["step"], rows[-1]["wall"]
+        s = {"optimizer": name, "setting": label, "steps": steps, "wall": wall,
+             "images_per_s": steps * batch / wall if wall > 0 else None,
+             "best_batch_loss": min(column(rows, "batch_loss")),
+             "final_batch_loss": rows[-1]["batch_loss"]}
+        if task == "memorise":
+            hit = first(rows, lambda r: r["batch_acc"] == 1.0)
+            s.update(steps_to_100=hit and hit["step"], wall_to_100=hit and hit["wall"])
+        else:
+            ev = [r for r in rows if not math.isnan(r.get("train_loss", math.nan))]
+            s.update(final_train_loss=ev[-1]["train_loss"], final_val_loss=ev[-1]["val_loss"],
+                     final_val_acc=ev[-1]["val_acc"],
+                     best_val_acc=max(r["val_acc"] for r in ev))
+        out.append(s)
+    return out
+
+
+def fmt(v, spec):
+    if v is None:
+        return "-"
+    return str(int(v)) if spec == "d" else format(v, spec)
+
+
+COLUMNS = {
+    "memorise": [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
+                 ("steps to 100%", "steps_to_100", "d"), ("time to 100% [s]", "wall_to_100", ".2f"),
+                 ("best batch loss", "best_batch_loss", ".2e"), ("steps", "steps", "d"),
+                 ("time [s]", "wall", ".2f")],
+    "train": [("optimizer", "optimizer", "s"), ("setting", "setting", "s"),
+              ("steps", "steps", "d"), ("time [s]", "wall", ".2f"),
+              ("train loss", "final_train_loss", ".4f"), ("val loss", "final_val_loss", ".4f"),
+              ("val acc", "final_val_acc", ".4f"), ("best val acc", "best_val_acc", ".4f")],
+}
+NOTES = {
+    "memorise": "100%: every image of the fixed batch classified correctly. Times count the "
+                "training steps only.",
+    "train": "Losses and accuracies of the whole splits at the last step; best val acc over "
+             "the evaluations. Times count the training steps only.",
+}
+
+
+def table(task, summary, header):
+    """The summary as text: a header, one row per optimizer and a note, within
+    :data:`WIDTH` columns."""
+    cols = COLUMNS[task]
+    cells = [[title for title, _, _ in cols]]
+    cells += [[fmt(s.get(key), spec) for _, key, spec in cols] for s in summary]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cols))]
+    lines = [" ".join(c.rjust(w) if k > 1 else c.ljust(w)
+                      for k, (c, w) in enumerate(zip(r, widths))).rstrip() for r in cells]
+    return "\n".join([textwrap.fill(header, WIDTH)] + lines
+                     + [textwrap.fill(NOTES[task], WIDTH)])
+
+
+def comparisons(task, summary, runs):
+    """Sentences comparing each second-order run with Adam on the training loss (train
+    task, when Adam ran): the step at which it reached Adam's final training loss, and
+    the step at which Adam reached its final training loss."""
+    by = {s["optimizer"]: s for s in summary}
+    if task != "train" or "adam" not in by:
+        return []
+    adam, adam_rows, lines = by["adam"], runs["adam"][1], []
+    for name, s in by.items():
+        if name in FIRST_ORDER:
+            continue
+        hit = first(runs[name][1], lambda r: r.get("train_loss", math.inf)
+                    <= adam["final_train_loss"])
+        if hit:
+            text = (f"{name} reached Adam's final training loss ({adam['final_train_loss']:.4f}, "
+                    f"after {adam['steps']} steps and {adam['wall']:.2f} s) at step "
+                    f"{hit['step']}, after {hit['wall']:.2f} s.")
+        else:
+            text = (f"{name} did not reach Adam's final training loss "
+                    f"({adam['final_train_loss']:.4f}) in its {s['steps']} steps.")
+        hit = first(adam_rows, lambda r: r.get("train_loss", math.inf) <= s["final_train_loss"])
+        if hit:
+            text += (f" Adam reached {name}'s final training loss ({s['final_train_loss']:.4f}) "
+                     f"at step {hit['step']}.")
+        lines.append(textwrap.fill(text, WIDTH, break_on_hyphens=False))
+    return lines
+
+
+def plot(task, runs, path, title):
+    """Loss and accuracy against step (left) and training wall-clock (right, log scale
+    from the first measured time: a step-0 point at 0 s has no place on it), one colour
+    per optimizer, one legend for the figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FormatStrFormatter
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
+    if task == "memorise":
+        series = [("batch_loss", "-"), ("batch_acc", "-")]
+        ylabels = ("batch cross-entropy loss [nats]", "batch accuracy [%]")
+    else:
+        series = [("train_loss", "-"), ("val_loss", "--"), ("train_acc", "-"),
+                  ("val_acc", "--")]
+        ylabels = ("cross-entropy loss [nats]", "accuracy [%]")
+    handles = []
+    for i, (name, (label, rows)) in enumerate(runs.items()):
+        colour = f"C{i}"
+        handles.append(Line2D([], [], color=colour, label=f"{name} ({label})"))
+        for key, style in series:
+            pts = [(r["step"], r["wall"], r[key]) for r in rows
+                   if not math.isnan(r.get(key, math.nan))]
+            if not pts:
+                continue
+            step, wall, value = zip(*pts)
+            row = 0 if key.endswith("loss") else 1
+            scale = 1 if row == 0 else 100
+            axes[row, 0].plot(step, [v * scale for v in value], color=colour, linestyle=style)
+            timed = [(w, v * scale) for w, v in zip(wall, value) if w > 0]
+            if timed:
+                axes[row, 1].plot(*zip(*timed), color=colour, linestyle=style)
+    if task == "train":
+        handles += [Line2D([], [], color="k", linestyle="-", label="training split"),
+                    Line2D([], [], color="k", linestyle="--", label="validation split")]
+    for row, ylabel in enumerate(ylabels):
+        for col, xlabel in enumerate(("step", "training wall-clock [s], log scale")):
+            ax = axes[row, col]
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+            if col == 1:
+                ax.set_xscale("log")
+    fig.suptitle(title)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
+    plt.close(fig)

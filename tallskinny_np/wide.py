@@ -77,7 +77,7 @@ def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
         E = blk.A.Zt @ V
         T = T + block_diagonal(xp, xp.einsum("sk,si,sj->kij", blk.A.R, E, E))
     elif blk.A is not None:
-        T = T + block_diagonal(xp, xp.einsum("ia,kij,jb->kab", V, blk.A, V))
+        T = T + block_diagonal(xp, V.T @ blk.A @ V)
     T[xp.arange(m * r), xp.arange(m * r)] += eps
     fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
@@ -89,13 +89,13 @@ def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     if inertia:
         counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
 
-    def solve(u):
+    def solve(u):                      # batched products (matmul), one per output unit
         nr = u.shape[-1]
         uq = u.reshape(m, q, nr)
-        c = xp.einsum("kjr,ja->kar", uq, V)                 # Q^T u
-        x = xp.einsum("kar,ja->kjr", sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr), V)
+        c = xp.tensordot(V, uq, axes=(0, 1)).transpose(1, 0, 2)   # Q^T u, (m, r, nr)
+        x = V @ sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr)
         if n_perp:
-            x = x + (uq - xp.einsum("kar,ja->kjr", c, V)) / eps
+            x = x + (uq - V @ c) / eps
         return x.reshape(m * q, nr)
 
     return SymFactor("range", solve, counts, rcond)

@@ -1,6 +1,6 @@
 """The symmetric factorization of a Riccati pivot block that both solves and counts.
 
-docs/math.md section 4, "Stage-wise (Riccati) elimination" and "Inertia (Sylvester)". A
+docs/math.md sections 4.6, "Stage-wise (Riccati) elimination", and 4.7, "Inertia". A
 pivot ``Q = Qxx_l`` (``p x p``, symmetric) is factored once as::
 
     Q = G S G^T,    G = P Lt R M Pi^T,    S = diag(+1 (n_pos times), -1, ..., -1)

@@ -8,7 +8,10 @@ array, the offset (in elements) of the first entry and a leading dimension, as i
 submatrix is an offset inside its parent, so no block is ever copied to call a routine.
 (The arrays themselves, not their addresses, are passed, so that numba keeps them alive
 until the call.)
-Every function here must be called from numba-compiled code.
+Every function here must be called from numba-compiled code. The option letters of BLAS
+("N", "T", "L", "U", "R") are passed as the uint8 constants of this module and the
+wrappers are inlined into their callers: numba would otherwise compile a separate version
+of every routine for each combination of constant arguments at its call sites.
 """
 import llvmlite.binding as llvm
 import numpy as np
@@ -32,12 +35,8 @@ _dpotrf = _bind("lapack", "dpotrf", 5)
 _dsytrf = _bind("lapack", "dsytrf", 8)
 
 
-@njit(cache=True)
-def _chars(*cs):
-    out = np.empty(len(cs), np.uint8)
-    for i, c in enumerate(cs):
-        out[i] = ord(c)
-    return out
+N, T, L, U, R = (np.uint8(ord(c)) for c in "NTLUR")
+"""BLAS option letters: no transpose, transpose, lower, upper (or unit diagonal), right."""
 
 
 @njit(cache=True)
@@ -47,72 +46,69 @@ def _alive(*arrays):
     return len(arrays)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _at(a, i):
     """The address of element i (counted in the storage order) of array a."""
     return a.ctypes.data + i * a.itemsize
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gemm(ta, tb, m, n, k, alpha, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
     """``C = alpha op(A) op(B) + beta C`` with C m x n and inner dimension k."""
-    if m == 0 or n == 0:
-        return
-    ch = _chars(ta, tb)
-    iv = np.array([m, n, k, lda, ldb, ldc], np.int32)
-    dv = np.array([alpha, beta])
-    _dgemm(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
-           iv.ctypes.data + 8, dv.ctypes.data, _at(a, ia), iv.ctypes.data + 12, _at(b, ib),
-           iv.ctypes.data + 16, dv.ctypes.data + 8, _at(c, ic), iv.ctypes.data + 20)
-    _alive(ch, iv, dv)
+    if m > 0 and n > 0:
+        ch = np.array([ta, tb], np.uint8)
+        iv = np.array([m, n, k, lda, ldb, ldc], np.int32)
+        dv = np.array([alpha, beta])
+        _dgemm(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
+               iv.ctypes.data + 8, dv.ctypes.data, _at(a, ia), iv.ctypes.data + 12,
+               _at(b, ib), iv.ctypes.data + 16, dv.ctypes.data + 8, _at(c, ic),
+               iv.ctypes.data + 20)
+        _alive(ch, iv, dv)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def syrk(uplo, trans, n, k, alpha, a, ia, lda, beta, c, ic, ldc):
-    """One triangle of ``C = alpha A A^T + beta C`` (trans "N", A n x k) or
-    ``alpha A^T A + beta C`` (trans "T", A k x n)."""
-    if n == 0:
-        return
-    ch = _chars(uplo, trans)
-    iv = np.array([n, k, lda, ldc], np.int32)
-    dv = np.array([alpha, beta])
-    _dsyrk(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
-           dv.ctypes.data, _at(a, ia), iv.ctypes.data + 8, dv.ctypes.data + 8, _at(c, ic),
-           iv.ctypes.data + 12)
-    _alive(ch, iv, dv)
+    """One triangle of ``C = alpha A A^T + beta C`` (trans N, A n x k) or
+    ``alpha A^T A + beta C`` (trans T, A k x n)."""
+    if n > 0:
+        ch = np.array([uplo, trans], np.uint8)
+        iv = np.array([n, k, lda, ldc], np.int32)
+        dv = np.array([alpha, beta])
+        _dsyrk(ch.ctypes.data, ch.ctypes.data + 1, iv.ctypes.data, iv.ctypes.data + 4,
+               dv.ctypes.data, _at(a, ia), iv.ctypes.data + 8, dv.ctypes.data + 8,
+               _at(c, ic), iv.ctypes.data + 12)
+        _alive(ch, iv, dv)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
-    """``B = alpha op(A)^{-1} B`` (side "L") or ``alpha B op(A)^{-1}`` (side "R"), A
+    """``B = alpha op(A)^{-1} B`` (side L) or ``alpha B op(A)^{-1}`` (side R), A
     triangular, B m x n."""
-    if m == 0 or n == 0:
-        return
-    ch = _chars(side, uplo, transa, diag)
-    iv = np.array([m, n, lda, ldb], np.int32)
-    dv = np.array([alpha])
-    _dtrsm(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, ch.ctypes.data + 3,
-           iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a.ctypes.data, iv.ctypes.data + 8,
-           b.ctypes.data, iv.ctypes.data + 12)
-    _alive(ch, iv, dv)
+    if m > 0 and n > 0:
+        ch = np.array([side, uplo, transa, diag], np.uint8)
+        iv = np.array([m, n, lda, ldb], np.int32)
+        dv = np.array([alpha])
+        _dtrsm(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, ch.ctypes.data + 3,
+               iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a.ctypes.data,
+               iv.ctypes.data + 8, b.ctypes.data, iv.ctypes.data + 12)
+        _alive(ch, iv, dv)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def trsv(uplo, trans, diag, n, a, lda, x, ix, incx):
     """``x = op(A)^{-1} x`` for the vector of n entries at offset ix of x, stride incx."""
-    if n == 0:
-        return
-    ch = _chars(uplo, trans, diag)
-    iv = np.array([n, lda, incx], np.int32)
-    _dtrsv(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, iv.ctypes.data, a.ctypes.data,
-           iv.ctypes.data + 4, _at(x, ix), iv.ctypes.data + 8)
-    _alive(ch, iv)
+    if n > 0:
+        ch = np.array([uplo, trans, diag], np.uint8)
+        iv = np.array([n, lda, incx], np.int32)
+        _dtrsv(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, iv.ctypes.data,
+               a.ctypes.data, iv.ctypes.data + 4, _at(x, ix), iv.ctypes.data + 8)
+        _alive(ch, iv)
 
 
 @njit(cache=True)
 def potrf(uplo, n, a, lda):
     """Cholesky factorization in place; returns LAPACK's info (0: positive definite)."""
-    ch = _chars(uplo)
+    ch = np.array([uplo], np.uint8)
     iv = np.array([n, lda, 0], np.int32)
     _dpotrf(ch.ctypes.data, iv.ctypes.data, a.ctypes.data, iv.ctypes.data + 4,
             iv.ctypes.data + 8)
@@ -124,7 +120,7 @@ def potrf(uplo, n, a, lda):
 def sytrf(uplo, n, a, lda, ipiv):
     """Bunch-Kaufman ``U D U^T`` (or ``L D L^T``) in place, pivots in ``ipiv`` (int32,
     LAPACK's 1-based convention); returns info (> 0: D is exactly singular)."""
-    ch = _chars(uplo)
+    ch = np.array([uplo], np.uint8)
     iv = np.array([n, lda, -1, 0], np.int32)
     query = np.empty(1)
     _dsytrf(ch.ctypes.data, iv.ctypes.data, a.ctypes.data, iv.ctypes.data + 4,

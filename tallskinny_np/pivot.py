@@ -32,7 +32,7 @@ from numba import njit
 
 from . import lapack
 
-CHOLESKY, BUNCH_KAUFMAN = 0, 1
+CHOLESKY, BUNCH_KAUFMAN = np.int64(0), np.int64(1)   # numpy scalars: not numba literals
 
 
 class PivotFactor(NamedTuple):
@@ -79,7 +79,7 @@ def _bunch_kaufman(Q):
     cs = np.ones(p)
     sn = np.zeros(p)
     ipiv = np.empty(p, np.int32)
-    lapack.sytrf("L", p, Q, p, ipiv)
+    lapack.sytrf(lapack.L, p, Q, p, ipiv)
     lam = np.empty(p)
     k = 0
     while k < p:
@@ -122,7 +122,7 @@ def factor(Q, positive_definite):
     anorm = onenorm(Q)
     if positive_definite:
         backup = Q.copy()
-        if lapack.potrf("L", p, Q, p) == 0:
+        if lapack.potrf(lapack.L, p, Q, p) == 0:
             ident = np.arange(p)
             ones = np.ones(p)
             rcond = _rcond(CHOLESKY, Q, ident, ones, np.zeros(p), ones, ident, p, anorm)
@@ -171,12 +171,12 @@ def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
     ``(G^{-1} Y^T)^T``."""
     r, p = Y.shape
     if kind == CHOLESKY:
-        _triangular_rows(Lf, Y, "T", "N")
+        _triangular_rows(Lf, Y, lapack.T, lapack.N)
         return
     T = np.empty_like(Y)
     for j in range(p):
         T[:, j] = Y[:, perm[j]]
-    _triangular_rows(Lf, T, "T", "U")
+    _triangular_rows(Lf, T, lapack.T, lapack.U)
     _rotate(T, cs, sn, 1.0)
     for j in range(p):
         w = 1.0 / np.sqrt(abs(lam[order[j]]))
@@ -190,7 +190,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
     ``(G^{-T} Y^T)^T``, the inverse of :func:`half_solve`'s transpose."""
     r, p = Y.shape
     if kind == CHOLESKY:
-        _triangular_rows(Lf, Y, "N", "N")
+        _triangular_rows(Lf, Y, lapack.N, lapack.N)
         return
     T = np.empty_like(Y)
     for j in range(p):
@@ -198,7 +198,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
         for i in range(r):
             T[i, order[j]] = Y[i, j] * w
     _rotate(T, cs, sn, -1.0)
-    _triangular_rows(Lf, T, "N", "U")
+    _triangular_rows(Lf, T, lapack.N, lapack.U)
     for j in range(p):
         Y[:, perm[j]] = T[:, j]
 
@@ -224,13 +224,15 @@ triangle on the right is many times slower on a single row (113 us against 7 us 
 @njit(cache=True, error_model="numpy")
 def _triangular_rows(Lf, Y, trans, diag):
     """``Y <- Y op(Lf)^{-1}`` for the lower triangular Lf (``op(Lf) = Lf^T`` when ``trans``
-    is "T") and F-order rows Y, by ``trsv`` per row or one ``trsm``."""
+    is :data:`tallskinny_np.lapack.T`) and F-order rows Y, by ``trsv`` per row or one
+    ``trsm``."""
     r, p = Y.shape
     if r <= TRSV_ROWS:
         for i in range(r):
-            lapack.trsv("L", "N" if trans == "T" else "T", diag, p, Lf, p, Y, i, r)
+            lapack.trsv(lapack.L, lapack.N if trans == lapack.T else lapack.T, diag, p, Lf, p,
+                        Y, i, r)
     else:
-        lapack.trsm("R", "L", trans, diag, r, p, 1.0, Lf, p, Y, r)
+        lapack.trsm(lapack.R, lapack.L, trans, diag, r, p, 1.0, Lf, p, Y, r)
 
 
 @njit(cache=True, error_model="numpy")
@@ -272,15 +274,19 @@ def _apply(transposed, kind, Lf, perm, cs, sn, lam, order, n_pos, Wt, Y):
         X = Y.copy()
         solve_rows(kind, Lf, perm, cs, sn, lam, order, n_pos, X)
         return X
+    a, p = Wt.shape
     if transposed:                                   # Y K = -(Y G^{-T}) S W
         X = Y.copy()
         half_solve(kind, Lf, perm, cs, sn, lam, order, X)
         X[:, n_pos:] *= -1.0
-        return -(X @ Wt.T)
-    X = np.asfortranarray(Y @ Wt)                    # Y K^T = -(Y W^T) S G^{-1}
+        out = np.empty((1, a))
+        lapack.gemm(lapack.N, lapack.T, 1, a, p, -1.0, X, 0, 1, Wt, 0, a, 0.0, out, 0, 1)
+        return out
+    X = np.empty((1, p))                             # Y K^T = -(Y W^T) S G^{-1}
+    lapack.gemm(lapack.N, lapack.N, 1, p, a, -1.0, Y, 0, 1, Wt, 0, a, 0.0, X, 0, 1)
     X[:, n_pos:] *= -1.0
     half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, X)
-    return -X
+    return X
 
 
 @njit(cache=True, error_model="numpy")

@@ -49,25 +49,25 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
     ZT = np.empty((a, a1)).T
     for t in range(B):
-        lapack.gemm("N", "T", n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
+        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
                     0.0, ZT, t * n, a1)
     # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
     Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
     for j in range(m):
-        lapack.gemm("N", "T", a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
+        lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
                     0.0 if C is None else 1.0, Wt, j * q * a1, a1)
     Pn = np.zeros((a1, a1)).T
     if S is not None:
         for t in range(B):
             Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] = S[t]
     for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
-        lapack.gemm("N", "T", a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
+        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
     qxy_norm = _row_sums(Wt).max()             # ||Qxy||_1: Wt holds Qxy^T here
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     pivot.half_solve(kind, Qxx, perm, cs, sn, lam, order, Wt)
-    lapack.syrk("L", "N", a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
-    lapack.syrk("L", "N", a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
+    lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
+    lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
     _mirror_lower(Pn)
     k_norm = pivot.onenorm_estimate(kind, Qxx, perm, cs, sn, lam, order, n_pos, Wt)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
@@ -113,7 +113,7 @@ def _pivot_block(Dx, A, P, eps):
     # Y^T = Dx^T P (p x a): block row j is Dx_j^T P[(t, j), :] over the samples t
     YT = np.empty((a, p)).T
     for j in range(m):
-        lapack.gemm("N", "T", q, a, B, 1.0, Dx, j * q, m * q, P, j * a, m * a,
+        lapack.gemm(lapack.N, lapack.T, q, a, B, 1.0, Dx, j * q, m * q, P, j * a, m * a,
                     0.0, YT, j * q, p)
     Qxx = np.zeros((p, p)).T
     if A is not None:
@@ -122,7 +122,7 @@ def _pivot_block(Dx, A, P, eps):
     for i in range(p):
         Qxx[i, i] += eps
     for i in range(m):                       # columns of unit i, rows from i on
-        lapack.gemm("N", "T", p - i * q, q, B, 1.0, YT, i * p + i * q, m * p,
+        lapack.gemm(lapack.N, lapack.T, p - i * q, q, B, 1.0, YT, i * p + i * q, m * p,
                     Dx, i * q, m * q, 1.0, Qxx, i * q * (p + 1), p)
     return Qxx
 
@@ -162,7 +162,7 @@ def backward(factor, Wt, Dx, Dz, g, pv):
                     for c in range(r):
                         out[s * n + i, c] += d * pv[s, k, c]
     # p_{l-1} -= W^T u: as rows, out^T -= u Wt^T; out's C-order storage is out^T's F-order
-    lapack.gemm("N", "T", r, B * n, m * q, -1.0, u, 0, r, Wt, 0, B * n, 1.0, out, 0, r)
+    lapack.gemm(lapack.N, lapack.T, r, B * n, m * q, -1.0, u, 0, r, Wt, 0, B * n, 1.0, out, 0, r)
     return u, out.reshape(B, n, r)
 
 
@@ -180,7 +180,7 @@ def forward(factor, Wt, Dx, Dz, u, y):
         n = Dz.shape[2]
         zy = np.empty((m * q, r)).T
         yc = np.ascontiguousarray(y)
-        lapack.gemm("N", "N", r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0, zy, 0, r)
+        lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0, zy, 0, r)
         zy[:, n_pos:] *= -1.0
         z += zy
     pivot.half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, z)

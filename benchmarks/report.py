@@ -464,14 +464,18 @@ def render(records, data, source, figures):
     cpu_runs = [r for r in cpu if "L" in r]
     gpu_runs = [r for r in gpu if "L" in r]
     lines = header(data, source, dgemm, dgemm_n, matmul, matmul_n)
+    speed = speed_targets(records)
+    if speed:
+        lines += ["", "## Speed (benchmarks/test_speed.py)", "",
+                  "Setup + solve is compared with the checkout given as `--bench-base` "
+                  "(benchmarks/README.md).", "", target_table(speed)]
+    if not (cpu_runs or gpu_runs):             # a run of the speed suite alone
+        return "\n".join(lines) + "\n"
     lines += ["", "## Targets (CPU)", "", target_table(cpu_targets(cpu_runs, dgemm))]
     lines += ["", "## Targets (GPU)", ""]
     lines += ([target_table(gpu_targets(gpu_runs, cpu_runs, matmul))] if gpu_runs else
               ["Not measured: no GPU results in this JSON (run `benchmarks/test_gpu.py` on "
                "a machine with CUDA and CuPy)."])
-    speed = speed_targets(records)
-    if speed:
-        lines += ["", "## Speed (benchmarks/test_speed.py)", "", target_table(speed)]
     lines += ["", "## Fitted slopes", "",
               f"Least squares of log(median time) and log(peak memory) on log(L), "
               f"L in [{SLOPE_RANGE[0]}, {SLOPE_RANGE[1]}].", "", slope_table(slopes(cpu_runs))]

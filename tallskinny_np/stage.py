@@ -1,4 +1,4 @@
-"""One hidden layer of the Riccati sweep, compiled (docs/math.md section 4, "Stage-wise
+"""One hidden layer of the Riccati sweep, compiled (docs/math.md section 4.6, "Stage-wise
 (Riccati) elimination").
 
 For a hidden layer with compact blocks Dx ``(B, m, q)``, Dz ``(B, m, n)``, A ``(m, q, q)``,
@@ -180,7 +180,8 @@ def forward(factor, Wt, Dx, Dz, u, y):
         n = Dz.shape[2]
         zy = np.empty((m * q, r)).T
         yc = np.ascontiguousarray(y)
-        lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0, zy, 0, r)
+        lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0,
+                    zy, 0, r)
         zy[:, n_pos:] *= -1.0
         z += zy
     pivot.half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, z)

@@ -604,7 +604,7 @@ class Curvature:
         1992. doi:10.1137/0613066
         """
         shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        t = self._half_band(tol)
         n_neg = self._negative_count(shift + t, t / 2)
         n_pos = self.n_params - self._negative_count(shift - t, t / 2)
         return n_neg, self.n_params - n_neg - n_pos, n_pos
@@ -630,8 +630,8 @@ class Curvature:
             As :meth:`inertia`.
         """
         sigma = _finite_real(sigma, "sigma")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(-sigma, t)
+        t = self._half_band(tol)
+        return self._negative_count(t - sigma, t / 2)      # the sweep inertia(-sigma) uses
 
     def is_positive_definite(self, shift=0.0, tol=None):
         """Whether ``H + shift I`` is positive definite with a margin: True when every
@@ -654,15 +654,17 @@ class Curvature:
             As :meth:`inertia`.
         """
         shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(shift - t, t) == 0
+        t = self._half_band(tol)
+        return self._negative_count(shift - t, t / 2) == 0  # the sweep inertia(shift) uses
 
-    def _tolerance(self, tol):
+    def _half_band(self, tol):
+        """``t = tol ||H|| / 2``, half the band of eigenvalues counted as zero; tol defaults
+        to the square root of the dtype's machine epsilon."""
         if tol is None:
-            return float(np.sqrt(np.finfo(self.net.dtype).eps))
-        if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+            tol = float(np.sqrt(np.finfo(self.net.dtype).eps))
+        elif not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
-        return float(tol)
+        return 0.5 * float(tol) * self.norm_estimate()
 
     def _negative_count(self, c, slack):
         """The certified number of negative eigenvalues of ``H + c' I`` for some c' within

@@ -512,12 +512,13 @@ class Curvature:
     def _probe_norm(self, shift):
         """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
         whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
-        lower bound, from ``A_L = blockdiag_k(Dblk[k]) - (1/B) sum_s u_s u_s^T``."""
+        lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
         if self._loss_diagonal is None:
             A = self.blocks.layers[-1].A
-            xp = array_module(A.Dblk)
-            diagonal = (xp.einsum("kjj->kj", A.Dblk)
-                        - xp.einsum("sk,sj->kj", A.pi ** 2, A.Zt ** 2) / A.pi.shape[0])
+            xp = array_module(A.Zt)
+            var = A.pi * (1 - A.pi) / A.pi.shape[0]
+            # var before either zt: zt^2 alone overflows where a saturated softmax is 0
+            diagonal = ((var[:, :, None] * A.Zt[:, None, :]) * A.Zt[:, None, :]).sum(axis=0)
             self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
         lo, hi = self._loss_diagonal
         return max(abs(lo + shift), abs(hi + shift))

@@ -512,12 +512,13 @@ class Curvature:
     def _probe_norm(self, shift):
         """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
         whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
-        lower bound, from ``A_L = blockdiag_k(Dblk[k]) - (1/B) sum_s u_s u_s^T``."""
+        lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
         if self._loss_diagonal is None:
             A = self.blocks.layers[-1].A
-            xp = array_module(A.Dblk)
-            diagonal = (xp.einsum("kjj->kj", A.Dblk)
-                        - xp.einsum("sk,sj->kj", A.pi ** 2, A.Zt ** 2) / A.pi.shape[0])
+            xp = array_module(A.Zt)
+            var = A.pi * (1 - A.pi) / A.pi.shape[0]
+            # var before either zt: zt^2 alone overflows where a saturated softmax is 0
+            diagonal = ((var[:, :, None] * A.Zt[:, None, :]) * A.Zt[:, None, :]).sum(axis=0)
             self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
         lo, hi = self._loss_diagonal
         return max(abs(lo + shift), abs(hi + shift))
@@ -604,7 +605,7 @@ class Curvature:
         1992. doi:10.1137/0613066
         """
         shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        t = self._half_band(tol)
         n_neg = self._negative_count(shift + t, t / 2)
         n_pos = self.n_params - self._negative_count(shift - t, t / 2)
         return n_neg, self.n_params - n_neg - n_pos, n_pos
@@ -630,8 +631,8 @@ class Curvature:
             As :meth:`inertia`.
         """
         sigma = _finite_real(sigma, "sigma")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(-sigma, t)
+        t = self._half_band(tol)
+        return self._negative_count(t - sigma, t / 2)      # the sweep inertia(-sigma) uses
 
     def is_positive_definite(self, shift=0.0, tol=None):
         """Whether ``H + shift I`` is positive definite with a margin: True when every
@@ -654,15 +655,17 @@ class Curvature:
             As :meth:`inertia`.
         """
         shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(shift - t, t) == 0
+        t = self._half_band(tol)
+        return self._negative_count(shift - t, t / 2) == 0  # the sweep inertia(shift) uses
 
-    def _tolerance(self, tol):
+    def _half_band(self, tol):
+        """``t = tol ||H|| / 2``, half the band of eigenvalues counted as zero; tol defaults
+        to the square root of the dtype's machine epsilon."""
         if tol is None:
-            return float(np.sqrt(np.finfo(self.net.dtype).eps))
-        if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+            tol = float(np.sqrt(np.finfo(self.net.dtype).eps))
+        elif not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
-        return float(tol)
+        return 0.5 * float(tol) * self.norm_estimate()
 
     def _negative_count(self, c, slack):
         """The certified number of negative eigenvalues of ``H + c' I`` for some c' within

@@ -78,10 +78,12 @@ def test_imagenet_shape_solve(kind):
         assert (n_neg, n_zero) == (0, 0)
 
 
+@pytest.mark.parametrize("strategy", [None, "eigh"])
 @pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
-def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps):
+def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
     """Batch 3 below the fan-in 13: every layer but the loss layer factors through its
-    range stage (``structured=True``), with the dense solve's solution and inertia."""
+    range stage (``structured=True``), with the dense solve's solution and inertia; also
+    with the factorization of the GPU path ("eigh")."""
     net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
     n = net.n_params
     M = curv.hvp(np.eye(n)) + eps * np.eye(n)
@@ -89,9 +91,10 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps):
     x_ref = np.linalg.solve(M, b)
     w = np.linalg.eigvalsh(M)
     cond = np.abs(w).max() / np.abs(w).min()
-    fac = riccati_factor(curv.blocks, eps, structured=True)
+    fac = riccati_factor(curv.blocks, eps, structured=True, strategy=strategy)
     assert all(st.factor.strategy == "range" for st in fac.stages[:-1])
     x = net.join(riccati_solve(fac, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)
-    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
+    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True,
+                           strategy=strategy).inertia
             == (int((w < 0).sum()), 0, int((w > 0).sum())))

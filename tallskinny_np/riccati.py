@@ -55,16 +55,12 @@ class Stage(NamedTuple):
     the compiled path, else a :class:`tallskinny_np.symmetric.SymFactor`; both carry
     ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
     ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
-    and ``K``. ``norms = (||Qxx||_1, ||Qxy||_1, ||K||_1, ||P_{l-1}||_1)``, for the error
-    bounds of a certified solve: ``||Qxx||_1`` is None for the structured stages, the
-    last three are None for layer 1 (no Qxy), and ``||K||_1`` is Higham's estimate (a
-    lower bound, rarely off by more than 3) on the compiled path, where K is not formed.
+    and ``K``.
     """
     factor: object
     Qxy: object
     K: object
     Wt: object
-    norms: tuple
 
 
 class Riccati(NamedTuple):
@@ -108,7 +104,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
             case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
                 f = range_stage(blocks, blk, P, eps, inertia, pd, strategy)
                 DxPDz, DzPDz = (None, None) if l == 0 else dz_congruences(blk.Dx, blk.Dz, P)
-                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz, None), l)
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
             case LossLayer() if _use_structured(blk, structured):
                 st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
                                      None, l)
@@ -120,8 +116,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None):
                 Qxx = _sum(dense_A(blk), DxPDx)
                 Qxx[xp.arange(p), xp.arange(p)] += eps
                 f = sym_factor(Qxx, inertia=inertia, positive_definite=pd, strategy=strategy)
-                anorm = float(xp.abs(Qxx).sum(axis=0).max())
-                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz, anorm), l)
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
         f = st.factor
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
@@ -181,19 +176,18 @@ def loss_stage_flops(c, q, B):
 
 def _array_stage(xp, blk, f, P, congruence_terms, l):
     """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
-    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz, ||Qxx||_1)`` (None for the Woodbury
-    loss stage, where ``P_L = 0``)."""
-    DxPDz, DzPDz, anorm = congruence_terms or (None, None, None)
+    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for the Woodbury loss
+    stage, where ``P_L = 0``)."""
+    DxPDz, DzPDz = congruence_terms or (None, None)
     if l == 0:
-        return Stage(f, None, None, None, (anorm, None, None, None)), None
+        return Stage(f, None, None, None), None
     p = layer_size(blk)[0]
     Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
     Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
     K = -sym_solve(f, Qxy)
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
-    norm = lambda M: float(xp.abs(M).sum(axis=0).max())
-    return Stage(f, Qxy, K, None, (anorm, norm(Qxy), norm(K), norm(P))), P
+    return Stage(f, Qxy, K, None), P
 
 
 def _compiled_stage(blk, P, eps, pd):
@@ -205,11 +199,10 @@ def _compiled_stage(blk, P, eps, pd):
         if isinstance(A, GramA):
             A = np.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt)
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
-        return Stage(f, None, None, None, (f.anorm, None, None, None)), None
+        return Stage(f, None, None, None), None
     C = None if blk.C is None else np.ascontiguousarray(blk.C)
-    arrays, Wt, P, (qxy, k, p) = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd)
-    f = pivot.PivotFactor.of(arrays)
-    return Stage(f, None, None, Wt, (f.anorm, qxy, k, p)), P
+    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd)
+    return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
 
 
 def _sum(*terms):

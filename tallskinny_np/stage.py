@@ -38,10 +38,9 @@ from . import lapack, pivot
 @njit(cache=True, error_model="numpy")
 def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
-    full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev, norms)``:
+    full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev)``:
     ``factor`` the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix
-    first, ``Wt`` (``a' x p``, F-order), ``P_prev`` (``a' x a'``, F-order, full) and
-    ``norms = (||Qxy||_1, est ||K||_1, ||P_prev||_1)``."""
+    first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full)."""
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
@@ -63,25 +62,13 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
         lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
-    qxy_norm = _row_sums(Wt).max()             # ||Qxy||_1: Wt holds Qxy^T here
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     pivot.half_solve(kind, Qxx, perm, cs, sn, lam, order, Wt)
     lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
     lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
     _mirror_lower(Pn)
-    k_norm = pivot.onenorm_estimate(kind, Qxx, perm, cs, sn, lam, order, n_pos, Wt)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
-    return factor, Wt, Pn, (qxy_norm, k_norm, _row_sums(Pn).max())
-
-
-@njit(cache=True, error_model="numpy")
-def _row_sums(X):
-    """The absolute row sums of an F-order X, column by column (contiguous reads)."""
-    out = np.zeros(X.shape[0])
-    for j in range(X.shape[1]):
-        for i in range(X.shape[0]):
-            out[i] += abs(X[i, j])
-    return out
+    return factor, Wt, Pn
 
 
 @njit(cache=True, error_model="numpy")

@@ -31,7 +31,7 @@ def test_factor_stage_matches_dense(kind, bias):
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
     Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
     Qyy = (0 if D.S is None else D.S) + D.Dz.T @ P @ D.Dz
-    fac, Wt, Pn, (qxy_norm, k_norm, p_norm) = stage.factor_stage(
+    fac, Wt, Pn = stage.factor_stage(
         blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C), np.asfortranarray(P), eps,
         False)
     K = -np.linalg.solve(Qxx, Qxy)
@@ -41,10 +41,6 @@ def test_factor_stage_matches_dense(kind, bias):
     w = np.linalg.eigvalsh(Qxx)
     assert pivot.inertia(fac[1], fac[5], fac[8]) == (int((w < 0).sum()), 0, int((w > 0).sum()))
     assert fac[8] == pytest.approx(np.abs(Qxx).sum(0).max())
-    assert qxy_norm == pytest.approx(np.abs(Qxy).sum(0).max())
-    assert p_norm == pytest.approx(np.abs(P_ref).sum(0).max(), rel=1e-10)
-    exact_k = np.abs(K).sum(0).max()
-    assert exact_k / 3 <= k_norm <= exact_k * (1 + 1e-10)
 
 
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
@@ -55,7 +51,7 @@ def test_substitutions_match_dense(kind):
     eps = 0.1
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
     Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
-    fac, Wt, _, _ = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+    fac, Wt, _ = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
                                        np.asfortranarray(P), eps, False)
     rng = np.random.default_rng(3)
     B, m, q = blk.Dx.shape

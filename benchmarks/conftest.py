@@ -10,6 +10,8 @@ options restrict the grid and the budgets::
     --bench-max-seconds S     skip a measurement whose analytic flop count predicts more than
                               S seconds at the same-run dgemm rate (default 60)
     --bench-max-memory-gb G   skip one whose analytic memory estimate exceeds G GiB (default 8)
+    --bench-base PATH         another checkout of the package, timed side by side by
+                              test_speed.py (skipped without it)
 """
 import os
 from pathlib import Path
@@ -44,6 +46,9 @@ def pytest_addoption(parser):
                     help="skip measurements predicted to take longer (default 60)")
     group.addoption("--bench-max-memory-gb", type=float, default=8.0,
                     help="skip measurements predicted to need more memory (default 8)")
+    group.addoption("--bench-base", default=None, metavar="PATH",
+                    help="another checkout of the package to time side by side "
+                         "(test_speed.py's versus-base)")
 
 
 def settings_of(config):

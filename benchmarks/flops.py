@@ -15,6 +15,8 @@ loss, ``a_L = 1``), so its Dx and Dz are dense rows and its A is dense.
 """
 from collections import namedtuple
 
+from tallskinny_np.riccati import loss_stage_flops, range_pays, stage_flops, woodbury_pays
+
 Layer = namedtuple("Layer", "p a a_in n_in m q B loss")
 Layer.__doc__ = """Sizes of one layer: ``p`` parameters, ``a`` output activations (1 for the
 loss layer), ``a_in`` input activations (0 for layer 1, whose input is the data and whose
@@ -121,39 +123,62 @@ def ldu_bytes(lys):
     return FLOAT64 * total
 
 
-def riccati_flops(lys, r=1):
-    """:mod:`tallskinny_np.riccati`: the stage-wise elimination of docs/math.md section 4.6,
-    layer L down to 1, with ``P_l`` (a_l x a_l) dense and ``P_L = 0``::
+def riccati_factor_flops(lys):
+    """:func:`tallskinny_np.riccati.riccati_factor` on NumPy in float64, the stages it
+    picks by :func:`tallskinny_np.riccati.stage_flops` (docs/math.md section 4.6), layer L
+    down to 1, with ``P_l`` (a_l x a_l) dense and ``P_L = 0``; symmetric results count one
+    triangle. A compiled dense stage::
 
-        P Dx, Dx^T (P Dx)            2 a nnz(Dx), 2 nnz(Dx) p       (Qxx)
-        P Dz, Dx^T (P Dz), Dz^T P Dz 2 a nnz(Dz), 2 nnz(Dx) a_in, 2 nnz(Dz) a_in
-        factor Qxx                   2 p^3 / 3                      (LU: H is indefinite)
-        K_l = -Qxx^{-1} Qxy          2 p^2 a_in
-        P_{l-1} = Qyy + Qxy^T K_l    2 a_in^2 p
+        Dx^T P, Qxx = .. + (Dx^T P) Dx   2 a nnz(Dx), nnz(Dx) p
+        Dz^T P, Qxy^T = C^T + (Dz^T P) Dx, Qyy = S + (Dz^T P) Dz
+                                         2 a nnz(Dz), 2 a_in nnz(Dx), nnz(Dz) a_in
+        Qxx = G S G^T                    p^3 / 3 (Cholesky or Bunch-Kaufman)
+        W = G^{-1} Qxy                   p^2 a_in (one triangular solve)
+        P_{l-1} = Qyy - W^T S W          p a_in^2 (one triangle)
 
-    (the congruences are :func:`tallskinny_np.congruences.congruences`, which skips Dx's and
-    Dz's zeros), and per right-hand side ``2 (nnz(Dx) + nnz(Dz)) + 2 p^2 + 2 p a_in``
-    backward (q, k, p_{l-1}) and ``2 p a_in + 2 (nnz(Dx) + nnz(Dz))`` forward (x_l, y_l).
-    Time O(L (p^3 + p^2 a + p a^2)), docs/math.md section 5. A Cholesky (the damped
-    GGN) would halve the factorization term; the CuPy path's eigendecomposition does more
-    work than this credits.
+    (layer 1 has only the first line and the factor); a range stage (batch below the
+    fan-in) the range count of :func:`tallskinny_np.riccati.stage_flops` plus the shared
+    ``Dz`` terms. The loss layer
+    (``P_L = 0``, no congruences) runs the array-module stage as written: LU
+    ``2 p^3 / 3``, ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``, or
+    Woodbury where :func:`tallskinny_np.riccati.riccati_factor` picks it.
     """
     total = 0
     for ly in lys:
         Dx, Dz, _, _, _ = nnz(ly)
         p, a, a_in = ly.p, ly.a, ly.a_in
-        if not ly.loss:
-            total += 2 * a * Dx + 2 * Dx * p + 2 * a * Dz + 2 * Dx * a_in + 2 * Dz * a_in
-        total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
-        total += r * (4 * (Dx + Dz) + 2 * p * p + 4 * p * a_in)
+        if ly.loss:
+            if woodbury_pays(ly.m, ly.q, ly.B):
+                total += loss_stage_flops(ly.m, ly.q, ly.B)[1]
+            else:
+                total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
+            continue
+        shared = (2 * a * Dz + 2 * a_in * Dx + Dz * a_in) if a_in else 0
+        if range_pays(ly.B, ly.m, ly.q, a_in):
+            total += stage_flops(ly.B, ly.m, ly.q, a_in)[1] + shared
+        else:
+            total += 2 * a * Dx + Dx * p + p ** 3 // 3 + p * p * a_in + p * a_in * a_in + shared
+    return total
+
+
+def riccati_flops(lys, r=1):
+    """:mod:`tallskinny_np.riccati`: :func:`riccati_factor_flops` and per right-hand side
+    ``2 (nnz(Dx) + nnz(Dz)) + p^2 + 2 p a_in`` backward (``qx``, ``u = S G^{-1} qx``,
+    ``p_{l-1} = Dz^T p_l - W^T u``) and ``2 p a_in + p^2 + 2 (nnz(Dx) + nnz(Dz))``
+    forward (``x_l = -G^{-T} (S W y + u)``, ``y_l``). The CuPy path's eigendecomposition
+    does more work than this credits."""
+    total = riccati_factor_flops(lys)
+    for ly in lys:
+        Dx, Dz, _, _, _ = nnz(ly)
+        total += r * (4 * (Dx + Dz) + 2 * ly.p * ly.p + 4 * ly.p * ly.a_in)
     return total
 
 
 def riccati_bytes(lys):
     """What :func:`tallskinny_np.riccati.riccati_factor` keeps for the forward sweep: per
-    layer the factor of Qxx (p x p), ``Qxy`` and ``K_l`` (p x a_in each); plus one ``P_l``
-    with its congruence terms. O(L (p a + p^2)), docs/math.md section 5."""
-    return FLOAT64 * (sum(ly.p * ly.p + 2 * ly.p * ly.a_in for ly in lys)
+    layer the factor of Qxx (p x p) and ``W`` (p x a_in); plus one ``P_l`` with its
+    congruence intermediates. O(L (p a + p^2)), docs/math.md section 5."""
+    return FLOAT64 * (sum(ly.p * ly.p + ly.p * ly.a_in for ly in lys)
                       + 4 * max(max(ly.a, ly.p) ** 2 for ly in lys))
 
 

@@ -9,7 +9,10 @@ DIR (default ``benchmarks/results``):
   the GPU targets when GPU results are present) marked MET or MISSED with the measured
   numbers;
 - ``time_vs_L.png``, ``memory_vs_L.png`` (and ``gpu_time_vs_L.png``): log-log plots, one
-  panel per configuration, slopes fitted on L in [16, 512] in the legends.
+  panel per configuration, slopes fitted on L in [16, 512] in the legends;
+- a speed section when ``benchmarks/test_speed.py`` ran: the Riccati factorization's
+  useful-flop rate against the same-run single-thread dgemm at n = 256, setup + solve
+  against another checkout, and the exact step of the memorisation problem against Adam.
 
 Every time is the median of a benchmark's rounds; the dgemm rate is the best over the
 matrix sizes (the minimum time of each). Memory is the tracemalloc peak of one call
@@ -39,6 +42,10 @@ SETUP_SOLVE_POINT = dict(L=64, width=16, batch=16)
 SETUP_SOLVE_SECONDS = 0.1
 SETUP_SOLVE_BYTES = 400e6
 BACKWARD_ERROR_FACTOR = 10.0      # "within a small factor of dense LU's"
+FACTOR_DGEMM_FRACTION = 0.4       # riccati_factor against dgemm at n = 256
+FACTOR_DGEMM_N = 256
+OVER_BASE = 5.0                   # setup + solve against the base checkout
+EXACT_STEP_OVER_ADAM = 30.0
 GPU_SPEEDUP_POINT = dict(L=256, width=32, batch=32)
 GPU_SPEEDUP = 20.0
 GPU_MATMUL_FRACTION = 0.3         # riccati on the GPU, once p >= 1024
@@ -388,6 +395,41 @@ def target_table(targets):
     return table(rows, ["target", "status", "measured"])
 
 
+def speed_targets(records):
+    """The targets of ``benchmarks/test_speed.py`` (empty when it did not run)."""
+    speed = select(records, suite="speed")
+    out = []
+    gemm = one(records, suite="cpu", series="dgemm", n=FACTOR_DGEMM_N)
+    for r in select(speed, series="factor-rate"):
+        text = (f"riccati_factor useful GFLOP/s >= {FACTOR_DGEMM_FRACTION:.0%} of dgemm at "
+                f"n = {FACTOR_DGEMM_N}, L = {r['L']}, (width, batch) = ({r['width']}, "
+                f"{r['batch']})")
+        if gemm is None:
+            out.append((text, None, "no same-run dgemm at n = 256"))
+            continue
+        rate, peak = gflops(r), gemm["flops"] / gemm["median"] / 1e9
+        out.append((text, status(rate >= FACTOR_DGEMM_FRACTION * peak),
+                    f"{r['flops'] / 1e9:.3g} GFLOP in {fmt_time(r['median'])}: "
+                    f"{rate:.3g} GFLOP/s = {rate / peak:.0%} of {peak:.3g}"))
+    for r in select(speed, series="versus-base"):
+        out.append((f"setup + solve >= {OVER_BASE:g}x faster than the base checkout, L = "
+                    f"{r['L']}, (width, batch) = ({r['width']}, {r['batch']})",
+                    status(r["speedup"] >= OVER_BASE),
+                    f"{fmt_time(r['median_here'])} here, {fmt_time(r['median_base'])} base: "
+                    f"{r['speedup']:.2f}x"))
+    adam = one(speed, series="exact-step", step="adam")
+    for kind in ("ggn", "hessian"):
+        r = one(speed, series="exact-step", step=kind)
+        if r is None or adam is None:
+            continue
+        ratio = r["median"] / adam["median"]
+        out.append((f"exact {kind} step of the memorisation problem <= "
+                    f"{EXACT_STEP_OVER_ADAM:g} Adam steps", status(ratio <= EXACT_STEP_OVER_ADAM),
+                    f"{fmt_time(r['median'])} against {fmt_time(adam['median'])}: "
+                    f"{ratio:.1f}x"))
+    return out
+
+
 def header(data, source, dgemm, dgemm_n, matmul, matmul_n):
     mi = data.get("machine_info", {})
     extra = mi.get("tallskinny", {})
@@ -422,6 +464,13 @@ def render(records, data, source, figures):
     cpu_runs = [r for r in cpu if "L" in r]
     gpu_runs = [r for r in gpu if "L" in r]
     lines = header(data, source, dgemm, dgemm_n, matmul, matmul_n)
+    speed = speed_targets(records)
+    if speed:
+        lines += ["", "## Speed (benchmarks/test_speed.py)", "",
+                  "Setup + solve is compared with the checkout given as `--bench-base` "
+                  "(benchmarks/README.md).", "", target_table(speed)]
+    if not (cpu_runs or gpu_runs):             # a run of the speed suite alone
+        return "\n".join(lines) + "\n"
     lines += ["", "## Targets (CPU)", "", target_table(cpu_targets(cpu_runs, dgemm))]
     lines += ["", "## Targets (GPU)", ""]
     lines += ([target_table(gpu_targets(gpu_runs, cpu_runs, matmul))] if gpu_runs else

@@ -324,9 +324,15 @@ def dense_A(blk):
         case HiddenLayer():
             return block_diagonal(array_module(A), A)
         case LossLayer():
+            # sum_s Lambda_s (x) zt_s zt_s^T with Lambda_s applied before either zt_s: the
+            # difference blockdiag(Dblk) - U U^T is inf - inf where |zt_s|^2 overflows
+            # although Lambda_s zt_s zt_s^T does not (a saturated softmax: Lambda_s = 0).
             xp = array_module(A.Zt)
-            U = loss_A_low_rank(A).reshape(-1, A.pi.shape[0])
-            return block_diagonal(xp, A.Dblk) - U @ U.T
+            B, (c, q) = A.pi.shape[0], A.Dblk.shape[:2]
+            Lam = (xp.einsum("sk,kl->skl", A.pi, xp.eye(c, dtype=A.pi.dtype))
+                   - A.pi[:, :, None] * A.pi[:, None, :]) / B
+            LamZ = Lam[:, :, None, :] * A.Zt[:, None, :, None]          # (B, c, q, c)
+            return xp.einsum("skil,sj->kilj", LamZ, A.Zt).reshape(c * q, c * q)
 
 
 def loss_A_low_rank(A):

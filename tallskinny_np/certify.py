@@ -29,9 +29,13 @@ def backward_error_bound(n, dtype):
 
 
 def column_norms(A):
-    """The 2-norms of A's columns, as a NumPy array of floats."""
+    """The 2-norms of A's columns, as a NumPy array of floats; scaled, so that entries
+    beyond 1e154 do not overflow the sum of squares."""
     xp = array_module(A)
-    out = xp.linalg.norm(A, axis=0)
+    scale = xp.abs(A).max(axis=0)
+    scale = xp.where(scale > 0, scale, 1)
+    with np.errstate(invalid="ignore"):          # an inf column stays inf
+        out = xp.linalg.norm(A / scale, axis=0) * scale
     return np.asarray(out.get() if xp is not np else out, dtype=float)
 
 

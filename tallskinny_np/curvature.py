@@ -43,16 +43,20 @@ class SolveInfo(NamedTuple):
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
+BANDED = "banded, pivots unchecked"
 UNCHECKED = "riccati, pivots unchecked"
-"""The solve's last resort when every factorization met a pivot that is singular to
-working precision: the Riccati sweep that goes on past such pivots (as for the inertia)
-still makes a preconditioner for GMRES, and the certificate judges the result."""
+"""The solve's fallbacks: the banded LU without its conditioning test (the augmented K'
+can be far worse conditioned than ``H + damping I``) and, last, when a factorization met a
+pivot that is singular to working precision, the Riccati sweep that goes on past such
+pivots (as for the inertia): each still solves or preconditions GMRES, and the
+certificate judges the result."""
 
 # method -> (factor(blocks, damping), solve(factor, MLP.split rhs) -> MLP.split x)
 _SOLVERS = {
     "riccati": (riccati_factor, riccati_solve),
     "ldu": (ldu_factor, ldu_solve),
     "banded": (banded_factor, banded_solve),
+    BANDED: (lambda blocks, shift: banded_factor(blocks, shift, check=False), banded_solve),
     UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
                 riccati_solve),
 }
@@ -150,7 +154,7 @@ class Curvature:
         self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
         self._counts = {}         # shift -> certified n_neg(H + shift I)
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
-        self._probe = None        # (v, H v) for a random unit v: a cheap norm bound
+        self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
         self._modified = None     # ((damping, floor), the modified sweep): the latest
 
     @property
@@ -177,8 +181,22 @@ class Curvature:
         return out[:, 0] if vector else out
 
     def hvp(self, v):
-        """``H v`` (or ``G v`` for the GGN) in O(L), docs/math.md section 3.4. v may be
-        ``(n_params,)`` or ``(n_params, k)``; the result has v's shape."""
+        """``H v`` (or ``G v`` for the GGN) in O(L): Pearlmutter's product written with the
+        blocks, a forward and a backward pass (docs/math.md section 3.4).
+
+        Parameters
+        ----------
+        v : array, shape ``(n_params,)`` or ``(n_params, k)``
+
+        Returns
+        -------
+        array, the shape of v
+
+        Raises
+        ------
+        ValueError
+            For a wrong shape, a complex or non-numeric dtype, or non-finite entries.
+        """
         V, vector = self._columns(v, "v")
         return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
@@ -199,9 +217,26 @@ class Curvature:
         return method
 
     def factor(self, damping, method="riccati"):
-        """The factorization of ``H + damping I`` by ``method`` (cached: the latest
+        """The factorization of ``H + damping I`` by ``method``, cached: the latest
         factorization of each method is kept, so right-hand sides with the same damping
-        reuse it)."""
+        reuse it.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        The method's factorization (:func:`~tallskinny_np.riccati.riccati_factor`,
+        :func:`~tallskinny_np.ldu.ldu_factor`, :func:`~tallskinny_np.banded.banded_factor`).
+
+        Raises
+        ------
+        SingularPivotError
+            A pivot of this method is singular to working precision. (:meth:`solve` then
+            goes on to other factorizations; this method does not.)
+        """
         return self._factor(self._check_damping(damping), self._check_method(method))
 
     def _factor(self, shift, method):
@@ -381,22 +416,40 @@ class Curvature:
 
     def solve_dampings(self, b, dampings, method="riccati", refine=3):
         """``[(H + d I)^{-1} b for d in dampings]``, each certified as in :meth:`solve`;
-        the derivative blocks and the checks of b are shared."""
+        the derivative blocks are shared.
+
+        Parameters
+        ----------
+        b : array, shape ``(n_params,)`` or ``(n_params, k)``
+        dampings : sequence of float
+        method, refine
+            As in :meth:`solve`.
+
+        Returns
+        -------
+        list of arrays, one per damping, each of b's shape
+
+        Raises
+        ------
+        ValueError, SingularPivotError, UncertifiedSolveError
+            As :meth:`solve`; ``ValueError`` also for an empty sequence.
+        """
         dampings = [self._check_damping(d) for d in np.asarray(dampings, dtype=object).ravel()]
         if not dampings:
             raise ValueError("dampings is empty")
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
-    def _certified_solve(self, B, shift, method, refine, uncertified):
+    def _certified_solve(self, B, shift, method, refine, uncertified, check=True):
         """The chain of :meth:`solve` on the columns of B (n_params, k): each
-        factorization in turn on the columns that are not yet certified."""
+        factorization in turn on the columns that are not yet certified; ``check``
+        tests the result for singularity (:meth:`_check_singular`)."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
-        chain = [method] + (["banded"] if method != "banded" and xp is np else [])
+        chain = [method] + ([BANDED] if xp is np else [])
         singular = None
         for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
@@ -424,7 +477,8 @@ class Curvature:
             eta[todo[better]] = eta_t[better]
         if not any(paths):      # every factorization had a singular pivot: the first one says
             raise singular
-        self._check_singular(B, X, shift, bound)
+        if check:
+            self._check_singular(B, X, shift, bound, method)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
         if not np.all(eta <= bound):
             last = max(paths, key=len)[-1]
@@ -443,7 +497,7 @@ class Curvature:
         if not bool(xp.all(xp.isfinite(X))):
             return None
         R = B - self._shifted_product(X, shift)
-        first = "banded" if method == "banded" else "factor"
+        first = "banded" if method == BANDED else "factor"
         # Refinement aims lower than the bound, at dense LU's level, while it halves the
         # residual; the cheap residual bound suffices to stop it.
         target = REFINE_TARGET * np.finfo(self.net.dtype).eps
@@ -457,17 +511,21 @@ class Curvature:
             refined += 1
         steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
         eta = self._backward_errors(R, X, B, shift, bound)
-        for i in np.flatnonzero(~(eta <= bound)):
-            x, e = self._gmres_refinement(B[:, i], X[:, i], R[:, i], shift, method, bound)
+        # GMRES is a must above the bound; once the sharp bound was paid for (the residual
+        # alone did not certify) it also goes on down to the refinement's target.
+        aim = target if shift in self._norm_bounds else bound
+        for i in np.flatnonzero(~(eta <= aim)):
+            x, e = self._gmres_refinement(B[:, i], X[:, i], R[:, i], shift, method, aim)
             steps[i].append("gmres")
             if e < eta[i]:
                 X[:, i], eta[i] = x, e
         return X, eta, steps
 
-    def _gmres_refinement(self, b, x, r, shift, method, bound):
+    def _gmres_refinement(self, b, x, r, shift, method, aim):
         """GMRES-based iterative refinement of one column (Carson and Higham 2017): the
         correction equation ``(H + shift I) d = r`` solved by GMRES preconditioned with the
-        factorization, the residual recomputed with the exact product. Returns the best
+        factorization, the residual recomputed with the exact product, until the backward
+        error bound is at most ``aim`` or stops decreasing. Returns the best
         ``(x, backward error bound)``."""
         def apply(v):
             return self._shifted_product(v[:, None], shift)[:, 0]
@@ -475,16 +533,16 @@ class Curvature:
         def precond(v):
             return self._solve_columns(v[:, None], shift, method)[:, 0]
 
-        eta = self._backward_errors(r[:, None], x[:, None], b[:, None], shift, bound)[0]
+        eta = self._backward_errors(r[:, None], x[:, None], b[:, None], shift, aim)[0]
         for _ in range(GMRES_OUTER):
             x_new = x + gmres(apply, precond, r, GMRES_RESTART, GMRES_RTOL)
             r_new = b - apply(x_new)
             e = self._backward_errors(r_new[:, None], x_new[:, None], b[:, None], shift,
-                                      bound)[0]
+                                      aim)[0]
             if not e < eta:
                 break
             x, r, eta = x_new, r_new, e
-            if eta <= bound:
+            if eta <= aim:
                 break
         return x, eta
 
@@ -497,37 +555,55 @@ class Curvature:
             return eta
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
 
-    def _check_singular(self, B, X, shift, bound):
+    def _check_singular(self, B, X, shift, bound, method):
         """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``
         singular at the certificate's resolution: for x with ``A x`` close to b,
         ``nu ||x|| / ||b|| <= cond(A)`` for any lower bound nu on ``||A||``, and a value of
         at least ``1 / bound`` means that A is within the certified backward error of a
-        singular matrix (no digit of x is guaranteed). nu is first the cheap bound of
+        singular matrix (no digit of x is guaranteed). nu is first the free bound of
         :meth:`_probe_norm`; only a suspicious solution (an estimate above
-        ``1 / sqrt(bound)``) pays for the sharper Lanczos bound."""
+        ``1 / sqrt(bound)``) pays for the sharper Lanczos bound and, since b may miss
+        the near-null space, for three steps of inverse iteration from a random start
+        with certified solves."""
         x, b = column_norms(X), column_norms(B)
         growth = np.divide(x, b, out=np.zeros_like(x), where=b > 0).max()
         if not self._probe_norm(shift) * growth * np.sqrt(bound) >= 1:
             return
-        cond = self._norm_lower_bound(shift) * growth
+        nu = self._norm_lower_bound(shift)
+        cond = nu * growth
+        xp = array_module(B)
+        z = xp.asarray(np.random.default_rng(3).standard_normal((B.shape[0], 1)))
+        z = z.astype(B.dtype)
+        for _ in range(3):
+            if cond * bound >= 1:
+                break
+            z = z / float(column_norms(z)[0])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UncertifiedSolveWarning)
+                z, info = self._certified_solve(z, shift, method, 3, "warn", check=False)
+            if not info.backward_error[0] <= bound:
+                break
+            cond = max(cond, nu * float(column_norms(z)[0]))
         if cond * bound >= 1:
             raise SingularPivotError(
                 None, float(1 / cond), "matrix H + damping I",
-                f"a solution has ||H + damping I|| ||x|| / ||b|| >= {cond:.3g}, at least "
+                f"||H + damping I|| ||(H + damping I)^-1|| >= {cond:.3g}, at least "
                 f"1 / (the backward-error bound {bound:.3g}); increase the damping (H "
                 f"itself is singular in general)")
 
     def _probe_norm(self, shift):
-        """``||(H + shift I) v|| <= ||H + shift I||_2`` for a fixed random unit v: one
-        product per Curvature, reused for every shift."""
-        if self._probe is None:
-            xp = array_module(self.params)
-            rng = np.random.default_rng(2)
-            v = xp.asarray(rng.standard_normal(self.n_params)).astype(self.net.dtype)
-            v = v / xp.linalg.norm(v)
-            self._probe = (v, self.hvp(v))
-        v, Hv = self._probe
-        return float(array_module(v).linalg.norm(Hv + shift * v))
+        """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
+        whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
+        lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
+        if self._loss_diagonal is None:
+            A = self.blocks.layers[-1].A
+            xp = array_module(A.Zt)
+            var = A.pi * (1 - A.pi) / A.pi.shape[0]
+            # var before either zt: zt^2 alone overflows where a saturated softmax is 0
+            diagonal = ((var[:, :, None] * A.Zt[:, None, :]) * A.Zt[:, None, :]).sum(axis=0)
+            self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
+        lo, hi = self._loss_diagonal
+        return max(abs(lo + shift), abs(hi + shift))
 
     def ritz_interval(self):
         """Ritz values ``(theta_min, theta_max)`` of H from 20 Lanczos steps (cached):
@@ -547,8 +623,13 @@ class Curvature:
         return self._norm_bounds[shift]
 
     def norm_estimate(self):
-        """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few
-        percent of it); the scale of the inertia's tolerance."""
+        """A lower bound on ``||H||_2`` from 20 Lanczos steps (usually within a few percent
+        of it; docs/math.md eq. (7.2)), the scale of the inertia's tolerance.
+
+        Returns
+        -------
+        float
+        """
         lo, hi = self.ritz_interval()
         return max(abs(lo), abs(hi))
 
@@ -584,34 +665,91 @@ class Curvature:
         Where a sweep is not certified the count comes from the dense eigenvalues of H for
         ``n_params <= DENSE_INERTIA_MAX``, else
         :class:`~tallskinny_np.errors.UncertifiedInertiaError` is raised.
+
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)`` of the dtype.
+
+        Returns
+        -------
+        (n_neg, n_zero, n_pos) : tuple of int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            No sweep near the shift could be certified and the network is too large for
+            the dense fallback.
+
+        References
+        ----------
+        J. Kuczynski and H. Wozniakowski, "Estimating the largest eigenvalue by the power
+        and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4),
+        1992. doi:10.1137/0613066
         """
         shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
+        t = self._half_band(tol)
         n_neg = self._negative_count(shift + t, t / 2)
         n_pos = self.n_params - self._negative_count(shift - t, t / 2)
         return n_neg, self.n_params - n_neg - n_pos, n_pos
 
     def count_eigenvalues_below(self, sigma, tol=None):
-        """The number of eigenvalues of H below sigma, ``n_neg(H - sigma I)``; exact for
-        every eigenvalue further than ``tol ||H||`` from sigma (see :meth:`inertia`)."""
+        """The number of eigenvalues of H below sigma, ``n_neg(H - sigma I)``, exact for
+        every eigenvalue further than ``tol ||H||`` from sigma (spectrum slicing,
+        docs/math.md eq. (4.19) and section 7.3).
+
+        Parameters
+        ----------
+        sigma : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
         sigma = _finite_real(sigma, "sigma")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(-sigma, t)
+        t = self._half_band(tol)
+        return self._negative_count(t - sigma, t / 2)      # the sweep inertia(-sigma) uses
 
     def is_positive_definite(self, shift=0.0, tol=None):
         """Whether ``H + shift I`` is positive definite with a margin: True when every
-        eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0;
-        either in between (see :meth:`inertia`)."""
-        shift = _finite_real(shift, "shift")
-        t = 0.5 * self._tolerance(tol) * self.norm_estimate()
-        return self._negative_count(shift - t, t) == 0
+        eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0,
+        either in between (docs/math.md section 7.3).
 
-    def _tolerance(self, tol):
+        Parameters
+        ----------
+        shift : float
+        tol : float in (0, 1), optional
+            Relative to ``||H||``; default ``sqrt(eps)``.
+
+        Returns
+        -------
+        bool
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            As :meth:`inertia`.
+        """
+        shift = _finite_real(shift, "shift")
+        t = self._half_band(tol)
+        return self._negative_count(shift - t, t / 2) == 0  # the sweep inertia(shift) uses
+
+    def _half_band(self, tol):
+        """``t = tol ||H|| / 2``, half the band of eigenvalues counted as zero; tol defaults
+        to the square root of the dtype's machine epsilon."""
         if tol is None:
-            return float(np.sqrt(np.finfo(self.net.dtype).eps))
-        if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
+            tol = float(np.sqrt(np.finfo(self.net.dtype).eps))
+        elif not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
-        return float(tol)
+        return 0.5 * float(tol) * self.norm_estimate()
 
     def _negative_count(self, c, slack):
         """The certified number of negative eigenvalues of ``H + c' I`` for some c' within
@@ -671,9 +809,23 @@ class Curvature:
 
     def lambda_min(self, tol=1e-8):
         """The smallest eigenvalue of H, to ``tol * max(1, ||H||)``: bisection on the
-        certified eigenvalue count (spectrum slicing, docs/math.md section 4), then refined
-        by inverse iteration with the bisection's lower end as the shift and a Rayleigh
-        quotient, kept inside the bisection bracket."""
+        certified eigenvalue count (spectrum slicing, docs/math.md section 4.7), then
+        refined by inverse iteration with the bisection's lower end as the shift and a
+        Rayleigh quotient, kept inside the bisection bracket.
+
+        Parameters
+        ----------
+        tol : float in (0, 1)
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            When a count of the bisection cannot be certified.
+        """
         if not (isinstance(tol, numbers.Real) and 0 < tol < 1):
             raise ValueError(f"tol must be a number in (0, 1); got {tol!r}")
         xp = array_module(self.params)
@@ -744,7 +896,22 @@ class Curvature:
     def inverse(self, damping, method="riccati"):
         """``(H + damping I)^{-1}`` as a symmetric LinearOperator (see :meth:`to_scipy`):
         factors once, then each product costs the certified substitutions of
-        :meth:`solve`."""
+        :meth:`solve`.
+
+        Parameters
+        ----------
+        damping : float
+        method : {"riccati", "ldu", "banded"}
+
+        Returns
+        -------
+        scipy.sparse.linalg.LinearOperator
+
+        Raises
+        ------
+        SingularPivotError
+            As :meth:`factor`; products raise as :meth:`solve`.
+        """
         self.factor(damping, method)
         return _operator(self, lambda v: self.solve(v, damping, method))
 
@@ -762,7 +929,7 @@ def _finite_real(value, name):
 
 def _norm(R):
     """The largest column 2-norm of R, as a float."""
-    return float(array_module(R).linalg.norm(R, axis=0).max())
+    return float(column_norms(R).max())
 
 
 class SymmetricOperator(LinearOperator):

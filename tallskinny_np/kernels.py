@@ -1,4 +1,4 @@
-"""numba kernels for the hidden layers' second-derivative blocks (DESIGN.md section 2).
+"""numba kernels for the hidden layers' second-derivative blocks (docs/math.md section 2).
 
 The same sums as the einsums of :func:`tallskinny_np.blocks.hidden_blocks`, over a stack
 of layers, written as loops that touch each output once::

@@ -35,7 +35,39 @@ def lu_checked(M, layer, what):
 
 
 def ldu_factor(blocks, damping):
-    """Block LDU of K': ``Sigma_1 = D_1``, ``Sigma_l = D_l - Lo_l Sigma_{l-1}^{-1} Up_{l-1}``."""
+    """Block LDU of K' (docs/math.md section 4.3):
+    ``Sigma_1 = D_1``, ``Sigma_l = D_l - Lo_l Sigma_{l-1}^{-1} Up_{l-1}``.
+
+    Parameters
+    ----------
+    blocks : tallskinny_np.blocks.Blocks
+        The derivative blocks (``Curvature.blocks``).
+    damping : float
+        eps of ``H + eps I``.
+
+    Returns
+    -------
+    LDU
+        The factors, for :func:`ldu_solve`.
+
+    Raises
+    ------
+    SingularPivotError
+        A pivot ``Sigma_l`` is singular to working precision (it names the layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.ldu import ldu_factor, ldu_solve
+    >>> net = MLP([3, 4, 2])
+    >>> rng = np.random.default_rng(0)
+    >>> curv = Curvature(net, net.init_params(), rng.standard_normal((5, 3)), [0, 1, 0, 1, 1])
+    >>> b = rng.standard_normal((net.n_params, 1))
+    >>> x = net.join(ldu_solve(ldu_factor(curv.blocks, 0.1), net.split(b)))
+    >>> bool(np.allclose(curv @ x + 0.1 * x, b))
+    True
+    """
     pivots, lower, upper = [], [], []
     F = None
     for l, (D, Lo, Up) in pivot_rows(blocks, damping):
@@ -51,10 +83,20 @@ def ldu_factor(blocks, damping):
 def ldu_solve(fac, gs):
     """Solve ``K' [x; y; z] = [g; 0; 0]`` with the factors; return the x blocks.
 
-    ``gs`` holds per-layer right-hand sides ``(n_l, q_l, r)`` (the layout of
-    :meth:`tallskinny_np.model.MLP.split`), and the x blocks are returned in the same form.
     Forward: ``u_l = Sigma_l^{-1} (r_l - Lo_l u_{l-1})`` (L then D); backward:
     ``w_l = u_l - F_l w_{l+1}`` (U).
+
+    Parameters
+    ----------
+    fac : LDU
+        From :func:`ldu_factor`.
+    gs : list of arrays ``(n_l, q_l, r)``
+        Per-layer right-hand sides, the layout of :meth:`tallskinny_np.model.MLP.split`.
+
+    Returns
+    -------
+    list of arrays ``(n_l, q_l, r)``
+        The x blocks, in the same layout (example: :func:`ldu_factor`).
     """
     u = []
     for lu, Lo, (p, a), g in zip(fac.pivots, fac.lower, fac.sizes, gs):

@@ -241,6 +241,7 @@ class MLP:
             raise ValueError(
                 f"params must have shape ({self.n_params},) for {self!r}; got {params.shape}"
             )
+        check_real(params, "params")
         params = params.astype(self.dtype, copy=False)
         if not bool(xp.all(xp.isfinite(params))):
             raise ValueError("params contain non-finite values (nan or inf)")
@@ -275,8 +276,7 @@ class MLP:
             raise ValueError(
                 f"X must have shape (batch, {self.sizes[0]}) with batch >= 1; got {X.shape}"
             )
-        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-            raise ValueError(f"X must be a real array; got dtype {X.dtype}")
+        check_real(X, "X")
         X = X.astype(self.dtype, copy=False)
         if not bool(xp.all(xp.isfinite(X))):
             raise ValueError("X contains non-finite values (nan or inf)")
@@ -361,6 +361,13 @@ class MLP:
         params = self.check_params(params)
         X, y = self.check_data(X, y)
         return cross_entropy(self.logits(params, X), y)[0]
+
+
+def check_real(a, name):
+    """Refuse an array that is not real (complex, bool, object): ``astype`` to the net's
+    dtype would silently drop an imaginary part."""
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be a real array; got dtype {a.dtype}")
 
 
 def cross_entropy(O, y):

@@ -9,7 +9,7 @@ trailing axis r of right-hand sides: ``x_l`` is ``(n_l, q_l, r)``, an activation
 and no structural zero, is ever formed.
 """
 from .backend import array_module
-from .blocks import FirstLayer, HiddenLayer, LossLayer, loss_A_low_rank
+from .blocks import FirstLayer, HiddenLayer, LossLayer
 
 
 def Dx_mv(blk, x):
@@ -34,7 +34,10 @@ def DzT_mv(blk, z):
 
 def A_mv(blk, x):
     """``A_l x_l``: block-diagonal over output units; for layer 1 through its factors
-    (O(B m q)), for the loss layer block-diagonal over classes minus rank B."""
+    (O(B m q)); for the loss layer as ``sum_s (Lambda_s v_s) zt_s^T`` with
+    ``v_s = x zt_s`` (O(B c q)). Applying ``Lambda_s`` before the second ``zt_s`` keeps the
+    product finite where ``Lambda_s`` vanishes and ``|zt_s|^2`` overflows: the stored
+    ``Dblk`` minus the rank-B term is then inf - inf."""
     xp = array_module(x)
     A = blk.A
     match blk:
@@ -44,9 +47,11 @@ def A_mv(blk, x):
         case HiddenLayer():
             return xp.einsum("kij,kjr->kir", A, x)
         case LossLayer():
-            U = loss_A_low_rank(A)
-            return (xp.einsum("kij,kjr->kir", A.Dblk, x)
-                    - xp.einsum("kjs,sr->kjr", U, xp.einsum("kjs,kjr->sr", U, x)))
+            B = A.pi.shape[0]
+            v = xp.einsum("sj,kjr->skr", A.Zt, x)
+            pi = A.pi[:, :, None]
+            Lv = pi * (v - (pi * v).sum(axis=1, keepdims=True)) / B
+            return xp.einsum("sj,skr->kjr", A.Zt, Lv)
 
 
 def S_mv(blk, y):

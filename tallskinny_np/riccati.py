@@ -14,43 +14,98 @@ then, per right-hand side, ``qx = -g_l + Dx_l^T p_l``, ``k_l = -Qxx^{-1} qx``,
 
 The damping-dependent factorization (:func:`riccati_factor`) is separate from the
 right-hand-side sweeps (:func:`riccati_solve`), so many right-hand sides share one
-factorization. Per layer only a ``p x p`` block is factored; the factor of Qxx, ``Qxy``
-and ``K_l`` are kept, memory O(L (p a + p^2)). Stage 1 needs no gain (``y_0 = 0``).
+factorization. Per layer only a ``p x p`` block is factored, once, by a symmetric
+factorization that also gives its inertia (:mod:`tallskinny_np.pivot`). On NumPy in
+float64 the compiled stages of :mod:`tallskinny_np.stage` keep the factor and
+``W = G^{-1} Qxy`` and apply ``K_l`` through them; the array-module stages keep the factor,
+``Qxy`` and ``K_l``; memory O(L (p a + p^2)) either way. Stage 1 needs no gain
+(``y_0 = 0``).
 
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
 positive eigenvalues, so the same backward sweep gives the inertia in O(L).
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 
+from . import pivot, stage
 from .backend import array_module
-from .blocks import FirstLayer, LossLayer, block_diagonal, dense_A, layer_size
-from .congruences import congruences
+from .blocks import FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A, layer_size
+from .congruences import congruences, dz_congruences
 from .errors import check_pivot
+from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
-from .wide import WIDE, first_stage, loss_stage
+from .wide import loss_stage, range_stage
 
-Stage = namedtuple("Stage", "factor Qxy K")
-Riccati = namedtuple("Riccati", "layers stages inertia singular")
-Riccati.__doc__ = """The derivative blocks' layers, the per-layer stages (factor of Qxx,
-Qxy, K), the summed inertia ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked
-for) and ``singular``, the 1-based layer of the first pivot that is singular to working
-precision (None when every pivot is sound, so the factors can also solve)."""
+MIN_SAVING = 1e6
+"""A layer takes its structured stage only where that saves at least this many flops
+(and a factor :data:`RANGE_SAVING` or :data:`WOODBURY_SAVING`): on tiny layers the saving
+is nothing, and the unrefined solve through the range stage can lose accuracy (its
+``(I - Q Q^T) u / eps`` term, measured on the test grid at damping 1e-3)."""
+RANGE_SAVING = 2
+WOODBURY_SAVING = 8
+"""Woodbury must save more: it loses accuracy when its D is ill-conditioned
+(:mod:`tallskinny_np.wide`)."""
 
 
-def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
+class Stage(NamedTuple):
+    """One layer's stage of the sweep.
+
+    ``factor`` is the factored pivot Qxx: a :class:`tallskinny_np.pivot.PivotFactor` on
+    the compiled path, else a :class:`tallskinny_np.symmetric.SymFactor`; both carry
+    ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
+    ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
+    and ``K``.
+    """
+    factor: object
+    Qxy: object
+    K: object
+    Wt: object
+
+
+class Riccati(NamedTuple):
+    """The derivative blocks' layers, the per-layer :class:`Stage`, the summed inertia
+    ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked for) and ``singular``,
+    the 1-based layer of the first pivot that is singular to working precision (None when
+    every pivot is sound, so the factors can also solve)."""
+    layers: list
+    stages: list
+    inertia: tuple
+    singular: int
+    modification: list = None     # the modified sweep's blocks E_l (p_l x p_l), else None
+
+
+def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, modify=None):
     """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
 
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
     is counted and summed, the sweep goes on past near-zero pivots (counted as zero
-    eigenvalues), and the factorization is for counting only. End layers with more than
-    ``wide`` parameters use the structured stages of :mod:`tallskinny_np.wide`.
+    eigenvalues), and the factorization is for counting only.
+
+    On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
+    the compiled stages of :mod:`tallskinny_np.stage`; otherwise (CuPy, float32, or an
+    explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
+    stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`): None
+    by flop count (:func:`_use_structured`: the range of the batch at layer 1 and at the
+    hidden layers where the batch is smaller than the layer's fan-in, Woodbury at the loss
+    layer, each where it saves enough), True always, False never.
+
+    ``modify=delta`` (> 0) runs the modified sweep of docs/math.md section 8.3: each pivot
+    ``Qxx_l``, as soon as it is formed, is replaced by the positive definite
+    ``V max(|Lambda|, delta I) V^T`` (:func:`tallskinny_np.modified.modified_pivot`) and the
+    sweep goes on with it, so that the factors are those of ``H + eps I + blockdiag(E_l)``
+    (eq. (8.8)), with the blocks ``E_l`` in ``modification``. It runs the dense
+    array-module stages, which form each pivot whole.
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
+    compiled = (xp is np and layers[0].Dx.dtype == np.float64 and strategy is None
+                and modify is None)
+    modification = None if modify is None else [None] * len(layers)
+    if modify is not None:
+        structured = False
     pd = blocks.kind == "ggn" and eps > 0
     stages = [None] * len(layers)
     counts = [0, 0, 0]
@@ -58,34 +113,112 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, wide=WIDE):
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
-        p = layer_size(blk)[0]
-        DxPDx = DxPDz = DzPDz = None
         match blk:
-            case FirstLayer() if p > wide:     # its Qxy is never needed: y_0 = 0
-                f = first_stage(blocks, blk, P, eps, inertia, pd, strategy)
-            case LossLayer() if p > wide:      # P_L = 0: no congruences
-                f = loss_stage(blk, eps, inertia, pd, strategy)
+            case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
+                f = range_stage(blocks, blk, P, eps, inertia, pd, strategy)
+                DxPDz, DzPDz = (None, None) if l == 0 else dz_congruences(blk.Dx, blk.Dz, P)
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
+            case LossLayer() if _use_structured(blk, structured):
+                st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
+                                     None, l)
+            case HiddenLayer() | FirstLayer() if compiled:
+                st, P = _compiled_stage(blk, P, eps, pd)
             case _:
                 DxPDx, DxPDz, DzPDz = congruences(blk, P)
+                p = layer_size(blk)[0]
                 Qxx = _sum(dense_A(blk), DxPDx)
                 Qxx[xp.arange(p), xp.arange(p)] += eps
-                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd,
+                if modify is not None:             # docs/math.md eq. (8.7)
+                    Qxx, modification[l] = modified_pivot(Qxx, modify)
+                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd or modify is not None,
                                strategy=strategy)
+                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
+        f = st.factor
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:
             counts = [c + n for c, n in zip(counts, f.inertia)]
             if singular is None and not f.rcond >= np.finfo(blk.Dx.dtype).eps:
                 singular = l + 1
-        Qxy = K = None
-        if l > 0:
-            Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
-            Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
-            K = -sym_solve(f, Qxy)
-            P = Qyy + Qxy.T @ K
-            P = 0.5 * (P + P.T)                # keep P exactly symmetric against drift
-        stages[l] = Stage(f, Qxy, K)
-    return Riccati(layers, stages, tuple(counts) if inertia else None, singular)
+        stages[l] = st
+    return Riccati(layers, stages, tuple(counts) if inertia else None, singular, modification)
+
+
+def _use_structured(blk, structured):
+    """Whether layer 1, a hidden layer or the loss layer takes its structured stage
+    (:func:`riccati_factor`)."""
+    if structured is not None:
+        return structured
+    if isinstance(blk, LossLayer):
+        return woodbury_pays(*blk.Dx.shape, blk.A.pi.shape[0])
+    B, m, q = blk.Dx.shape
+    return range_pays(B, m, q, 0 if isinstance(blk, FirstLayer) else B * blk.Dz.shape[2])
+
+
+def range_pays(B, m, q, a_in):
+    """Whether the range stage saves :data:`RANGE_SAVING` times and :data:`MIN_SAVING`
+    flops over the dense one (:func:`stage_flops`)."""
+    dense, ranged = stage_flops(B, m, q, a_in)
+    return dense >= RANGE_SAVING * ranged and dense - ranged >= MIN_SAVING
+
+
+def woodbury_pays(c, q, B):
+    """Whether the Woodbury loss stage saves :data:`WOODBURY_SAVING` times and
+    :data:`MIN_SAVING` flops over the dense one (:func:`loss_stage_flops`)."""
+    dense, woodbury = loss_stage_flops(c, q, B)
+    return dense >= WOODBURY_SAVING * woodbury and dense - woodbury >= MIN_SAVING
+
+
+def stage_flops(B, m, q, a_in):
+    """``(dense, range)``: the flops of a layer's compiled dense stage and of its range
+    stage (docs/math.md section 4.8) for batch B, m outputs, q inputs per output and
+    ``a_in`` input activations (0 for layer 1): the factor, the gain (W, or K through the
+    range solve), the update of P and the congruence with Dx; the terms the stages share
+    (``Dx^T P Dz``, ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``."""
+    p, r = m * q, min(B, q)
+    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2
+             + 2 * B ** 2 * m ** 2 * q + B * m ** 2 * q ** 2)
+    ranged = (4 * B * q * r + 2 * B * m * q * r + (m * r) ** 3 / 3
+              + 4 * p * r * a_in + 2 * (m * r) ** 2 * a_in + 2 * p * a_in ** 2
+              + 2 * B ** 2 * m ** 2 * r + 2 * B * m ** 2 * r ** 2)
+    return dense, ranged
+
+
+def loss_stage_flops(c, q, B):
+    """``(dense, woodbury)``: the flops of the loss layer's dense factor and of its
+    Woodbury stage (c classes, q inputs per class, batch B)."""
+    return (c * q) ** 3 / 3, c * q ** 3 + 2 * c * q ** 2 * B + B ** 3
+
+
+def _array_stage(xp, blk, f, P, congruence_terms, l):
+    """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
+    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for the Woodbury loss
+    stage, where ``P_L = 0``)."""
+    DxPDz, DzPDz = congruence_terms or (None, None)
+    if l == 0:
+        return Stage(f, None, None, None), None
+    p = layer_size(blk)[0]
+    Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
+    Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
+    K = -sym_solve(f, Qxy)
+    P = Qyy + Qxy.T @ K
+    P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
+    return Stage(f, Qxy, K, None), P
+
+
+def _compiled_stage(blk, P, eps, pd):
+    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``. P is
+    exactly symmetric, so a C-order P is passed as its F-order transpose, without a copy."""
+    P = P if P.flags.f_contiguous else (P.T if P.flags.c_contiguous else np.asfortranarray(P))
+    if isinstance(blk, FirstLayer):
+        A = blk.A
+        if isinstance(A, GramA):
+            A = np.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt)
+        f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
+        return Stage(f, None, None, None), None
+    C = None if blk.C is None else np.ascontiguousarray(blk.C)
+    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd)
+    return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
 
 
 def _sum(*terms):
@@ -108,6 +241,12 @@ def riccati_solve(fac, gs):
     pv = None                                  # p_L = 0
     for l in range(L - 1, -1, -1):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.factor, pivot.PivotFactor):
+            Dz = blk.Dz if l > 0 else None
+            k[l], pv = stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx, Dz,
+                                      np.ascontiguousarray(gs[l]),
+                                      None if pv is None else np.ascontiguousarray(pv))
+            continue
         qx = -gs[l]
         if pv is not None:
             qx = qx + DxT_mv(blk, pv)
@@ -119,8 +258,20 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.factor, pivot.PivotFactor):
+            x, y = stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
+                                 blk.Dz if l > 0 else None, k[l], y)
+            xs.append(x)
+            continue
         x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
         xs.append(x)
         if l < L - 1:
             y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs
+
+
+def _rows(st, blk):
+    """The compiled stage's Wt; layer 1 has none (an empty one keeps the kernels' types)."""
+    if st.Wt is not None:
+        return st.Wt
+    return np.empty((layer_size(blk)[0], 0)).T

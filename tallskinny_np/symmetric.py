@@ -1,18 +1,18 @@
-"""Factorizations of the symmetric pivot blocks Qxx of the Riccati sweep, with inertia.
+"""Factorizations of the symmetric pivot blocks Qxx of the array-module Riccati stages.
 
-DESIGN.md section 4, "Stage-wise (Riccati) elimination" and "Inertia (Sylvester)": each
-``Qxx_l`` is factored once; the factor solves with it and reports its inertia, and
-``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``.
+docs/math.md section 4, "Stage-wise (Riccati) elimination" and "Inertia": each ``Qxx_l``
+is factored once; the factor solves with it and reports its inertia, and
+``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``. On NumPy in float64 the sweep uses the compiled
+factor of :mod:`tallskinny_np.pivot` instead, which solves and counts with one
+factorization; this module serves float32, CuPy and an explicit ``strategy``.
 
-On NumPy the factorization is LAPACK's Cholesky (``potrf``) when the block is expected to be
-positive definite (the damped Gauss-Newton matrix) and succeeds, else LU with partial
-pivoting (``getrf``) for solving; the inertia, when asked for, comes from the
+With ``"lapack"`` the factorization is LAPACK's Cholesky (``potrf``) when the block is
+expected to be positive definite (the damped Gauss-Newton matrix) and succeeds, else LU
+with partial pivoting (``getrf``) for solving; the inertia, when asked for, comes from the
 symmetric-indefinite Bunch-Kaufman ``L D L^T`` (``sytrf``), whose block diagonal D (1x1 and
-2x2 blocks) carries it. Bunch-Kaufman is not used to solve because LAPACK's ``sytrs`` is
-Level-2 BLAS: with 256 right-hand sides on a 256 x 256 block it took 5.7 ms against 2.3 ms
-for ``getrs`` on this 2-core machine (single-threaded OpenBLAS). The ``"eigh"`` strategy
-(the one used on CuPy, which has no Bunch-Kaufman) diagonalises the block instead; it is
-an array-module code path and is tested on the CPU with NumPy.
+2x2 blocks) carries it (LAPACK's ``sytrs`` solves with it by Level-2 BLAS only). The
+``"eigh"`` strategy (the one used on CuPy, which has no Bunch-Kaufman) diagonalises the
+block instead; it is an array-module code path and is tested on the CPU with NumPy.
 
 A pivot eigenvalue (of D, or of the block for ``"eigh"``) of modulus at most
 ``n * eps * ||Q||_1`` is counted as zero: the block is singular to working precision there.

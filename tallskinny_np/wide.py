@@ -16,24 +16,30 @@ where ``T`` (``m r x m r``, ``r <= min(B, q)``) is built from ``Dx_1 V`` and ``Z
 same formulas as the dense blocks. So ``Qxx_1^{-1} = Q T^{-1} Q^T + (I - Q Q^T)/eps`` and
 ``In(Qxx_1) = In(T) + m (q - r)`` eigenvalues equal to eps. Cost O(B q (B + m) + (m r)^3).
 
+**Range of the batch** (hidden layers). The same holds at every hidden layer l: its A and
+``Dx_l^T P_l Dx_l`` live in the range of ``I_m (x) V_l``, V_l an orthonormal basis of the
+span of the layer's B input vectors (``r <= min(B, q)``), so ``Qxx_l`` is factored through
+its ``m r``-square T by the same stage. Qxy needs nothing new: the sweep applies
+``Qxx_l^{-1}`` to it (its part outside the range, from C's ``delta`` term, through the
+``(I - Q Q^T)/eps`` term). When the batch is smaller than the fan-in this replaces the
+``p^3/3`` factor and the ``p^2 a`` solve by ``(m r)^3/3`` and ``m r p a``.
+
 **Loss stage** (``P_L = 0``). ``Qxx_L = A_L + eps I = D - U U^T`` with D block-diagonal over
 classes (``Dblk[k] + eps I``, c blocks of ``q x q``) and U the rank-B factor of
 :func:`tallskinny_np.blocks.loss_A_low_rank`. Woodbury gives
 ``Qxx_L^{-1} = D^{-1} + D^{-1} U Cap^{-1} U^T D^{-1}`` with ``Cap = I_B - U^T D^{-1} U``, and
 Haynsworth's inertia additivity (both Schur complements of ``[[D, U], [U^T, I]]``) gives
 ``In(Qxx_L) = In(D) + In(Cap) - (0, 0, B)``. Cost O(c q^3 + c q B^2 + B^3). Woodbury loses
-accuracy when D is ill-conditioned (the subtraction in Cap cancels), so this stage is used
-only when the loss layer is wide; the first stage has no such cancellation.
+accuracy when D is ill-conditioned (the subtraction in Cap cancels), so the sweep takes this
+stage only where it saves most of the flops
+(:data:`tallskinny_np.riccati.WOODBURY_SAVING`).
 """
 import numpy as np
 
 from .backend import array_module
-from .blocks import block_diagonal, loss_A_low_rank
+from .blocks import FirstLayer, GramA, block_diagonal, loss_A_low_rank
 from .congruences import dx_congruence
 from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
-
-WIDE = 1024
-"""An end layer with more parameters than this gets the structured stage."""
 
 
 def _inertia_of_eps(n, eps):
@@ -41,36 +47,55 @@ def _inertia_of_eps(n, eps):
     return (n, 0, 0) if eps < 0 else (0, 0, n) if eps > 0 else (0, n, 0)
 
 
-def first_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, strategy=None):
-    """Factor of ``Qxx_1`` in the range of the data (module docstring, "Stage 1")."""
+def range_basis(blocks, blk):
+    """V (``q x r``): an orthonormal basis of the span of the layer's input vectors
+    ``zt_s`` in which Dx's rows and A's blocks live (module docstring, "Range of the
+    batch"); layer 1 from its data, a hidden layer from the rows of Dx and of A's blocks
+    (``Dx[s, i, :] = S1[s, i] zt_s``, ``A[k] = Zt^T diag(R[:, k]) Zt``)."""
     xp = array_module(blk.Dx)
-    Zt = blocks.input
-    _, sv, VT = xp.linalg.svd(Zt, full_matrices=False)
-    tol = max(Zt.shape) * np.finfo(Zt.dtype).eps * float(sv[0]) if sv.size else 0.0
-    r = int((sv > tol).sum())
-    V = VT[:r].T                                           # (q, r)
+    if isinstance(blk, FirstLayer):
+        rows = blocks.input
+    else:
+        q = blk.Dx.shape[2]
+        rows = blk.Dx.reshape(-1, q)
+        if blk.A is not None:
+            rows = xp.concatenate([rows, blk.A.reshape(-1, q)])
+    _, sv, VT = xp.linalg.svd(rows, full_matrices=False)
+    tol = max(rows.shape) * np.finfo(rows.dtype).eps * float(sv[0]) if sv.size else 0.0
+    return VT[:int((sv > tol).sum())].T
+
+
+def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, strategy=None):
+    """Factor of ``Qxx`` in the range of the batch (module docstring, "Stage 1" and "Range
+    of the batch"), for layer 1 or a hidden layer."""
+    xp = array_module(blk.Dx)
+    V = range_basis(blocks, blk)
     _, m, q = blk.Dx.shape
+    r = V.shape[1]
     T = dx_congruence(blk.Dx @ V, P)
-    if blk.A is not None:
-        E = Zt @ V
+    if isinstance(blk.A, GramA):
+        E = blk.A.Zt @ V
         T = T + block_diagonal(xp, xp.einsum("sk,si,sj->kij", blk.A.R, E, E))
+    elif blk.A is not None:
+        T = T + block_diagonal(xp, V.T @ blk.A @ V)
     T[xp.arange(m * r), xp.arange(m * r)] += eps
     fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
     rcond = fT.rcond
-    if n_perp:
-        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max())))
+    if n_perp:                                             # eps = 0: Qxx_1 is singular
+        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
+                    if eps else 0.0)
     counts = None
     if inertia:
         counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
 
-    def solve(u):
+    def solve(u):                      # batched products (matmul), one per output unit
         nr = u.shape[-1]
         uq = u.reshape(m, q, nr)
-        c = xp.einsum("kjr,ja->kar", uq, V)                 # Q^T u
-        x = xp.einsum("kar,ja->kjr", sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr), V)
+        c = xp.tensordot(V, uq, axes=(0, 1)).transpose(1, 0, 2)   # Q^T u, (m, r, nr)
+        x = V @ sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr)
         if n_perp:
-            x = x + (uq - xp.einsum("kar,ja->kjr", c, V)) / eps
+            x = x + (uq - V @ c) / eps
         return x.reshape(m * q, nr)
 
     return SymFactor("range", solve, counts, rcond)

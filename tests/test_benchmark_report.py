@@ -150,3 +150,26 @@ def test_report_of_a_real_quick_run(tmp_path):
     assert "same-run dgemm: not measured" in md
     row = target_row(md, "backward error of riccati", "width 8 batch 8")
     assert "| MET | max " in row or "| MISSED | max " in row
+
+
+def test_speed_targets_are_judged_against_the_same_run():
+    """The speed section: the factorization's rate against dgemm at n = 256 (40%), setup
+    + solve against the base checkout (5x), the exact step against Adam (30x); each side of
+    each threshold is marked as such."""
+    n = 256
+    gemm = 2 * n ** 3 / 50e9                       # 50 GFLOP/s
+    records = [dict(suite="cpu", series="dgemm", n=n, flops=2 * n ** 3, median=gemm,
+                    min=gemm),
+               dict(suite="speed", series="factor-rate", L=64, width=16, batch=16,
+                    flops=1e9, median=1e9 / 21e9),                    # 42%
+               dict(suite="speed", series="factor-rate", L=64, width=32, batch=8,
+                    flops=1e9, median=1e9 / 19e9),                    # 38%
+               dict(suite="speed", series="versus-base", L=64, width=16, batch=16,
+                    median_here=0.1, median_base=0.6, speedup=6.0),
+               dict(suite="speed", series="versus-base", L=64, width=8, batch=16,
+                    median_here=0.1, median_base=0.2, speedup=2.0),
+               dict(suite="speed", series="exact-step", step="adam", median=1e-3),
+               dict(suite="speed", series="exact-step", step="ggn", median=29e-3),
+               dict(suite="speed", series="exact-step", step="hessian", median=31e-3)]
+    states = [state for _, state, _ in report.speed_targets(records)]
+    assert states == ["MET", "MISSED", "MET", "MISSED", "MET", "MISSED"]

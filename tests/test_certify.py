@@ -111,7 +111,7 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
     case = next(c for c in GRID if c.depth >= 4)
     curv = _curvature(case)
     solve = curvature_module._SOLVERS["riccati"]
-    banded = curvature_module._SOLVERS["banded"]
+    banded = curvature_module._SOLVERS[curvature_module.BANDED]
     garbage = lambda fac, gs: [np.ones_like(x) for x in gs]
     monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], garbage))
     b = RNG.standard_normal(curv.n_params)
@@ -119,7 +119,7 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
     assert info.path[0][-1] in ("banded", "refine") and "banded" in info.path[0]
     assert info.backward_error[0] <= info.bound
 
-    monkeypatch.setitem(curvature_module._SOLVERS, "banded", (banded[0], garbage))
+    monkeypatch.setitem(curvature_module._SOLVERS, curvature_module.BANDED, (banded[0], garbage))
     curv = _curvature(case)
     with pytest.raises(UncertifiedSolveError) as err:
         curv.solve(b, 0.5)
@@ -183,3 +183,14 @@ def test_an_inaccurate_sweep_is_not_trusted_and_the_dense_count_or_error_takes_o
     monkeypatch.setattr(curvature_module, "DENSE_INERTIA_MAX", 0)
     with pytest.raises(curvature_module.UncertifiedInertiaError, match="cannot be certified"):
         _curvature(case).inertia(-sigma)
+
+
+def test_the_free_norm_bound_is_a_principal_submatrix_of_h():
+    case = next(c for c in GRID if c.depth >= 3 and c.batch >= 3)
+    curv = _curvature(case)
+    H = dense_curvature(case, "hessian")
+    last = curv.net.split(np.arange(curv.n_params, dtype=float))[-1].astype(int).ravel()
+    for shift in (0.0, 0.7, -3.0):
+        expected = np.abs(np.diag(H)[last] + shift).max()
+        assert curv._probe_norm(shift) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert curv._probe_norm(shift) <= np.linalg.norm(H + shift * np.eye(len(H)), 2)

@@ -31,6 +31,11 @@ def rows(out):
         return [{k: v for k, v in r.items() if k != "wall"} for r in csv.DictReader(f)]
 
 
+def lines(path):
+    """The lines written to a file so far (0 before it exists)."""
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
 def test_sigkill_at_random_moments_loses_no_row(tmp_path):
     whole = subprocess.run(command(tmp_path / "whole"), env=environment(), cwd=tmp_path,
                            capture_output=True, text=True, timeout=120)
@@ -40,14 +45,22 @@ def test_sigkill_at_random_moments_loses_no_row(tmp_path):
     out, kills, during_training = tmp_path / "killed", 0, 0
     metrics = out / "train" / "adam" / "metrics.csv"
     for _ in range(KILLS):
+        # Kill after a random amount of progress (1 to 40 more rows, at most 400 of the
+        # 600 steps in all), not after a time: the machine's load must not decide whether
+        # the run is still alive. A random few milliseconds more lands the kill anywhere
+        # in a step or in the save that follows it.
+        start = lines(metrics)
+        target = start + int(rng.integers(1, 41))
         proc = subprocess.Popen(command(out, "--resume"), env=environment(), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Start-up takes under a second, the 600 steps a few seconds in all.
-        time.sleep(rng.uniform(0.7, 1.5))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and lines(metrics) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.02))
         if proc.poll() is None:
-            during_training += metrics.exists()
             proc.send_signal(signal.SIGKILL)
             kills += 1
+            during_training += lines(metrics) > start
         proc.wait()
     assert kills == KILLS and during_training >= KILLS // 2
     last = subprocess.run(command(out, "--resume"), env=environment(), cwd=tmp_path,

@@ -6,8 +6,7 @@ import pytest
 
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer
-from tallskinny_np.riccati import riccati_factor, riccati_solve
-from tallskinny_np.wide import WIDE
+from tallskinny_np.riccati import _use_structured, riccati_factor, riccati_solve
 
 U64 = np.finfo(np.float64).eps
 
@@ -21,8 +20,8 @@ def _wide_problem(seed, kind, bias, activation="tanh", sizes=(300, 6, 6, 6, 50),
     return net, Curvature(net, params, X, y, kind=kind)
 
 
-def _raw_solve(net, curv, b, eps, wide):
-    fac = riccati_factor(curv.blocks, eps, wide=wide)
+def _raw_solve(net, curv, b, eps, structured):
+    fac = riccati_factor(curv.blocks, eps, structured=structured)
     return net.join(riccati_solve(fac, net.split(b)))
 
 
@@ -34,19 +33,20 @@ CASES = [(kind, bias, "tanh" if bias else "softplus", eps)
 @pytest.mark.parametrize("kind,bias,activation,eps", CASES)
 def test_structured_end_stages_match_dense(kind, bias, activation, eps):
     net, curv = _wide_problem(11, kind, bias, activation)
-    p1, pL = net.layer_params[0], net.layer_params[-1]
-    assert p1 > WIDE and pL < WIDE          # the default path: range stage 1, dense loss stage
+    layers = curv.blocks.layers
+    # by flop count: the range stage at layer 1 (batch 5 < 301 inputs) and Woodbury
+    assert _use_structured(layers[0], None) and _use_structured(layers[-1], None)
     n = net.n_params
     M = curv.hvp(np.eye(n)) + eps * np.eye(n)
     b = np.random.default_rng(12).standard_normal((n, 2))
     x_ref = np.linalg.solve(M, b)
     w = np.linalg.eigvalsh(M)
     norm2, cond = np.abs(w).max(), np.abs(w).max() / np.abs(w).min()
-    for wide in (WIDE, 0):                   # wide=0: the Woodbury loss stage too
-        x = _raw_solve(net, curv, b, eps, wide)
+    for structured in (None, False):         # False: the dense end stages
+        x = _raw_solve(net, curv, b, eps, structured)
         err = np.linalg.norm(x - x_ref) / np.linalg.norm(x_ref)
-        assert err <= 100 * cond * U64, f"wide={wide}: error {err:.2e}, cond {cond:.2e}"
-        assert (riccati_factor(curv.blocks, eps, inertia=True, wide=wide).inertia
+        assert err <= 100 * cond * U64, f"{structured=}: error {err:.2e}, cond {cond:.2e}"
+        assert (riccati_factor(curv.blocks, eps, inertia=True, structured=structured).inertia
                 == (int((w < 0).sum()), 0, int((w > 0).sum())))
     x = curv.solve(b, eps)
     berr = lambda z: (np.linalg.norm(M @ z - b)
@@ -76,3 +76,25 @@ def test_imagenet_shape_solve(kind):
     assert n_neg + n_zero + n_pos == net.n_params
     if kind == "ggn":
         assert (n_neg, n_zero) == (0, 0)
+
+
+@pytest.mark.parametrize("strategy", [None, "eigh"])
+@pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
+def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
+    """Batch 3 below the fan-in 13: every layer but the loss layer factors through its
+    range stage (``structured=True``), with the dense solve's solution and inertia; also
+    with the factorization of the GPU path ("eigh")."""
+    net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
+    n = net.n_params
+    M = curv.hvp(np.eye(n)) + eps * np.eye(n)
+    b = np.random.default_rng(8).standard_normal((n, 2))
+    x_ref = np.linalg.solve(M, b)
+    w = np.linalg.eigvalsh(M)
+    cond = np.abs(w).max() / np.abs(w).min()
+    fac = riccati_factor(curv.blocks, eps, structured=True, strategy=strategy)
+    assert all(st.factor.strategy == "range" for st in fac.stages[:-1])
+    x = net.join(riccati_solve(fac, net.split(b)))
+    assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)
+    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True,
+                           strategy=strategy).inertia
+            == (int((w < 0).sum()), 0, int((w > 0).sum())))

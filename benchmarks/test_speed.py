@@ -1,0 +1,136 @@
+"""Speed against the hardware and against alternatives, each as a ratio measured in one run:
+
+- ``factor-rate``: :func:`tallskinny_np.riccati.riccati_factor` (damping 0.1, Hessian) at
+  L = 64 and (width, batch) = (16, 16), (32, 8); its useful flops
+  (:func:`benchmarks.flops.riccati_factor_flops`) per second against the single-thread
+  dgemm at n = 256 of ``test_machine.py`` (same run; the report divides the two);
+- ``versus-base``: ``Curvature(...)`` plus ``solve(grad, 0.1)`` (the default, refined
+  solve) at L = 64 and (width, batch) = (16, 16), (8, 16), here and in another checkout of
+  the package (``--bench-base PATH``), both timed in subprocesses by one script, twice
+  each in alternation; skipped without the option;
+- ``exact-step``: the exact second-order step of the default memorisation problem (the
+  embedded digits, 32 samples, depth 16, width 8, tanh, bias): ``Curvature(..., kind)`` plus
+  ``solve(grad, 0.1)``, for the GGN and the Hessian, against one Adam step (forward,
+  backward, update) on the same batch.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tallskinny_np import MLP, Curvature
+from tallskinny_np.backend import sweep_threads
+from tallskinny_np.optim import Adam, loss_and_gradient
+from tallskinny_np.riccati import riccati_factor
+
+from . import flops
+from .harness import DAMPING, make_net, measure, problem
+
+SPEED_DEPTH = 64
+
+# One timing protocol for this checkout and the base one: the same script, run in a
+# subprocess with the checkout first on the path; it prints the sorted round times.
+ROUND_SCRIPT = """
+import json, sys, time
+import numpy as np
+from tallskinny_np import MLP, Curvature
+L, width, batch, rounds = (int(a) for a in sys.argv[1:5])
+net = MLP([width] * L + [10], activation="tanh", bias=False)
+params = net.init_params(seed=0, gain=1.0)
+rng = np.random.default_rng(0)
+X = rng.standard_normal((batch, width))
+y = rng.integers(0, 10, batch)
+curv = Curvature(net, params, X, y)
+curv.solve(curv.grad, 0.1)                        # warm up: imports, compiled kernels
+times = []
+for _ in range(rounds):
+    t0 = time.perf_counter()
+    curv = Curvature(net, params, X, y)
+    curv.solve(curv.grad, 0.1)
+    times.append(time.perf_counter() - t0)
+print(json.dumps(sorted(times)))
+"""
+
+
+@pytest.mark.parametrize("point", [(16, 16), (32, 8)], ids=["w16-B16", "w32-B8"])
+def test_factor_rate(benchmark, settings, point):
+    prob = problem(SPEED_DEPTH, *point)
+    lys = flops.layers(prob.net, point[1])
+    benchmark.group = "speed: riccati factor"
+    benchmark.extra_info.update(prob.info, suite="speed", series="factor-rate",
+                                flops=flops.riccati_factor_flops(lys))
+
+    def factor():
+        with sweep_threads():
+            return riccati_factor(prob.curv.blocks, DAMPING)
+
+    measure(benchmark, factor, settings, trace_memory=False)
+
+
+def _rounds(path, point, rounds):
+    """The sorted round times of :data:`ROUND_SCRIPT` with ``path`` first on the path."""
+    env = dict(os.environ, PYTHONPATH=str(path))
+    out = subprocess.run([sys.executable, "-c", ROUND_SCRIPT, str(SPEED_DEPTH), *map(str, point),
+                          str(rounds)], env=env, check=True, capture_output=True, text=True,
+                         cwd=path)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("point", [(16, 16), (8, 16)], ids=["w16-B16", "w8-B16"])
+def test_versus_base(benchmark, settings, pytestconfig, point):
+    base = pytestconfig.getoption("--bench-base")
+    if base is None:
+        pytest.skip("no --bench-base checkout to compare with")
+    here = Path(__file__).resolve().parents[1]
+    # alternate the two checkouts, so that a change in the machine's load hits both
+    times, base_times = [], []
+    for _ in range(2):
+        times += _rounds(here, point, settings.max_rounds)
+        base_times += _rounds(Path(base).resolve(), point, settings.max_rounds)
+    benchmark.group = "speed: setup + solve versus base"
+    net = make_net(SPEED_DEPTH, point[0])
+    benchmark.extra_info.update(suite="speed", series="versus-base", L=SPEED_DEPTH,
+                                width=point[0], batch=point[1], n_params=net.n_params,
+                                base=str(base), median_here=float(np.median(times)),
+                                median_base=float(np.median(base_times)),
+                                speedup=float(np.median(base_times) / np.median(times)))
+    # pytest-benchmark's own statistics: one more in-process timing of this checkout
+    prob = problem(SPEED_DEPTH, *point)
+    measure(benchmark, lambda: Curvature(prob.net, prob.params, prob.X, prob.y).solve(
+        prob.b, DAMPING), settings, trace_memory=False)
+
+
+def memorisation_problem():
+    """The default memorisation problem of ``tallskinny-train``: the first 32 embedded
+    digits, standardized by the statistics of all of them, and the depth-16, width-8 tanh
+    MLP with bias at ``init_params(seed=0)``."""
+    from tallskinny_np.training.datasets import load_digits
+    images, labels = load_digits()
+    X = images.reshape(len(images), -1).astype(np.float64)
+    X = (X - X.mean(axis=0)) / (X.std(axis=0) + 1e-8)
+    net = MLP([64] + [8] * 15 + [10], activation="tanh", bias=True)
+    return net, net.init_params(seed=0), X[:32], labels[:32]
+
+
+@pytest.mark.parametrize("step", ["adam", "ggn", "hessian"])
+def test_exact_step(benchmark, settings, step):
+    net, params, X, y = memorisation_problem()
+    benchmark.group = "speed: one step of the memorisation problem"
+    benchmark.extra_info.update(suite="speed", series="exact-step", step=step,
+                                n_params=net.n_params, batch=len(y), L=net.n_layers, width=8)
+    if step == "adam":
+        adam = Adam(lr=0.01)
+
+        def one_step():
+            _, g, _ = loss_and_gradient(net, params, X, y)
+            return adam.step(params, g)
+    else:
+        def one_step():
+            curv = Curvature(net, params, X, y, kind=step)
+            return curv.solve(curv.grad, DAMPING)
+
+    measure(benchmark, one_step, settings, trace_memory=False)

@@ -1,0 +1,195 @@
+"""One hidden layer of the Riccati sweep, compiled (docs/math.md section 4.6, "Stage-wise
+(Riccati) elimination").
+
+For a hidden layer with compact blocks Dx ``(B, m, q)``, Dz ``(B, m, n)``, A ``(m, q, q)``,
+S ``(B, n, n)``, C ``(m, q, B, n)`` (:mod:`tallskinny_np.blocks`) and the symmetric
+``P = P_l`` (``a x a``, ``a = B m``, samples outermost), :func:`factor_stage` forms::
+
+    Qxx = A + eps I + Dx^T P Dx      (lower triangle)
+    Qxy = C + Dx^T P Dz,  Qyy = S + Dz^T P Dz
+
+factors ``Qxx = G S G^T`` (:mod:`tallskinny_np.pivot`), and returns ``Wt = (G^{-1} Qxy)^T``
+and ``P_{l-1} = Qyy - W^T S W`` (two ``syrk``, one triangle, then mirrored). The gain
+``K_l = -Qxx^{-1} Qxy = -G^{-T} S W`` is never formed: the substitutions apply it through
+W, which costs ``p^2 r`` per right-hand side instead of ``p^2 a`` once.
+
+Every product is a BLAS call on the stored arrays, with no copy: Dx is nonzero only where a
+row's output unit equals the column's, Dz only on sample-diagonal blocks, so each congruence
+is a short loop of ``gemm`` on strided submatrices (the leading dimension steps over the
+other units or samples). The transposed intermediates ``Dx^T P`` and ``Dz^T P`` are formed
+directly (P is symmetric), so that the second factor is again applied from the right.
+
+Flops per hidden layer (p = m q, a = B m, a' = B n): ``2 B a p`` (``Dx^T P``),
+``B p^2`` (Qxx, one triangle), ``2 m a a'`` (``Dz^T P``), ``2 B a' p`` (Qxy),
+``m a'^2`` (Qyy, one triangle), ``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2``
+(P_{l-1}, one triangle). Matrices are column-major (F-order); float64 only.
+
+The substitutions, per right-hand side block (r columns, rows as in
+:func:`tallskinny_np.pivot.half_solve`): backward ``u = S G^{-1} (-g + Dx^T p_l)``,
+``p_{l-1} = Dz^T p_l - W^T u``; forward ``x_l = -G^{-T} (S W y_{l-1} + u)``,
+``y_l = Dx x_l + Dz y_{l-1}``.
+"""
+import numpy as np
+from numba import njit
+
+from . import lapack, pivot
+
+
+@njit(cache=True, error_model="numpy")
+def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
+    """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
+    full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev)``:
+    ``factor`` the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix
+    first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full)."""
+    B, m, q = Dx.shape
+    n = Dz.shape[2]
+    p, a, a1 = m * q, B * m, B * n
+    Qxx = _pivot_block(Dx, A, P, eps)
+    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
+    ZT = np.empty((a, a1)).T
+    for t in range(B):
+        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
+                    0.0, ZT, t * n, a1)
+    # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
+    Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
+    for j in range(m):
+        lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
+                    0.0 if C is None else 1.0, Wt, j * q * a1, a1)
+    Pn = np.zeros((a1, a1)).T
+    if S is not None:
+        for t in range(B):
+            Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] = S[t]
+    for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
+        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
+                    Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
+    kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
+    pivot.half_solve(kind, Qxx, perm, cs, sn, lam, order, Wt)
+    lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
+    lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
+    _mirror_lower(Pn)
+    factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
+    return factor, Wt, Pn
+
+
+@njit(cache=True, error_model="numpy")
+def _mirror_lower(X, tile=32):
+    """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
+    column of the lower triangle is a row of the upper one, far apart in memory)."""
+    n = X.shape[0]
+    for j0 in range(0, n, tile):
+        for i0 in range(j0, n, tile):
+            for j in range(j0, min(j0 + tile, n)):
+                for i in range(max(i0, j + 1), min(i0 + tile, n)):
+                    X[j, i] = X[i, j]
+
+
+@njit(cache=True, error_model="numpy")
+def first_stage(Dx, A, P, eps, positive_definite):
+    """Factor of layer 1's ``Qxx = A + eps I + Dx^T P Dx`` (no Qxy: ``y_0 = 0``), with A
+    compact ``(m, q, q)`` or None; the factor tuple of :func:`factor_stage`."""
+    Qxx = _pivot_block(Dx, A, P, eps)
+    kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
+    return (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
+
+
+@njit(cache=True, error_model="numpy")
+def _pivot_block(Dx, A, P, eps):
+    """The lower triangle of ``Qxx = A + eps I + Dx^T P Dx`` (F-order)."""
+    B, m, q = Dx.shape
+    p, a = m * q, B * m
+    # Y^T = Dx^T P (p x a): block row j is Dx_j^T P[(t, j), :] over the samples t
+    YT = np.empty((a, p)).T
+    for j in range(m):
+        lapack.gemm(lapack.N, lapack.T, q, a, B, 1.0, Dx, j * q, m * q, P, j * a, m * a,
+                    0.0, YT, j * q, p)
+    Qxx = np.zeros((p, p)).T
+    if A is not None:
+        for k in range(m):
+            Qxx[k * q:(k + 1) * q, k * q:(k + 1) * q] = A[k]
+    for i in range(p):
+        Qxx[i, i] += eps
+    for i in range(m):                       # columns of unit i, rows from i on
+        lapack.gemm(lapack.N, lapack.T, p - i * q, q, B, 1.0, YT, i * p + i * q, m * p,
+                    Dx, i * q, m * q, 1.0, Qxx, i * q * (p + 1), p)
+    return Qxx
+
+
+@njit(cache=True, error_model="numpy")
+def backward(factor, Wt, Dx, Dz, g, pv):
+    """The backward substitution of one hidden layer: from ``g`` (``x_l``'s right-hand
+    sides, ``(m, q, r)``) and ``p_l`` (``(B, m, r)``, or None for ``p_L = 0``) the row block
+    ``u = S G^{-1} qx`` (F-order ``r x p``) and ``p_{l-1}`` ``(B, n, r)`` (None when Dz is
+    None)."""
+    Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
+    B, m, q = Dx.shape
+    r = g.shape[2]
+    u = np.empty((m * q, r)).T
+    for k in range(m):
+        for j in range(q):
+            for c in range(r):
+                u[c, k * q + j] = -g[k, j, c]
+    if pv is not None:
+        for s in range(B):
+            for k in range(m):
+                for j in range(q):
+                    d = Dx[s, k, j]
+                    for c in range(r):
+                        u[c, k * q + j] += d * pv[s, k, c]
+    pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, u)
+    u[:, n_pos:] *= -1.0
+    if Dz is None:
+        return u, None
+    n = Dz.shape[2]
+    out = np.zeros((B * n, r))       # its C-order storage is the F-order one of the rows
+    if pv is not None:
+        for s in range(B):
+            for k in range(m):
+                for i in range(n):
+                    d = Dz[s, k, i]
+                    for c in range(r):
+                        out[s * n + i, c] += d * pv[s, k, c]
+    # p_{l-1} -= W^T u: as rows, out^T -= u Wt^T; out's C-order storage is out^T's F-order
+    lapack.gemm(lapack.N, lapack.T, r, B * n, m * q, -1.0, u, 0, r, Wt, 0, B * n, 1.0, out, 0, r)
+    return u, out.reshape(B, n, r)
+
+
+@njit(cache=True, error_model="numpy")
+def forward(factor, Wt, Dx, Dz, u, y):
+    """The forward substitution of one hidden layer: ``x_l`` ``(m, q, r)`` from the row
+    block u of :func:`backward` and ``y_{l-1}`` ``(B, n, r)`` (None for ``y_0 = 0``), and
+    ``y_l = Dx x_l + Dz y_{l-1}`` ``(B, m, r)``."""
+    Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
+    B, m, q = Dx.shape
+    r = u.shape[0]
+    z = np.empty((u.shape[1], r)).T        # F-order, like u
+    z[:, :] = u
+    if y is not None:                         # z = S W y + u, as rows: y^T Wt S + u
+        n = Dz.shape[2]
+        zy = np.empty((m * q, r)).T
+        yc = np.ascontiguousarray(y)
+        lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0,
+                    zy, 0, r)
+        zy[:, n_pos:] *= -1.0
+        z += zy
+    pivot.half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, z)
+    x = np.empty((m, q, r))
+    for k in range(m):
+        for j in range(q):
+            for c in range(r):
+                x[k, j, c] = -z[c, k * q + j]
+    yn = np.zeros((B, m, r))
+    for s in range(B):
+        for k in range(m):
+            for j in range(q):
+                d = Dx[s, k, j]
+                for c in range(r):
+                    yn[s, k, c] += d * x[k, j, c]
+    if y is not None:
+        n = Dz.shape[2]
+        for s in range(B):
+            for k in range(m):
+                for i in range(n):
+                    d = Dz[s, k, i]
+                    for c in range(r):
+                        yn[s, k, c] += d * y[s, i, c]
+    return x, yn

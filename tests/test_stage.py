@@ -1,0 +1,71 @@
+"""The compiled hidden-layer Riccati stage and its substitutions against the dense
+formulas of the stage-wise elimination, on the blocks of a small network."""
+import numpy as np
+import pytest
+
+from tallskinny_np import MLP, Curvature, pivot, stage
+from tallskinny_np.blocks import to_dense
+
+
+def _layer(kind, bias, B=5, width=4):
+    net = MLP([3, width, width, width, 3], activation="tanh", bias=bias)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((B, 3))
+    y = rng.integers(0, 3, B)
+    curv = Curvature(net, net.init_params(seed=1), X, y, kind=kind)
+    blk = curv.blocks.layers[2]
+    a = blk.Dx.shape[0] * blk.Dx.shape[1]
+    M = rng.standard_normal((a, a))
+    return blk, to_dense(blk), M @ M.T / a - 0.3 * np.eye(a)
+
+
+def _none_if_absent(x):
+    return None if x is None else np.ascontiguousarray(x)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_factor_stage_matches_dense(kind, bias):
+    blk, D, P = _layer(kind, bias)
+    eps = 0.1
+    Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
+    Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
+    Qyy = (0 if D.S is None else D.S) + D.Dz.T @ P @ D.Dz
+    fac, Wt, Pn = stage.factor_stage(
+        blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C), np.asfortranarray(P), eps,
+        False)
+    K = -np.linalg.solve(Qxx, Qxy)
+    P_ref = Qyy + Qxy.T @ K
+    assert np.abs(Pn - P_ref).max() <= 1e-10 * np.abs(P_ref).max()
+    assert np.array_equal(Pn, Pn.T)
+    w = np.linalg.eigvalsh(Qxx)
+    assert pivot.inertia(fac[1], fac[5], fac[8]) == (int((w < 0).sum()), 0, int((w > 0).sum()))
+    assert fac[8] == pytest.approx(np.abs(Qxx).sum(0).max())
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_substitutions_match_dense(kind):
+    """backward then forward give ``x = K y + k`` with ``k = -Qxx^{-1} qx``, and
+    ``p_{l-1} = Dz^T p + Qxy^T k``."""
+    blk, D, P = _layer(kind, True)
+    eps = 0.1
+    Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
+    Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
+    fac, Wt, _ = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+                                       np.asfortranarray(P), eps, False)
+    rng = np.random.default_rng(3)
+    B, m, q = blk.Dx.shape
+    n, r = blk.Dz.shape[2], 2
+    g = rng.standard_normal((m, q, r))
+    pv = rng.standard_normal((B, m, r))
+    y_prev = rng.standard_normal((B, n, r))
+    u, p_prev = stage.backward(fac, Wt, blk.Dx, blk.Dz, g, pv)
+    qx = -g.reshape(m * q, r) + D.Dx.T @ pv.reshape(-1, r)
+    k = -np.linalg.solve(Qxx, qx)
+    ref = D.Dz.T @ pv.reshape(-1, r) + Qxy.T @ k
+    assert np.abs(p_prev.reshape(-1, r) - ref).max() <= 1e-10 * np.abs(ref).max()
+    x, y = stage.forward(fac, Wt, blk.Dx, blk.Dz, u, y_prev)
+    x_ref = -np.linalg.solve(Qxx, Qxy) @ y_prev.reshape(-1, r) + k
+    assert np.abs(x.reshape(-1, r) - x_ref).max() <= 1e-10 * np.abs(x_ref).max()
+    y_ref = D.Dx @ x_ref + D.Dz @ y_prev.reshape(-1, r)
+    assert np.abs(y.reshape(-1, r) - y_ref).max() <= 1e-10 * np.abs(y_ref).max()

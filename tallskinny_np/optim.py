@@ -19,6 +19,17 @@ finite). Second-order optimizers take any curvature-like object with ``solve(b, 
   Moré-Sorensen iterations on lam (:func:`trust_region_subproblem`), with the inertia of
   ``H + lam I`` (docs/math.md section 4.7, eq. (4.18)) deciding positive
   definiteness, and the radius adapted from rho.
+
+For indefinite H (docs/math.md section 8), with the rule and trials of DampedNewton:
+
+- :class:`HessianFree`: the damped system solved by truncated CG on the exact products
+  (Martens 2010), the peer of the exact solves (section 8.1).
+- :class:`SaddleFreeNewton`: ``s = -(|H| + lam I)^{-1} g``, the negative eigenpairs by
+  shift-invert Lanczos on the certified solves (section 8.2).
+- :class:`ModifiedNewton`: one modified Riccati sweep, each pivot made positive
+  definite, solves with ``H + lam I + E`` (section 8.3).
+- :class:`GaussNewtonToNewton`: Gauss-Newton steps, then Newton steps below a loss
+  (section 8.4).
 """
 import math
 
@@ -753,9 +764,9 @@ def truncated_cg(apply, b, x0=None, max_iter=CG_MAX_ITER, progress=CG_PROGRESS, 
 
 
 class HessianFree(DampedNewton):
-    """Hessian-free optimization (Martens 2010): the step ``s`` minimises the damped
-    quadratic ``g^T s + 1/2 s^T (G + lam I) s`` (``kind="ggn"``) or with H
-    (``kind="hessian"``) by :func:`truncated_cg` on the exact O(L) products, warm-started
+    """Hessian-free optimization (Martens 2010; docs/math.md section 8.1): the step ``s``
+    minimises the damped quadratic ``g^T s + 1/2 s^T (G + lam I) s`` (``kind="ggn"``) or
+    with H (``kind="hessian"``) by :func:`truncated_cg` on the exact O(L) products, warm-started
     from ``decay`` times the previous step's CG solution; lam follows the
     Levenberg-Marquardt rule of :class:`DampedNewton` and rejected steps are retried the
     same way, so that the truncated CG solve is the only difference from the exact one.

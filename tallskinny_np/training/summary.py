@@ -21,9 +21,9 @@ def column(rows, key):
 
 def targets(task, target_loss):
     """The loss thresholds of the time-to-target table, and the loss they apply to: the
-    batch loss's decades down to ``target_loss`` (precision), 1, 0.3 and 0.1 (memorise,
-    which stops at 100% accuracy), or the full training split's loss 1, 0.5 and 0.25 (train, at the
-    evaluations)."""
+    batch loss's decades from 1 down to ``target_loss`` (precision), 1, 0.3 and 0.1
+    (memorise, which stops at 100% accuracy), or the full training split's loss 1, 0.5
+    and 0.25 (train, at the evaluations)."""
     if task == "train":
         return "train_loss", (1.0, 0.5, 0.25)
     if task == "memorise":

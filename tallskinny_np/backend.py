@@ -51,9 +51,7 @@ def backend_module(backend):
 SWEEP_BLAS_THREADS = 1
 """BLAS threads inside the solver sweeps (None: leave BLAS's own setting). The sweeps make
 many calls on blocks of a few hundred rows, where OpenBLAS's threading costs more than it
-gives: on this project's 2-core machine the Riccati factorization at width 16, batch 16,
-L = 64 took 0.25 s with one thread and 1.20 s with two, and 8.7 s against 14.3 s at width
-32, batch 32, although one 1024-square dgemm runs twice as fast on two threads."""
+gives, although one large dgemm runs faster on more threads (benchmarks/README.md)."""
 
 _controller = None
 

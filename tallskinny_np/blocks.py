@@ -161,9 +161,9 @@ def gradient(net, lin):
 
 def second_derivative_blocks(xp, Zt, W, R, bS1, use_numba=None):
     """``(A, S, C)`` of a stack of hidden layers 2..L-1. By the numba kernels of
-    :mod:`tallskinny_np.kernels` (5 to 8 times faster than the einsums at widths 8 and 16,
-    twice as fast at 32, measured on a 2-core machine), on other array modules (and with
-    ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
+    :mod:`tallskinny_np.kernels` (loops that write each output once, faster than the
+    einsums at these small widths), on other array modules (and with ``use_numba=False``,
+    so the GPU path is tested on the CPU) by einsum."""
     if use_numba is None:
         use_numba = xp is np
     if use_numba:

@@ -8,28 +8,27 @@ trailing axis r of right-hand sides: ``x_l`` is ``(n_l, q_l, r)``, an activation
 :mod:`tallskinny_np.blocks`, so nothing of size (total params)^2 or (total activations)^2,
 and no structural zero, is ever formed.
 """
-from .backend import array_module
 from .blocks import FirstLayer, HiddenLayer, LossLayer
 
 
 def Dx_mv(blk, x):
     """``Dx_l x_l`` for a hidden layer: ``y[s,i] = sum_j Dx[s,i,j] x[i,j]``."""
-    return array_module(x).einsum("sij,ijr->sir", blk.Dx, x)
+    return (blk.Dx.transpose(1, 0, 2) @ x).transpose(1, 0, 2)
 
 
 def DxT_mv(blk, z):
     """``Dx_l^T z_l`` for a hidden layer: ``x[i,j] = sum_s Dx[s,i,j] z[s,i]``."""
-    return array_module(z).einsum("sij,sir->ijr", blk.Dx, z)
+    return blk.Dx.transpose(1, 2, 0) @ z.transpose(1, 0, 2)
 
 
 def Dz_mv(blk, y):
     """``Dz_l y_{l-1}``, block-diagonal over samples."""
-    return array_module(y).einsum("sij,sjr->sir", blk.Dz, y)
+    return blk.Dz @ y
 
 
 def DzT_mv(blk, z):
     """``Dz_l^T z_l``, block-diagonal over samples."""
-    return array_module(z).einsum("sij,sir->sjr", blk.Dz, z)
+    return blk.Dz.transpose(0, 2, 1) @ z
 
 
 def A_mv(blk, x):
@@ -38,35 +37,36 @@ def A_mv(blk, x):
     ``v_s = x zt_s`` (O(B c q)). Applying ``Lambda_s`` before the second ``zt_s`` keeps the
     product finite where ``Lambda_s`` vanishes and ``|zt_s|^2`` overflows: the stored
     ``Dblk`` minus the rank-B term is then inf - inf."""
-    xp = array_module(x)
     A = blk.A
     match blk:
         case FirstLayer():
-            return xp.einsum("sj,skr->kjr", A.Zt,
-                             A.R[:, :, None] * xp.einsum("sj,kjr->skr", A.Zt, x))
+            v = A.Zt @ x                                    # v[k, s] = zt_s . x_k
+            return A.Zt.T @ (A.R.T[:, :, None] * v)
         case HiddenLayer():
-            return xp.einsum("kij,kjr->kir", A, x)
+            return A @ x
         case LossLayer():
             B = A.pi.shape[0]
-            v = xp.einsum("sj,kjr->skr", A.Zt, x)
-            pi = A.pi[:, :, None]
-            Lv = pi * (v - (pi * v).sum(axis=1, keepdims=True)) / B
-            return xp.einsum("sj,skr->kjr", A.Zt, Lv)
+            v = A.Zt @ x                                    # v[k, s] = zt_s . x_k
+            pi = A.pi.T[:, :, None]
+            Lv = pi * (v - (pi * v).sum(axis=0, keepdims=True)) / B
+            return A.Zt.T @ Lv
 
 
 def S_mv(blk, y):
     """``S_l y_{l-1}``, block-diagonal over samples."""
-    return array_module(y).einsum("sij,sjr->sir", blk.S, y)
+    return blk.S @ y
 
 
 def C_mv(blk, y):
     """``C_l y_{l-1}``: (p x a_{l-1}) times (a_{l-1} x r)."""
-    return array_module(y).einsum("kjsm,smr->kjr", blk.C, y)
+    p, r = blk.C.shape[0] * blk.C.shape[1], y.shape[-1]
+    return (blk.C.reshape(p, -1) @ y.reshape(-1, r)).reshape(blk.C.shape[:2] + (r,))
 
 
 def CT_mv(blk, x):
     """``C_l^T x_l``."""
-    return array_module(x).einsum("kjsm,kjr->smr", blk.C, x)
+    p, r = blk.C.shape[0] * blk.C.shape[1], x.shape[-1]
+    return (blk.C.reshape(p, -1).T @ x.reshape(p, r)).reshape(blk.C.shape[2:] + (r,))
 
 
 def hvp(blocks, xs):

@@ -32,6 +32,7 @@ REFINE_TARGET = 10     # refinement stops at a backward error of 10 eps
 GMRES_OUTER = 5        # GMRES-IR: corrections at most (each from one GMRES run)
 GMRES_RESTART = 30     # GMRES steps per correction
 GMRES_RTOL = 1e-10     # the inner GMRES's relative residual target
+OMEGA_MAX = 0.25       # a sweep's count is trusted when ||I - A F^{-1}|| estimates below this
 DENSE_INERTIA_MAX = 3000
 """The largest network (parameters) whose inertia falls back to dense eigenvalues when the
 sweeps cannot certify a count."""
@@ -775,8 +776,8 @@ class Curvature:
         xp = array_module(self.params)
         omega = factor_distance(lambda V: self._shifted_product(V, c),
                                 lambda V: self._substitute(fac, "riccati", V),
-                                self.n_params, xp, self.net.dtype)
-        if not omega < 0.25:
+                                self.n_params, xp, self.net.dtype, stop_above=OMEGA_MAX)
+        if not omega < OMEGA_MAX:
             return None
         self._factors["riccati"] = (c, fac)      # a solve at this shift reuses it
         return fac.inertia[0]

@@ -98,6 +98,46 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     sweep goes on with it, so that the factors are those of ``H + eps I + blockdiag(E_l)``
     (eq. (8.8)), with the blocks ``E_l`` in ``modification``. It runs the dense
     array-module stages, which form each pivot whole.
+
+    Parameters
+    ----------
+    blocks : tallskinny_np.blocks.Blocks
+        The derivative blocks (``Curvature.blocks``).
+    eps : float
+        The shift of ``H + eps I``.
+    inertia : bool
+        Count the inertia and go on past singular pivots instead of raising.
+    strategy : {None, "lapack", "eigh"}
+        The pivot factorization of the array-module stages.
+    structured : {None, True, False}
+        The structured end and range stages: by flop count, always, never.
+    modify : float or None
+        delta of the modified sweep.
+
+    Returns
+    -------
+    Riccati
+        The stages, for :func:`riccati_solve`, and with ``inertia=True`` the summed counts
+        ``(n_neg, n_zero, n_pos)`` (docs/math.md eq. (4.18)) and the first singular layer.
+
+    Raises
+    ------
+    SingularPivotError
+        Without ``inertia``, a pivot singular to working precision (naming the layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np import MLP, Curvature
+    >>> from tallskinny_np.riccati import riccati_factor, riccati_solve
+    >>> net = MLP([3, 4, 4, 2])
+    >>> rng = np.random.default_rng(0)
+    >>> curv = Curvature(net, net.init_params(), rng.standard_normal((5, 3)), [0, 1, 0, 1, 1])
+    >>> fac = riccati_factor(curv.blocks, 0.1, inertia=True)
+    >>> b = rng.standard_normal((net.n_params, 1))
+    >>> x = net.join(riccati_solve(fac, net.split(b)))
+    >>> bool(np.allclose(curv @ x + 0.1 * x, b)), sum(fac.inertia) == net.n_params
+    (True, True)
     """
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
@@ -231,9 +271,21 @@ def _sum(*terms):
 
 
 def riccati_solve(fac, gs):
-    """Solve with the factored sweep; ``gs`` holds per-layer right-hand sides
-    ``(n_l, q_l, r)`` (the layout of :meth:`tallskinny_np.model.MLP.split`), and the x
-    blocks are returned in the same form."""
+    """Solve with the factored sweep: the backward pass for ``k_l`` and ``p_{l-1}``, then
+    the forward pass ``x_l = K_l y_{l-1} + k_l`` (docs/math.md section 4.6).
+
+    Parameters
+    ----------
+    fac : Riccati
+        From :func:`riccati_factor`.
+    gs : list of arrays ``(n_l, q_l, r)``
+        Per-layer right-hand sides, the layout of :meth:`tallskinny_np.model.MLP.split`.
+
+    Returns
+    -------
+    list of arrays ``(n_l, q_l, r)``
+        The x blocks, in the same layout (example: :func:`riccati_factor`).
+    """
     layers = fac.layers
     L = len(layers)
     r = gs[0].shape[-1]

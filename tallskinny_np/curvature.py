@@ -609,7 +609,12 @@ class Curvature:
     def ritz_interval(self):
         """Ritz values ``(theta_min, theta_max)`` of H from 20 Lanczos steps (cached):
         ``lambda_min <= theta_min`` and ``theta_max <= lambda_max``, usually within a few
-        percent of them."""
+        percent of them (docs/math.md eq. (7.2)).
+
+        Returns
+        -------
+        (theta_min, theta_max) : tuple of float
+        """
         if self._interval is None:
             xp = array_module(self.params)
             self._interval = lanczos_interval(lambda v: self.hvp(v), self.n_params, xp,
@@ -875,6 +880,11 @@ class Curvature:
     def to_scipy(self):
         """H (or the GGN) as a symmetric ``scipy.sparse.linalg.LinearOperator`` (on CuPy
         arrays, ``cupyx.scipy.sparse.linalg``'s), for scipy's eigsh, minres, cg, ...
+
+        Returns
+        -------
+        SymmetricOperator
+            ``matvec``/``matmat`` are :meth:`hvp`; its adjoint ``.H`` is itself.
 
         Examples
         --------

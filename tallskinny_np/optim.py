@@ -682,11 +682,9 @@ class TrustRegion:
 
 
 CG_DECAY = 0.95        # CG starts from 0.95 times the previous step's solution (Martens 2010)
-CG_PROGRESS = 5e-4     # stop when the last k iterations improved phi by < k * 5e-4 of it
-CG_MAX_ITER = 250      # Martens's cap on CG iterations per step
 
 
-def truncated_cg(apply, b, x0=None, max_iter=CG_MAX_ITER, progress=CG_PROGRESS, rtol=1e-12):
+def truncated_cg(apply, b, x0=None, max_iter=250, progress=5e-4, rtol=1e-12):
     """Conjugate gradients on ``phi(x) = 1/2 x^T A x - b^T x``, truncated as in Martens
     (2010, section 4.4).
 
@@ -707,8 +705,10 @@ def truncated_cg(apply, b, x0=None, max_iter=CG_MAX_ITER, progress=CG_PROGRESS, 
     x0 : ndarray, shape (n,), optional
         The first iterate (default 0).
     max_iter : int, optional
+        Martens's cap on the iterations (default 250).
     progress : float, optional
-        Martens's epsilon (default 5e-4).
+        Martens's epsilon (default 5e-4): stop when the last k iterations improved phi by
+        less than ``k * progress`` of it.
     rtol : float, optional
         Relative residual at which to stop (default 1e-12).
 
@@ -809,7 +809,7 @@ class HessianFree(DampedNewton):
     (True, 2)
     """
 
-    def __init__(self, damping=1.0, kind="ggn", max_iter=CG_MAX_ITER, progress=CG_PROGRESS,
+    def __init__(self, damping=1.0, kind="ggn", max_iter=250, progress=5e-4,
                  decay=CG_DECAY, **rule):
         super().__init__(damping, kind, **rule)
         if max_iter < 1 or not progress >= 0 or not 0 <= decay <= 1:

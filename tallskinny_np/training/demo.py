@@ -35,10 +35,11 @@ def standardised_digits():
     return standardize(images, mean, std, np.float64), labels
 
 
-def best_time(fn, repeats, budget=TIME_BUDGET):
+def best_time(fn, repeats, budget=None):
     """The shortest wall-clock time of ``fn()`` in seconds, the number of runs and the
     last result: ``repeats`` runs, or fewer (at least one) once they add up to ``budget``
-    seconds."""
+    seconds (default :data:`TIME_BUDGET`)."""
+    budget = TIME_BUDGET if budget is None else budget
     times = []
     while len(times) < repeats and sum(times) < budget:
         t = time.perf_counter()

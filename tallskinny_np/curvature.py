@@ -595,7 +595,6 @@ class Curvature:
         lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
         if self._loss_diagonal is None:
             A = self.blocks.layers[-1].A
-            xp = array_module(A.Zt)
             var = A.pi * (1 - A.pi) / A.pi.shape[0]
             # var before either zt: zt^2 alone overflows where a saturated softmax is 0
             diagonal = ((var[:, :, None] * A.Zt[:, None, :]) * A.Zt[:, None, :]).sum(axis=0)

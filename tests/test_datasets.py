@@ -3,7 +3,6 @@ folders together, every malformed file refused with its name), class subsets,
 standardisation, seeded shuffling, splits and augmentation, the synthetic ImageNet-shaped
 data. Every file is made here, in ``tmp_path``, from small arrays whose downsampled values
 are known exactly. Image-file trees: test_folders.py."""
-import os
 import pickle
 
 import numpy as np

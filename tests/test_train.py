@@ -8,7 +8,6 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tallskinny_np.training import train
 from tallskinny_np.training.train import main

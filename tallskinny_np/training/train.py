@@ -56,7 +56,6 @@ competing for cores slow it down many times over.
 import argparse
 import csv
 import glob
-import json
 import math
 import os
 import sys

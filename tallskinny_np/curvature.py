@@ -396,17 +396,9 @@ class Curvature:
 
         bound = backward_error_bound(self.n_params, self.net.dtype)
         X = self._substitute(fac, "riccati", Bm)
-        R = Bm - apply_F(X)
+        X, R, _ = _refine(apply_F, lambda V: self._substitute(fac, "riccati", V), Bm, X,
+                          Bm - apply_F(X), refine, bound)
         eta = backward_errors(R, X, Bm)
-        for _ in range(refine):
-            if np.all(eta <= bound):
-                break
-            X_new = X + self._substitute(fac, "riccati", R)
-            R_new = Bm - apply_F(X_new)
-            eta_new = backward_errors(R_new, X_new, Bm)
-            if not np.all(eta_new < eta):
-                break
-            X, R, eta = X_new, R_new, eta_new
         if not np.all(eta <= bound):
             raise UncertifiedSolveError(eta, bound, "refine")
         e_norm = max((float(np.linalg.norm(to_numpy(e), 2)) for e in E if e is not None),
@@ -494,19 +486,12 @@ class Curvature:
         X = self._solve_columns(B, shift, method)
         if not bool(xp.all(xp.isfinite(X))):
             return None
-        R = B - self._shifted_product(X, shift)
         first = "banded" if method == BANDED else "factor"
-        # Refinement aims lower than the bound, at dense LU's level, while it halves the
-        # residual; the cheap residual bound suffices to stop it.
+        # Refinement aims lower than the bound, at dense LU's level.
         target = REFINE_TARGET * np.finfo(self.net.dtype).eps
-        refined = 0
-        while refined < refine and not np.all(backward_errors(R, X, B) <= target):
-            X_new = X + self._solve_columns(R, shift, method)
-            R_new = B - self._shifted_product(X_new, shift)
-            if not _norm(R_new) <= 0.5 * _norm(R):
-                break
-            X, R = X_new, R_new
-            refined += 1
+        X, R, refined = _refine(lambda V: self._shifted_product(V, shift),
+                                lambda V: self._solve_columns(V, shift, method), B, X,
+                                B - self._shifted_product(X, shift), refine, target)
         steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
         eta = self._backward_errors(R, X, B, shift, bound)
         # GMRES is a must above the bound; once the sharp bound was paid for (the residual
@@ -932,6 +917,23 @@ def _finite_real(value, name):
             or not np.isfinite(value)):
         raise ValueError(f"{name} must be a finite real number; got {value!r}")
     return float(value)
+
+
+def _refine(apply, solve, B, X, R, steps, target):
+    """Fixed-precision iterative refinement (docs/math.md eq. (6.2)) of ``A X = B`` with the
+    residual ``R``: ``X += solve(R)`` while it at least halves the residual, at most
+    ``steps`` times, stopping once the residual's bound on the backward error
+    (:func:`certify.backward_errors`) is at most ``target``. Returns ``(X, R, steps
+    taken)``."""
+    taken = 0
+    while taken < steps and not np.all(backward_errors(R, X, B) <= target):
+        X_new = X + solve(R)
+        R_new = B - apply(X_new)
+        if not _norm(R_new) <= 0.5 * _norm(R):
+            break
+        X, R = X_new, R_new
+        taken += 1
+    return X, R, taken
 
 
 def _norm(R):

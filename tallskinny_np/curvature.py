@@ -247,7 +247,7 @@ class Curvature:
         return self._factors[method][1]
 
     def solve(self, b, damping, method="riccati", refine=3, return_info=False,
-              uncertified="raise"):
+              uncertified="raise", fallback=True):
         """``(H + damping I)^{-1} b``, certified (docs/math.md sections 4 and 7).
 
         Parameters
@@ -269,11 +269,17 @@ class Curvature:
         return_info : bool
             Also return a :class:`SolveInfo` with each column's certified backward error
             and the steps that produced it.
-        uncertified : {"raise", "warn"}
+        uncertified : {"raise", "warn", "return"}
             What happens when no step certifies a column: raise
-            :class:`~tallskinny_np.errors.UncertifiedSolveError` (default), or issue an
+            :class:`~tallskinny_np.errors.UncertifiedSolveError` (default), issue an
             :class:`~tallskinny_np.errors.UncertifiedSolveWarning` and return the best
-            solution found, with its backward error in the info.
+            solution found, with its backward error in the info, or return it without a
+            warning (for callers that judge the answer themselves and read the info).
+        fallback : bool
+            Whether columns that the first factorization (with refinement and GMRES-IR)
+            leaves uncertified go on to the banded LU and the sweep past singular pivots
+            (default True). These cost far more than the first factorization and help only
+            where its elimination was unstable; False stops after it.
 
         Returns
         -------
@@ -322,13 +328,15 @@ class Curvature:
         method = self._check_method(method)
         if not isinstance(refine, numbers.Integral) or isinstance(refine, bool) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0; got {refine!r}")
-        if uncertified not in ("raise", "warn"):
-            raise ValueError(f"uncertified must be 'raise' or 'warn'; got {uncertified!r}")
+        if uncertified not in ("raise", "warn", "return"):
+            raise ValueError(f"uncertified must be 'raise', 'warn' or 'return'; got "
+                             f"{uncertified!r}")
         if isinstance(damping, (list, tuple)) or np.ndim(damping) != 0:
             raise ValueError("damping must be one number; use solve_dampings for several")
         damping = self._check_damping(damping)
         Bm, vector = self._columns(b, "b")
-        X, info = self._certified_solve(Bm, damping, method, refine, uncertified)
+        X, info = self._certified_solve(Bm, damping, method, refine, uncertified,
+                                        fallback=fallback)
         X = X[:, 0] if vector else X
         return (X, info) if return_info else X
 
@@ -430,21 +438,23 @@ class Curvature:
             raise ValueError("dampings is empty")
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
-    def _certified_solve(self, B, shift, method, refine, uncertified, check=True):
+    def _certified_solve(self, B, shift, method, refine, uncertified, check=True,
+                         fallback=True):
         """The chain of :meth:`solve` on the columns of B (n_params, k): each
-        factorization in turn on the columns that are not yet certified; ``check``
-        tests the result for singularity (:meth:`_check_singular`)."""
+        factorization in turn on the columns that are not yet certified (only the first
+        without ``fallback``); ``check`` tests the result for singularity
+        (:meth:`_check_singular`)."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
-        chain = [method] + ([BANDED] if xp is np else [])
+        chain = [method] + ([BANDED] if xp is np and fallback else [])
         singular = None
         for m in chain + [UNCHECKED]:
             todo = np.flatnonzero(~(eta <= bound))
-            if todo.size == 0 or (m == UNCHECKED and singular is None):
+            if todo.size == 0 or (m == UNCHECKED and (singular is None or not fallback)):
                 break
             # A poor factorization (past a singular pivot, or in float32) can overflow:
             # inf and nan are expected there, and the certificate judges them.
@@ -474,8 +484,9 @@ class Curvature:
             last = max(paths, key=len)[-1]
             if uncertified == "raise":
                 raise UncertifiedSolveError(eta, bound, last)
-            warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
-                          UncertifiedSolveWarning, stacklevel=3)
+            if uncertified == "warn":
+                warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
+                              UncertifiedSolveWarning, stacklevel=3)
         return X, info
 
     def _solve_with(self, method, B, shift, refine, bound):
@@ -491,7 +502,8 @@ class Curvature:
         target = REFINE_TARGET * np.finfo(self.net.dtype).eps
         X, R, refined = _refine(lambda V: self._shifted_product(V, shift),
                                 lambda V: self._solve_columns(V, shift, method), B, X,
-                                B - self._shifted_product(X, shift), refine, target)
+                                B - self._shifted_product(X, shift), refine, target,
+                                self._probe_norm(shift))
         steps = [[first] + ["refine"] * refined for _ in range(B.shape[1])]
         eta = self._backward_errors(R, X, B, shift, bound)
         # GMRES is a must above the bound; once the sharp bound was paid for (the residual
@@ -530,10 +542,10 @@ class Curvature:
         return x, eta
 
     def _backward_errors(self, R, X, B, shift, bound):
-        """Per-column bounds on the backward error (:func:`certify.backward_errors`); the
-        lower bound on ``||H + shift I||`` from the Lanczos interval is computed only when
-        the residual alone does not certify."""
-        eta = backward_errors(R, X, B)
+        """Per-column bounds on the backward error (:func:`certify.backward_errors`) with
+        the free lower bound of :meth:`_probe_norm` on ``||H + shift I||``; the sharper
+        one of the Lanczos interval is computed only when that does not certify."""
+        eta = backward_errors(R, X, B, self._probe_norm(shift))
         if np.all(eta <= bound):
             return eta
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
@@ -561,9 +573,7 @@ class Curvature:
             if cond * bound >= 1:
                 break
             z = z / float(column_norms(z)[0])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UncertifiedSolveWarning)
-                z, info = self._certified_solve(z, shift, method, 3, "warn", check=False)
+            z, info = self._certified_solve(z, shift, method, 3, "return", check=False)
             if not info.backward_error[0] <= bound:
                 break
             cond = max(cond, nu * float(column_norms(z)[0]))
@@ -834,11 +844,9 @@ class Curvature:
         rng = np.random.default_rng(0)
         u = xp.asarray(rng.standard_normal((self.n_params, 1))).astype(self.net.dtype)
         try:
-            with warnings.catch_warnings():      # inverse iteration needs no certificate
-                warnings.simplefilter("ignore", UncertifiedSolveWarning)
-                for _ in range(3):              # -lo may be a tiny negative for a GGN
-                    u, _ = self._certified_solve(u, -lo, "riccati", 3, "warn")
-                    u = u / xp.linalg.norm(u)
+            for _ in range(3):                  # inverse iteration needs no certificate
+                u, _ = self._certified_solve(u, -lo, "riccati", 3, "return")
+                u = u / xp.linalg.norm(u)
             rq = float((u[:, 0] @ self.hvp(u[:, 0])))
         except np.linalg.LinAlgError:            # lo sits on the eigenvalue itself
             return lo
@@ -919,14 +927,14 @@ def _finite_real(value, name):
     return float(value)
 
 
-def _refine(apply, solve, B, X, R, steps, target):
+def _refine(apply, solve, B, X, R, steps, target, norm=0.0):
     """Fixed-precision iterative refinement (docs/math.md eq. (6.2)) of ``A X = B`` with the
     residual ``R``: ``X += solve(R)`` while it at least halves the residual, at most
     ``steps`` times, stopping once the residual's bound on the backward error
-    (:func:`certify.backward_errors`) is at most ``target``. Returns ``(X, R, steps
-    taken)``."""
+    (:func:`certify.backward_errors`, with ``norm`` a lower bound on ``||A||``) is at most
+    ``target``. Returns ``(X, R, steps taken)``."""
     taken = 0
-    while taken < steps and not np.all(backward_errors(R, X, B) <= target):
+    while taken < steps and not np.all(backward_errors(R, X, B, norm) <= target):
         X_new = X + solve(R)
         R_new = B - apply(X_new)
         if not _norm(R_new) <= 0.5 * _norm(R):

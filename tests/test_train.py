@@ -127,6 +127,31 @@ def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):
         main(TINY + ["--curvature-batch", "17"])
 
 
+def test_second_order_batch_is_the_train_task_gradient_batch_of_second_order(tmp_path,
+                                                                             monkeypatch,
+                                                                             capsys):
+    seen = []
+    real = train.loss_and_gradient
+
+    def recording(net, params, X, y):
+        seen.append(X.shape[0])
+        return real(net, params, X, y)
+    monkeypatch.setattr(train, "loss_and_gradient", recording)
+    assert main(TINY + ["--compare", "adam,ggn", "--task", "both", "--steps", "3",
+                        "--second-order-steps", "2", "--second-order-batch", "24",
+                        "--out", str(tmp_path)]) == 0
+    # memorise keeps one batch of 16 for both; train: adam 16, ggn 24 (3 + 1, 2 + 1 rows)
+    assert seen[-7:] == [16] * 4 + [24] * 3
+    with open(tmp_path / "summary-train.csv", newline="") as f:
+        assert {r["optimizer"]: r["batch"] for r in csv.DictReader(f)} == {"adam": "16",
+                                                                           "ggn": "24"}
+    assert "second-order batch 24" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(TINY + ["--second-order-batch", "8", "--curvature-batch", "12"])
+    assert main(TINY + ["--second-order-batch", "5000", "--out", str(tmp_path / "b")]) == 2
+    assert "--second-order-batch 5000 is larger" in capsys.readouterr().err
+
+
 def test_curvature_is_rebuilt_every_n_steps(tmp_path, monkeypatch):
     built = []
     real = train.Curvature

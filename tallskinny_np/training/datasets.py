@@ -343,11 +343,12 @@ def augment(images, seed, step):
     return padded[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def check_batch(batch, data):
-    """A ValueError unless ``batch`` fits the training split of ``data``."""
+def check_batch(batch, data, flag="--batch"):
+    """A ValueError unless ``batch`` (the option ``flag``) fits the training split of
+    ``data``."""
     if batch > len(data.train):
-        raise ValueError(f"--batch {batch} is larger than the {len(data.train)} training "
-                         f"images; pass --batch {len(data.train)} or less")
+        raise ValueError(f"{flag} {batch} is larger than the {len(data.train)} training "
+                         f"images; pass {flag} {len(data.train)} or less")
 
 
 def load_data(source, paths=(), resolution=None, classes=None, val_fraction=0.2, seed=0,

@@ -33,16 +33,17 @@ def targets(task, target_loss):
                                > target_loss) + (target_loss,)
 
 
-def summarize(task, runs, batch, thresholds):
-    """One summary dict per optimizer (``runs`` maps name -> (setting, rows)), with the
-    step and time of the first row at or below each threshold of ``thresholds``
-    (``(key, values)`` from :func:`targets`)."""
+def summarize(task, runs, batches, thresholds):
+    """One summary dict per optimizer (``runs`` maps name -> (setting, rows), ``batches``
+    name -> its gradient batch), with the step and time of the first row at or below each
+    threshold of ``thresholds`` (``(key, values)`` from :func:`targets`)."""
     key, values = thresholds
     out = []
     for name, (label, rows) in runs.items():
         steps, wall = rows[-1]["step"], rows[-1]["wall"]
         s = {"optimizer": name, "setting": label, "steps": steps, "wall": wall,
-             "images_per_s": steps * batch / wall if wall > 0 else None,
+             "batch": batches[name],
+             "images_per_s": steps * batches[name] / wall if wall > 0 else None,
              "best_batch_loss": min(column(rows, "batch_loss")),
              "final_batch_loss": rows[-1]["batch_loss"]}
         if task == "memorise":
@@ -144,8 +145,9 @@ def comparisons(task, summary, runs):
                     <= adam["final_train_loss"])
         if hit:
             text = (f"{name} reached Adam's final training loss ({adam['final_train_loss']:.4f}, "
-                    f"after {adam['steps']} steps and {adam['wall']:.2f} s) at step "
-                    f"{hit['step']}, after {hit['wall']:.2f} s.")
+                    f"after {adam['steps']} steps, {adam['steps'] * adam['batch']} images and "
+                    f"{adam['wall']:.2f} s) at step {hit['step']}, after "
+                    f"{hit['step'] * s['batch']} images and {hit['wall']:.2f} s.")
         else:
             text = (f"{name} did not reach Adam's final training loss "
                     f"({adam['final_train_loss']:.4f}) in its {s['steps']} steps.")

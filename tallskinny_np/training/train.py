@@ -30,7 +30,9 @@ curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvatur
 steps. Between rebuilds the same curvature and its factorization are reused with the new
 gradient: the damping then only increases (after a rejected step), its decreases wait for
 the last step before a rebuild.
-``--epochs`` sets ``--steps`` in epochs of the training split.
+``--epochs`` sets ``--steps`` in epochs of the training split. ``--second-order-batch``
+gives the second-order optimizers their own gradient batch in the train task (the
+summaries count images as well as steps); memorise and precision keep one batch for all.
 
 Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
 chosen for the embedded default by ``--lr-sweep`` over the grid :data:`LR_GRID` (see the
@@ -189,6 +191,9 @@ def parse_args(argv):
     p.add_argument("--batch", type=integer(1), default=32, help="images per gradient batch")
     p.add_argument("--curvature-batch", type=integer(1),
                    help="the curvature's sub-batch of the gradient batch (default: all)")
+    p.add_argument("--second-order-batch", type=integer(1),
+                   help="train task: images per gradient batch of the second-order "
+                        "optimizers (default: --batch)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--steps", type=integer(1), help="first-order step budget "
                        "(default: 3000 memorise, 2000 train, 30000 precision)")
@@ -220,9 +225,11 @@ def parse_args(argv):
     args.optimizers = ((args.optimizer,) if args.optimizer
                        else tuple(args.compare or DEFAULT_COMPARE))
     args.tasks = ("memorise", "train") if args.task == "both" else (args.task,)
-    if args.curvature_batch is not None and args.curvature_batch > args.batch:
-        p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
-                f"gradient batch and cannot exceed --batch ({args.batch})")
+    for flag, size in (("--batch", args.batch), ("--second-order-batch",
+                                                  args.second_order_batch)):
+        if args.curvature_batch is not None and size is not None and args.curvature_batch > size:
+            p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
+                    f"gradient batch and cannot exceed {flag} ({size})")
     if not 0 <= args.val_fraction < 1:
         p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     args.progress = sys.stderr.isatty() and not args.quiet
@@ -250,6 +257,15 @@ def budget(args, task, name, n_train):
     if name in FIRST_ORDER:
         return steps
     return args.second_order_steps or DEFAULT_SECOND_ORDER_STEPS[task] or max(1, steps // 5)
+
+
+def batch_size(args, task, name):
+    """The gradient batch of optimizer ``name`` in ``task``: ``--second-order-batch`` for
+    the second-order ones in the train task, else ``--batch`` (memorise and precision
+    keep one batch for all, the problem they compare on)."""
+    if task == "train" and name not in FIRST_ORDER and args.second_order_batch:
+        return args.second_order_batch
+    return args.batch
 
 
 def make_optimizer(name, args, task, lr=None):
@@ -315,12 +331,12 @@ class Problem:
     def initial_params(self):
         return self.xp.asarray(self.net.init_params(seed=self.args.seed))
 
-    def batch(self, task, step):
-        """The gradient batch of ``step``: always the first batch for memorise and
-        precision; augmented (``--augment``) for train."""
+    def batch(self, task, step, size=None):
+        """The gradient batch of ``step`` (``size`` images, default ``--batch``): always
+        the first batch for memorise and precision; augmented (``--augment``) for train."""
         n = len(self.data.train)
         images, labels = self.data.train.batch(
-            batch_index(n, self.args.batch, step if task == "train" else 0,
+            batch_index(n, size or self.args.batch, step if task == "train" else 0,
                         self.args.seed))
         if task == "train" and self.args.augment == "crop-flip":
             images = augment(images, self.args.seed, step)
@@ -369,7 +385,7 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
         opt.state.update(curvature_params=params, curvature_step=step)
         held["curv"] = Curvature(net, params, X[:cb], y[:cb], kind=kind)
     elif "curv" not in held:
-        Xc, yc = problem.batch(task, opt.state["curvature_step"])
+        Xc, yc = problem.batch(task, opt.state["curvature_step"], len(y))
         held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
                                  kind=kind)
     # A damping that stays keeps the held factorization: it decreases only before a rebuild.
@@ -387,7 +403,8 @@ def trajectory_config(args, task, name, lr):
             "curvature_batch", "curvature_every", "negative_pairs", "switch_loss", "floor",
             "target_loss", "dtype", "seed")
     config = {k: getattr(args, k) for k in keys}
-    config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None)
+    config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None,
+                  batch=batch_size(args, task, name))
     return config
 
 
@@ -430,6 +447,7 @@ def run(problem, task, name, out_dir, lr=None):
     opt = make_optimizer(name, args, task, lr)
     config = trajectory_config(args, task, name, getattr(opt, "lr", None))
     steps = budget(args, task, name, len(problem.data.train))
+    size = batch_size(args, task, name)
     if args.resume and os.path.exists(os.path.join(out_dir, CHECKPOINT)):
         params, step, wall, loss0, rows = resume(problem, out_dir, opt, config)
         committed = step
@@ -443,7 +461,7 @@ def run(problem, task, name, out_dir, lr=None):
                dynamic_ncols=True, disable=not args.progress)
     try:
         while True:
-            X, y = problem.batch(task, step)
+            X, y = problem.batch(task, step, size)
             last = step >= steps
             row = {"step": step}
             if evaluate and (step % args.eval_every == 0 or last):
@@ -480,7 +498,7 @@ def run(problem, task, name, out_dir, lr=None):
             except MemoryError as e:
                 raise MemoryError(
                     f"out of memory in step {step} of {name} ({e}); the curvature of a batch "
-                    f"of {args.curvature_batch or args.batch} is what takes the memory: lower "
+                    f"of {args.curvature_batch or size} is what takes the memory: lower "
                     f"--curvature-batch") from None
             row.update(info)
             rows.append(row)
@@ -563,6 +581,8 @@ def load(args):
     for line in data.warnings:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     check_batch(args.batch, data)
+    if args.second_order_batch:
+        check_batch(args.second_order_batch, data, "--second-order-batch")
     if not len(data.val):
         raise ValueError("the validation split is empty; raise --val-fraction")
     return data, Problem(args, data)
@@ -586,8 +606,11 @@ def compare(args, problem):
                        lr=rates.get(name))
             runs[name] = (setting(name, make_optimizer(name, args, task, rates.get(name))),
                           rows)
-        summary = summarize(task, runs, args.batch, targets(task, args.target_loss))
+        sizes = {name: batch_size(args, task, name) for name in runs}
+        summary = summarize(task, runs, sizes, targets(task, args.target_loss))
+        second_batch = {sizes[n] for n in runs if n not in FIRST_ORDER} - {args.batch}
         what = (f"{' '.join(args.data)}, {problem.describe()}, batch {args.batch}"
+                + (f", second-order batch {second_batch.pop()}" if second_batch else "")
                 + (f", curvature batch {args.curvature_batch}" if args.curvature_batch else "")
                 + f", seed {args.seed}")
         report += ["", table(task, summary, f"{task}: {what}")]

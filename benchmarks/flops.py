@@ -137,7 +137,8 @@ def riccati_factor_flops(lys):
         P_{l-1} = Qyy - W^T S W          p a_in^2 (one triangle)
 
     (layer 1 has only the first line and the factor); a range stage (batch below the
-    fan-in) the range count of :func:`tallskinny_np.riccati.stage_flops` plus the shared
+    fan-in) the range count of :func:`tallskinny_np.riccati.stage_flops` (the basis, T,
+    its factor, ``W = G^{-1} Q^T Qxy`` and ``W^T S W``, one triangle) plus the shared
     ``Dz`` terms. The loss layer
     (``P_L = 0``, no congruences) runs the array-module stage as written: LU
     ``2 p^3 / 3``, ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``, or

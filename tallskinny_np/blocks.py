@@ -18,6 +18,10 @@ C       (m, q, B, n)       dense ``p x a_{l-1}``:
                            ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
 ======  =================  ===========================================================
 
+Hidden layers also keep their input ``Zt`` (B, q), whose rows span the range of the batch,
+and ``bS1 = b * S1`` (B, m), the coefficients of C's ``delta_jm`` term, the part of Qxy
+outside that range (:mod:`tallskinny_np.wide`).
+
 The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
 Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), S (B, n, n),
 C (c, q, B, n), and A as ``LossA(Dblk, pi, Zt)``: ``A = sum_s Lambda_s (x) zt_s zt_s^T`` is
@@ -71,6 +75,8 @@ class HiddenLayer(NamedTuple):
     A: object       # (m, q, q): A[k] = sum_s R[s, k] zt_s zt_s^T; None for kind="ggn"
     S: object       # (B, n, n): S[s] = W^T diag(R[s]) W; None for kind="ggn"
     C: object       # (m, q, B, n): the dense p x a_{l-1} block; None for kind="ggn"
+    Zt: object = None   # (B, q): the layer's input vectors zt_s (rows)
+    bS1: object = None  # (B, m): b * S1, the coefficients of C's delta term; None for "ggn"
 
 
 class LossLayer(NamedTuple):
@@ -185,8 +191,9 @@ def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
         return FirstLayer(Dx, None if kind == "ggn" else GramA(Zt, b * S2))
     Dz = S1[..., :, None] * W[:, None]
     if kind == "ggn":
-        return HiddenLayer(Dx, Dz, None, None, None)
-    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, b * S2, b * S1))
+        return HiddenLayer(Dx, Dz, None, None, None, Zt)
+    bS1 = b * S1
+    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, b * S2, bS1), Zt, bS1)
 
 
 def loss_blocks(xp, Z, W, pi, G, bias, kind):

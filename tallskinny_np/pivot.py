@@ -53,7 +53,8 @@ class PivotFactor(NamedTuple):
     def solve(self, rhs):
         """``Q^{-1} rhs`` for rhs of shape (p,) or (p, r)."""
         rows = np.array(np.atleast_2d(rhs.T), order="F")
-        solve_rows(*self.arrays[:8], rows)
+        Lf, kind = self.arrays[:2]
+        solve_rows(kind, Lf, *self.arrays[2:8], rows)
         return rows.T.reshape(rhs.shape)
 
 

@@ -18,7 +18,8 @@ factorization. Per layer only a ``p x p`` block is factored, once, by a symmetri
 factorization that also gives its inertia (:mod:`tallskinny_np.pivot`). On NumPy in
 float64 the compiled stages of :mod:`tallskinny_np.stage` keep the factor and
 ``W = G^{-1} Qxy`` and apply ``K_l`` through them; the array-module stages keep the factor,
-``Qxy`` and ``K_l``; memory O(L (p a + p^2)) either way. Stage 1 needs no gain
+``Qxy`` and ``K_l`` (the range stages of :mod:`tallskinny_np.wide` ``K_l`` as an operator
+through the factor of their T); memory O(L (p a + p^2)) either way. Stage 1 needs no gain
 (``y_0 = 0``).
 
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
@@ -36,7 +37,7 @@ from .errors import check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor, sym_solve
-from .wide import loss_stage, range_stage
+from .wide import loss_stage, range_gain, range_stage
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -56,7 +57,8 @@ class Stage(NamedTuple):
     the compiled path, else a :class:`tallskinny_np.symmetric.SymFactor`; both carry
     ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
     ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
-    and ``K``.
+    and ``K`` (a range stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain`, applied
+    as ``K @ y``).
     """
     factor: object
     Qxy: object
@@ -156,8 +158,12 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
         match blk:
             case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
                 f = range_stage(blocks, blk, P, eps, inertia, pd, strategy)
-                DxPDz, DzPDz = (None, None) if l == 0 else dz_congruences(blk.Dx, blk.Dz, P)
-                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
+                if l == 0:
+                    st, P = Stage(f, None, None, None), None
+                else:
+                    Qxy, Qyy = _qxy_qyy(xp, blk, dz_congruences(blk.Dx, blk.Dz, P))
+                    K, P = range_gain(f, blk, Qxy, Qyy)
+                    st = Stage(f, Qxy, K, None)
             case LossLayer() if _use_structured(blk, structured):
                 st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
                                      None, l)
@@ -212,15 +218,25 @@ def woodbury_pays(c, q, B):
 def stage_flops(B, m, q, a_in):
     """``(dense, range)``: the flops of a layer's compiled dense stage and of its range
     stage (docs/math.md section 4.8) for batch B, m outputs, q inputs per output and
-    ``a_in`` input activations (0 for layer 1): the factor, the gain (W, or K through the
-    range solve), the update of P and the congruence with Dx; the terms the stages share
-    (``Dx^T P Dz``, ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``."""
+    ``a_in`` input activations (0 for layer 1): the factor, the gain (W), the update of P
+    and the congruences with Dx and A; the terms the stages share (``Dx^T P Dz``,
+    ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``. The range stage:
+    the basis (SVD of Zt, ``4 B q r``), ``Dx V`` and ``T`` (the congruence in the basis,
+    ``2 B m q r + 2 B^2 m^2 r + 2 B m^2 r^2``), A in the basis (layer 1 from ``Zt V``:
+    ``2 B q r + 2 B m r^2``; a hidden layer ``V^T A_k V``: ``2 m q^2 r + 2 m q r^2``), the
+    factor ``(m r)^3 / 3``, and for a hidden layer ``Y = Q^T Qxy`` (``2 p r a_in``),
+    ``W = G^{-1} Y`` (``(m r)^2 a_in``), ``W^T S W`` (``m r a_in^2``, one triangle) and
+    the Gram matrix of ``b S1`` (``B^2 m``) (:func:`tallskinny_np.wide.range_gain`)."""
     p, r = m * q, min(B, q)
     dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2
              + 2 * B ** 2 * m ** 2 * q + B * m ** 2 * q ** 2)
-    ranged = (4 * B * q * r + 2 * B * m * q * r + (m * r) ** 3 / 3
-              + 4 * p * r * a_in + 2 * (m * r) ** 2 * a_in + 2 * p * a_in ** 2
-              + 2 * B ** 2 * m ** 2 * r + 2 * B * m ** 2 * r ** 2)
+    ranged = (4 * B * q * r + 2 * B * m * q * r + 2 * B ** 2 * m ** 2 * r
+              + 2 * B * m ** 2 * r ** 2 + (m * r) ** 3 / 3)
+    if a_in:
+        ranged += (2 * m * q * q * r + 2 * m * q * r * r + 2 * p * r * a_in
+                   + (m * r) ** 2 * a_in + m * r * a_in ** 2 + B * B * m)
+    else:
+        ranged += 2 * B * q * r + 2 * B * m * r * r
     return dense, ranged
 
 
@@ -234,16 +250,27 @@ def _array_stage(xp, blk, f, P, congruence_terms, l):
     """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
     ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for the Woodbury loss
     stage, where ``P_L = 0``)."""
-    DxPDz, DzPDz = congruence_terms or (None, None)
     if l == 0:
         return Stage(f, None, None, None), None
-    p = layer_size(blk)[0]
-    Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
-    Qyy = _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
+    Qxy, Qyy = _qxy_qyy(xp, blk, congruence_terms or (None, None))
     K = -sym_solve(f, Qxy)
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
     return Stage(f, Qxy, K, None), P
+
+
+def _qxy_qyy(xp, blk, congruence_terms):
+    """``Qxy = C + Dx^T P Dz`` and ``Qyy = S + Dz^T P Dz`` from the congruence terms
+    ``(Dx^T P Dz, Dz^T P Dz)`` (None for zero ones), as fresh arrays."""
+    DxPDz, DzPDz = congruence_terms
+    p = layer_size(blk)[0]
+    Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
+    if blk.S is None or DzPDz is None:
+        return Qxy, _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
+    B, n = blk.S.shape[:2]
+    idx = xp.arange(B)
+    DzPDz.reshape(B, n, B, n)[idx, :, idx, :] += blk.S     # in place: a fresh array
+    return Qxy, DzPDz
 
 
 def _compiled_stage(blk, P, eps, pd):
@@ -262,10 +289,11 @@ def _compiled_stage(blk, P, eps, pd):
 
 
 def _sum(*terms):
-    """The sum of the terms that are not None (None stands for a zero block)."""
+    """The sum of the terms that are not None (None stands for a zero block), as a fresh
+    array; the last term, a fresh array itself, is summed into in place."""
     present = [t for t in terms if t is not None]
-    out = present[0].copy()
-    for t in present[1:]:
+    out = present[-1] if present[-1] is terms[-1] else present[-1].copy()
+    for t in present[:-1]:
         out += t
     return out
 

@@ -63,12 +63,24 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
         lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
-    pivot.half_solve(kind, Qxx, perm, cs, sn, lam, order, Wt)
+    factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
+    schur_update(factor, Wt, Pn)
+    return factor, Wt, Pn
+
+
+@njit(cache=True, error_model="numpy")
+def schur_update(factor, Wt, Pn):
+    """``Wt <- (G^{-1} Qxy)^T = W^T`` and ``Pn <- Pn - W^T S W`` (``Qxy^T Qxx^{-1} Qxy``
+    subtracted; two ``syrk`` on the lower triangle, then mirrored) for the factor
+    ``Qxx = G S G^T`` and F-order ``Wt = Qxy^T`` (``a' x p``), ``Pn`` (``a' x a'``; its
+    lower triangle is read). Also the range stage's update
+    (:func:`tallskinny_np.wide.range_gain`), with T for Qxx and ``Q^T Qxy`` for Qxy."""
+    Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
+    a1, p = Wt.shape
+    pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt)
     lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
     lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
     _mirror_lower(Pn)
-    factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
-    return factor, Wt, Pn
 
 
 @njit(cache=True, error_model="numpy")

@@ -19,10 +19,12 @@ same formulas as the dense blocks. So ``Qxx_1^{-1} = Q T^{-1} Q^T + (I - Q Q^T)/
 **Range of the batch** (hidden layers). The same holds at every hidden layer l: its A and
 ``Dx_l^T P_l Dx_l`` live in the range of ``I_m (x) V_l``, V_l an orthonormal basis of the
 span of the layer's B input vectors (``r <= min(B, q)``), so ``Qxx_l`` is factored through
-its ``m r``-square T by the same stage. Qxy needs nothing new: the sweep applies
-``Qxx_l^{-1}`` to it (its part outside the range, from C's ``delta`` term, through the
-``(I - Q Q^T)/eps`` term). When the batch is smaller than the fan-in this replaces the
-``p^3/3`` factor and the ``p^2 a`` solve by ``(m r)^3/3`` and ``m r p a``.
+its ``m r``-square T by the same stage. Qxy splits the same way: ``Y = Q^T Qxy`` and
+its part outside the range, ``Xp``, which comes from C's ``delta`` term alone and is a
+Kronecker product, so ``Qxy^T Qxx^{-1} Qxy = Y^T T^{-1} Y + Xp^T Xp / eps`` and the gain
+``K_l`` is applied through T's factor without being formed (:func:`range_gain`). When
+the batch is smaller than the fan-in this replaces the ``p^3/3`` factor, the ``p^2 a``
+solve and the ``p a^2`` update of P by ``(m r)^3/3``, ``(m r)^2 a`` and ``m r a^2``.
 
 **Loss stage** (``P_L = 0``). ``Qxx_L = A_L + eps I = D - U U^T`` with D block-diagonal over
 classes (``Dblk[k] + eps I``, c blocks of ``q x q``) and U the rank-B factor of
@@ -34,8 +36,11 @@ accuracy when D is ill-conditioned (the subtraction in Cap cancels), so the swee
 stage only where it saves most of the flops
 (:data:`tallskinny_np.riccati.WOODBURY_SAVING`).
 """
+from typing import NamedTuple
+
 import numpy as np
 
+from . import pivot, stage
 from .backend import array_module
 from .blocks import FirstLayer, GramA, block_diagonal, loss_A_low_rank
 from .congruences import dx_congruence
@@ -49,25 +54,48 @@ def _inertia_of_eps(n, eps):
 
 def range_basis(blocks, blk):
     """V (``q x r``): an orthonormal basis of the span of the layer's input vectors
-    ``zt_s`` in which Dx's rows and A's blocks live (module docstring, "Range of the
-    batch"); layer 1 from its data, a hidden layer from the rows of Dx and of A's blocks
-    (``Dx[s, i, :] = S1[s, i] zt_s``, ``A[k] = Zt^T diag(R[:, k]) Zt``)."""
+    ``zt_s``, in which Dx's rows, A's blocks and all of C but its ``delta`` term live
+    (module docstring, "Range of the batch"): the right singular vectors of ``Zt``
+    (B x q) above ``max(B, q) eps_mach sv_max``."""
     xp = array_module(blk.Dx)
-    if isinstance(blk, FirstLayer):
-        rows = blocks.input
-    else:
-        q = blk.Dx.shape[2]
-        rows = blk.Dx.reshape(-1, q)
-        if blk.A is not None:
-            rows = xp.concatenate([rows, blk.A.reshape(-1, q)])
+    rows = blocks.input if isinstance(blk, FirstLayer) else blk.Zt
     _, sv, VT = xp.linalg.svd(rows, full_matrices=False)
     tol = max(rows.shape) * np.finfo(rows.dtype).eps * float(sv[0]) if sv.size else 0.0
     return VT[:int((sv > tol).sum())].T
 
 
+class RangeSolve(NamedTuple):
+    """``Qxx^{-1} u = Q T^{-1} Q^T u + (I - Q Q^T) u / eps`` for u of shape ``(m q, r)``
+    (module docstring), the solve of the range stage's factor. ``fT`` is T's factor: a
+    :class:`~tallskinny_np.pivot.PivotFactor` on NumPy in float64 with the default
+    strategy, else a :class:`~tallskinny_np.symmetric.SymFactor`; ``n_perp = m (q - r)``."""
+    V: object
+    fT: object
+    eps: float
+    n_perp: int
+
+    def __call__(self, u):
+        q, r = self.V.shape
+        nr = u.shape[-1]
+        uq = u.reshape(-1, q, nr)
+        m = uq.shape[0]
+        c = self.V.T @ uq                                  # Q^T u, (m, r, nr)
+        x = self.V @ _solve_T(self.fT, c.reshape(m * r, nr)).reshape(m, r, nr)
+        if self.n_perp:
+            x += (uq - self.V @ c) / self.eps
+        return x.reshape(m * q, nr)
+
+
+def _solve_T(fT, c):
+    """``T^{-1} c`` through T's factor (:class:`RangeSolve`)."""
+    return fT.solve(c) if isinstance(fT, pivot.PivotFactor) else sym_solve(fT, c)
+
+
 def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, strategy=None):
     """Factor of ``Qxx`` in the range of the batch (module docstring, "Stage 1" and "Range
-    of the batch"), for layer 1 or a hidden layer."""
+    of the batch"), for layer 1 or a hidden layer. On NumPy in float64 with the default
+    strategy T is factored by :func:`tallskinny_np.pivot.factor` (one factorization that
+    solves and counts), for :func:`range_gain`'s ``syrk`` update."""
     xp = array_module(blk.Dx)
     V = range_basis(blocks, blk)
     _, m, q = blk.Dx.shape
@@ -79,26 +107,86 @@ def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     elif blk.A is not None:
         T = T + block_diagonal(xp, V.T @ blk.A @ V)
     T[xp.arange(m * r), xp.arange(m * r)] += eps
-    fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
-    rcond = fT.rcond
+    rcond = 1.0
     if n_perp:                                             # eps = 0: Qxx_1 is singular
-        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
-                    if eps else 0.0)
+        rcond = (abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
+                 if eps else 0.0)
+    if xp is np and T.dtype == np.float64 and strategy is None:
+        Tf = T.T                                           # T's lower triangle, F-order
+        fT = pivot.PivotFactor.of((Tf,) + pivot.factor(Tf, positive_definite))
+    else:
+        fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite,
+                        strategy=strategy)
+    rcond = min(rcond, fT.rcond)
     counts = None
     if inertia:
         counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
-
-    def solve(u):                      # batched products (matmul), one per output unit
-        nr = u.shape[-1]
-        uq = u.reshape(m, q, nr)
-        c = xp.tensordot(V, uq, axes=(0, 1)).transpose(1, 0, 2)   # Q^T u, (m, r, nr)
-        x = V @ sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr)
-        if n_perp:
-            x = x + (uq - V @ c) / eps
-        return x.reshape(m * q, nr)
-
+    solve = RangeSolve(V, fT, eps, n_perp)
     return SymFactor("range", solve, counts, rcond)
+
+
+def range_gain(f, blk, Qxy, Qyy):
+    """``(K_l, P_{l-1})`` of a hidden layer's range stage f (module docstring, "Range of
+    the batch"), ``Qxy`` (``p x a'``) and ``Qyy`` (``a' x a'``, symmetric; overwritten);
+    ``K_l`` as the operator :class:`RangeGain`.
+
+    ``Dx^T P Dz`` and the first term of C lie in ``range(Q)``; the rest of Qxy, the part
+    ``Xp = (I - Q Q^T) Qxy`` outside it, comes from C's ``b S1 delta`` term alone: unit k's
+    block is ``Xp_k[j, (t, i)] = bS1[t, k] (I - V V^T)[j, i]``. With ``Y = Q^T Qxy``::
+
+        Qxy^T Qxx^{-1} Qxy = Y^T T^{-1} Y + (bS1 bS1^T) (x) (I - V V^T)[:n, :n] / eps
+
+    and, on NumPy in float64, ``Y^T T^{-1} Y = W^T S W`` with ``W = G^{-1} Y``
+    (:func:`tallskinny_np.stage.schur_update`: one triangular solve, two ``syrk``). Cost
+    ``2 p r a' + (m r)^2 a' + m r a'^2`` where the dense stage's
+    ``p^3 / 3 + p^2 a' + p a'^2``.
+    """
+    xp = array_module(Qxy)
+    solve = f.data
+    V = solve.V
+    q, r = V.shape
+    m, n = blk.Dx.shape[1], blk.Dz.shape[2]
+    a1 = Qxy.shape[1]
+    Y = (V.T @ Qxy.reshape(m, q, a1)).reshape(m * r, a1)
+    Pp = None
+    if solve.n_perp and blk.bS1 is not None:
+        Pp = -V @ V[:n].T                                  # (I - V V^T)[:, :n]
+        Pp[xp.arange(n), xp.arange(n)] += 1.0
+        G = blk.bS1 @ blk.bS1.T
+        B = G.shape[0]
+        Qyy4 = Qyy.reshape(B, n, B, n)                     # a view: Qyy is fresh, C-order
+        Qyy4 -= G[:, None, :, None] * (Pp[:n] / solve.eps)[None, :, None, :]
+    if isinstance(solve.fT, pivot.PivotFactor):
+        # Y's C-order storage is Y^T's F-order one, and Qyy is symmetric: no transposes
+        stage.schur_update(solve.fT.arrays, Y.copy().T, Qyy.T)
+    else:
+        Qyy -= Y.T @ sym_solve(solve.fT, Y)
+        Qyy = 0.5 * (Qyy + Qyy.T)                          # exactly symmetric against drift
+    return RangeGain(solve, Y, None if Pp is None else blk.bS1, Pp), Qyy
+
+
+class RangeGain(NamedTuple):
+    """The gain ``K_l = -Qxx^{-1} Qxy = -(Q T^{-1} Y + Xp / eps)`` of a range stage
+    (:func:`range_gain`), applied as ``K @ y`` without forming it: ``2 m r a' + 2 (m r)^2
+    + 2 p r`` flops per column of y instead of K's ``p x a'`` entries once. ``bS1`` and
+    ``Pp = (I - V V^T)[:, :n]`` give Xp (None when Qxy lies in the range)."""
+    solve: RangeSolve
+    Y: object
+    bS1: object
+    Pp: object
+
+    def __matmul__(self, y):
+        V, eps = self.solve.V, self.solve.eps
+        q, r = V.shape
+        nr = y.shape[-1]
+        m = self.Y.shape[0] // r
+        x = V @ _solve_T(self.solve.fT, self.Y @ y).reshape(m, r, nr)
+        if self.Pp is not None:                            # Xp y / eps
+            B = self.bS1.shape[0]
+            t = self.Pp @ y.reshape(B, -1, nr)             # (B, q, nr)
+            x += (self.bS1.T @ t.reshape(B, q * nr)).reshape(m, q, nr) / eps
+        return -x.reshape(m * q, nr)
 
 
 def loss_stage(blk, eps, inertia=False, positive_definite=False, strategy=None):

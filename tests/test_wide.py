@@ -98,3 +98,21 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
     assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True,
                            strategy=strategy).inertia
             == (int((w < 0).sum()), 0, int((w > 0).sum())))
+
+
+@pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
+def test_compiled_range_stage_matches_array_module(kind, eps):
+    """The range stage's update on NumPy in float64 (T factored by the compiled pivot
+    factorization, ``P_{l-1}`` by ``syrk``) against the array-module one (LAPACK's LU
+    through ``strategy="lapack"``): the same gains, layer by layer, and the same inertia."""
+    net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
+    fast = riccati_factor(curv.blocks, eps, structured=True)
+    ref = riccati_factor(curv.blocks, eps, structured=True, strategy="lapack")
+    y = np.random.default_rng(9).standard_normal((net.sizes[1] * 3, 2))
+    for l in range(1, net.n_layers - 1):
+        ky, ky_ref = fast.stages[l].K @ y, ref.stages[l].K @ y
+        assert np.linalg.norm(ky - ky_ref) <= 1e-10 * np.linalg.norm(ky_ref), l
+        y = np.random.default_rng(l).standard_normal((net.sizes[l + 1] * 3, 2))
+    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
+            == riccati_factor(curv.blocks, eps, inertia=True, structured=True,
+                              strategy="lapack").inertia)

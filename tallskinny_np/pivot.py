@@ -52,8 +52,9 @@ class PivotFactor(NamedTuple):
 
     def solve(self, rhs):
         """``Q^{-1} rhs`` for rhs of shape (p,) or (p, r)."""
+        Lf, kind, perm, cs, sn, lam, order, n_pos = self.arrays[:8]
         rows = np.array(np.atleast_2d(rhs.T), order="F")
-        solve_rows(*self.arrays[:8], rows)
+        solve_rows(kind, Lf, perm, cs, sn, lam, order, n_pos, rows)
         return rows.T.reshape(rhs.shape)
 
 

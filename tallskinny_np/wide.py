@@ -2,8 +2,9 @@
 
 At ImageNet scale layer 1 (``3 r^2`` inputs) and the loss layer (up to 1000 classes) have far
 more parameters than the tall-skinny middle, so their Qxx must not be formed, let alone
-factored densely (O(p^3)). Both stages return a :class:`~tallskinny_np.symmetric.SymFactor`
-whose ``data`` is a solve function, so the Riccati sweep uses them like any other factor.
+factored densely (O(p^3)). The stages return a :class:`RangeFactor` and a
+:class:`WoodburyFactor`, with the ``solve``, ``inertia`` and ``rcond`` of the factors of
+:mod:`tallskinny_np.symmetric`, so the Riccati sweep uses them like any other factor.
 
 **Stage 1** (no gain: ``y_0 = 0``). ``Qxx_1 = A_1 + eps I + Dx_1^T P_1 Dx_1`` with
 ``A_1 = Phi diag(R) Phi^T`` and ``Dx_1^T = Phi diag(S1)`` for ``Phi = I_m (x) Zt^T``: apart from
@@ -34,12 +35,67 @@ accuracy when D is ill-conditioned (the subtraction in Cap cancels), so the swee
 stage only where it saves most of the flops
 (:data:`tallskinny_np.riccati.WOODBURY_SAVING`).
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from .backend import array_module
 from .blocks import FirstLayer, GramA, block_diagonal, loss_A_low_rank
 from .congruences import dx_congruence
-from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
+from .symmetric import sym_factor
+from .tolerance import eigenvalue_signs, zero_tolerance
+
+
+class RangeFactor(NamedTuple):
+    """``Qxx = Q T Q^T + eps (I - Q Q^T)``, ``Q = I_m (x) V`` (module docstring, "Stage 1"
+    and "Range of the batch"), with the ``inertia`` and ``rcond`` of Qxx."""
+    V: object                 # (q, r): orthonormal basis of the batch's input vectors
+    fT: object                # the factor of T (m r x m r), from sym_factor
+    m: int
+    eps: float
+    inertia: tuple
+    rcond: float
+
+    def solve(self, u):
+        """``Qxx^{-1} u = Q T^{-1} Q^T u + (I - Q Q^T) u / eps`` for u (m q, nr), by batched
+        products (matmul), one per output unit."""
+        xp = array_module(self.V)
+        V, m = self.V, self.m
+        q, r = V.shape
+        nr = u.shape[-1]
+        uq = u.reshape(m, q, nr)
+        c = xp.tensordot(V, uq, axes=(0, 1)).transpose(1, 0, 2)   # Q^T u, (m, r, nr)
+        x = V @ self.fT.solve(c.reshape(m * r, nr)).reshape(m, r, nr)
+        if r < q:
+            x = x + (uq - V @ c) / self.eps
+        return x.reshape(m * q, nr)
+
+
+class WoodburyFactor(NamedTuple):
+    """``Qxx_L = D - U U^T`` (module docstring, "Loss stage"): D's blocks ``Dblk[k] + eps I
+    = V[k] diag(w[k]) V[k]^T``, U, ``D^{-1} U`` and the factor of
+    ``Cap = I_B - U^T D^{-1} U``, with the ``inertia`` and ``rcond`` of Qxx_L."""
+    w: object                 # (c, q)
+    V: object                 # (c, q, q)
+    U: object                 # (c, q, B)
+    DinvU: object             # (c, q, B)
+    fC: object                # the factor of Cap (B x B), from sym_factor
+    inertia: tuple
+    rcond: float
+
+    def solve(self, u):
+        """``Qxx_L^{-1} u = D^{-1} u + D^{-1} U Cap^{-1} U^T D^{-1} u`` for u (c q, nr)."""
+        xp = array_module(self.U)
+        c, q, _ = self.U.shape
+        nr = u.shape[-1]
+        X = _block_solve(self.w, self.V, u.reshape(c, q, nr))
+        corr = self.fC.solve(xp.einsum("kjs,kjr->sr", self.U, X))
+        return (X + xp.einsum("kjs,sr->kjr", self.DinvU, corr)).reshape(c * q, nr)
+
+
+def _block_solve(w, V, X):
+    """``D^{-1} X`` for ``D = blockdiag_k(V[k] diag(w[k]) V[k]^T)`` and X (c, q, r)."""
+    return V @ ((V.transpose(0, 2, 1) @ X) / w[:, :, None])
 
 
 def _inertia_of_eps(n, eps):
@@ -65,9 +121,9 @@ def range_basis(blocks, blk):
     return VT[:int((sv > tol).sum())].T
 
 
-def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, strategy=None):
-    """Factor of ``Qxx`` in the range of the batch (module docstring, "Stage 1" and "Range
-    of the batch"), for layer 1 or a hidden layer."""
+def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
+    """The :class:`RangeFactor` of ``Qxx`` (module docstring, "Stage 1" and "Range of the
+    batch"), for layer 1 or a hidden layer."""
     xp = array_module(blk.Dx)
     V = range_basis(blocks, blk)
     _, m, q = blk.Dx.shape
@@ -79,56 +135,31 @@ def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     elif blk.A is not None:
         T = T + block_diagonal(xp, V.T @ blk.A @ V)
     T[xp.arange(m * r), xp.arange(m * r)] += eps
-    fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite, strategy=strategy)
+    fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
     rcond = fT.rcond
     if n_perp:                                             # eps = 0: Qxx_1 is singular
         rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
                     if eps else 0.0)
-    counts = None
-    if inertia:
-        counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
-
-    def solve(u):                      # batched products (matmul), one per output unit
-        nr = u.shape[-1]
-        uq = u.reshape(m, q, nr)
-        c = xp.tensordot(V, uq, axes=(0, 1)).transpose(1, 0, 2)   # Q^T u, (m, r, nr)
-        x = V @ sym_solve(fT, c.reshape(m * r, nr)).reshape(m, r, nr)
-        if n_perp:
-            x = x + (uq - V @ c) / eps
-        return x.reshape(m * q, nr)
-
-    return SymFactor("range", solve, counts, rcond)
+    counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
+    return RangeFactor(V, fT, m, eps, counts, rcond)
 
 
-def loss_stage(blk, eps, inertia=False, positive_definite=False, strategy=None):
-    """Factor of ``Qxx_L = A_L + eps I`` by Woodbury (module docstring, "Loss stage")."""
+def loss_stage(blk, eps, positive_definite=False, strategy=None):
+    """The :class:`WoodburyFactor` of ``Qxx_L = A_L + eps I`` (module docstring, "Loss
+    stage")."""
     A = blk.A
     xp = array_module(A.Dblk)
-    c, q, _ = A.Dblk.shape
+    q = A.Dblk.shape[1]
     B = A.pi.shape[0]
     w, V = xp.linalg.eigh(A.Dblk + eps * xp.eye(q, dtype=A.Dblk.dtype))
-
-    def D_solve(X):                                        # X (c, q, r)
-        return V @ ((V.transpose(0, 2, 1) @ X) / w[:, :, None])
-
     U = loss_A_low_rank(A)                                 # (c, q, B)
-    DinvU = D_solve(U)
+    DinvU = _block_solve(w, V, U)
     Cap = xp.eye(B, dtype=U.dtype) - xp.einsum("kjs,kjt->st", U, DinvU)
-    fC = sym_factor(Cap, inertia=inertia, positive_definite=positive_definite,
-                    strategy=strategy)
+    fC = sym_factor(Cap, positive_definite=positive_definite, strategy=strategy)
     absw = xp.abs(w)
     wmax = float(absw.max())
     rcond = min(float(absw.min()) / wmax if wmax > 0 else 0.0, fC.rcond)
-    counts = None
-    if inertia:
-        In_D = eigenvalue_signs(w, q * np.finfo(w.dtype).eps * wmax)
-        counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
-
-    def solve(u):
-        nr = u.shape[-1]
-        X = D_solve(u.reshape(c, q, nr))
-        corr = sym_solve(fC, xp.einsum("kjs,kjr->sr", U, X))
-        return (X + xp.einsum("kjs,sr->kjr", DinvU, corr)).reshape(c * q, nr)
-
-    return SymFactor("woodbury", solve, counts, rcond)
+    In_D = eigenvalue_signs(w, zero_tolerance(q, wmax, np.finfo(w.dtype).eps))
+    counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
+    return WoodburyFactor(w, V, U, DinvU, fC, counts, rcond)

@@ -63,6 +63,8 @@ class EighFactor(NamedTuple):
 
 
 def _lapack(Q, anorm, positive_definite):
+    """The :class:`LapackFactor` of Q (of 1-norm anorm): Cholesky if asked for and
+    accepted, else Bunch-Kaufman."""
     eps_mach = np.finfo(Q.dtype).eps
     n = Q.shape[0]
     if positive_definite:

@@ -4,6 +4,7 @@ solve, inertia and condition estimate, and the zero tolerance on singular blocks
 import numpy as np
 import pytest
 
+from conftest import backward_error, symmetric_matrix
 from tallskinny_np import pivot
 from tallskinny_np.symmetric import EighFactor, LapackFactor, sym_factor
 
@@ -11,22 +12,11 @@ FACTORS = [(np.float64, None, pivot.PivotFactor), (np.float32, None, LapackFacto
            (np.float64, "eigh", EighFactor), (np.float32, "eigh", EighFactor)]
 
 
-def _symmetric(kind, p, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((p, p))
-    if kind == "pd":
-        return X @ X.T + p * np.eye(p)
-    Q = X + X.T
-    if kind == "zero-diagonal":              # forces 2x2 pivots on Bunch-Kaufman
-        Q[np.arange(p), np.arange(p)] = 0.0
-    return Q
-
-
 @pytest.mark.parametrize("dtype, strategy, factor_type", FACTORS)
 @pytest.mark.parametrize("kind", ["pd", "indefinite", "zero-diagonal"])
 @pytest.mark.parametrize("p", [2, 9, 70])
 def test_solve_inertia_rcond(dtype, strategy, factor_type, kind, p):
-    Q = _symmetric(kind, p, p).astype(dtype)
+    Q = symmetric_matrix(kind, p, p).astype(dtype)
     f = sym_factor(Q, positive_definite=kind == "pd", strategy=strategy)
     assert isinstance(f, factor_type)
     Q64 = Q.astype(np.float64)
@@ -37,10 +27,7 @@ def test_solve_inertia_rcond(dtype, strategy, factor_type, kind, p):
     for rhs in (b, b[:, 0]):
         x = f.solve(rhs)
         assert x.dtype == dtype and x.shape == rhs.shape
-        # normwise backward error (Rigal-Gaches), per right-hand side
-        res = np.linalg.norm(Q64 @ x.astype(np.float64) - rhs, axis=0)
-        scale = np.linalg.norm(Q64, 2) * np.linalg.norm(x, axis=0) + np.linalg.norm(rhs, axis=0)
-        assert np.all(res / scale <= 10 * p * u)
+        assert backward_error(Q64, x.astype(np.float64), rhs) <= 10 * p * u
     if strategy == "eigh":                   # the 2-norm reciprocal condition number
         exact = np.abs(w).min() / np.abs(w).max()
         assert f.rcond == pytest.approx(exact, rel=10 * p * u / exact)

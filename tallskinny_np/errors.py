@@ -1,6 +1,8 @@
 """Exceptions with which the solvers refuse to return garbage."""
 import numpy as np
 
+from .tolerance import singular
+
 
 class SingularPivotError(np.linalg.LinAlgError):
     """A pivot block is singular or numerically singular.
@@ -21,11 +23,10 @@ class SingularPivotError(np.linalg.LinAlgError):
 
 
 def check_pivot(rcond, dtype, layer, what):
-    """Raise :class:`SingularPivotError` when a pivot's reciprocal condition estimate is
-    below the machine epsilon of ``dtype``: singular to working precision, the criterion of
-    LAPACK's expert drivers (xGESVX). (A stricter ``n eps`` refused well-conditioned
-    float32 systems whose augmented pivots are worse conditioned than ``H + eps I``.)"""
-    if not rcond >= np.finfo(dtype).eps:
+    """Raise :class:`SingularPivotError` when a pivot with reciprocal condition estimate
+    ``rcond`` is singular to the working precision of ``dtype``
+    (:func:`tallskinny_np.tolerance.singular`)."""
+    if singular(rcond, dtype):
         raise SingularPivotError(
             layer, float(np.nan_to_num(rcond)), what,
             "H + damping I is singular or too ill-conditioned for this solver; increase "

@@ -20,19 +20,25 @@ Right-hand sides are handled as rows: the routines here take a column-major bloc
 (``r x p``) and form ``Y G^{-T}`` or ``Y G^{-1}``, which is what the compiled stages of
 :mod:`tallskinny_np.stage` need without transposing anything.
 
-A pivot eigenvalue (of D) of modulus at most ``p * eps * ||Q||_1`` counts as zero; the
+Zero pivots and the acceptance of Cholesky follow :mod:`tallskinny_np.tolerance`; the
 reciprocal condition estimate ``rcond = 1 / (||Q||_1 est(||Q^{-1}||_1))`` uses Higham's
-1-norm estimator (the one in LAPACK's condition estimators). Float64 only; other dtypes and
-other array modules use :mod:`tallskinny_np.symmetric`.
+1-norm estimator (the one in LAPACK's condition estimators). Float64 only: it is the factor
+of the compiled stages of :mod:`tallskinny_np.stage` and, through
+:func:`tallskinny_np.symmetric.sym_factor`, of the array-module stages on NumPy in float64.
 """
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from . import lapack
+from . import lapack, tolerance
 
 CHOLESKY, BUNCH_KAUFMAN = np.int64(0), np.int64(1)   # numpy scalars: not numba literals
+EPS = np.finfo(np.float64).eps
+# The tolerance policy's own functions, compiled: one definition for every factorization.
+_zero_tolerance = njit(cache=True)(tolerance.zero_tolerance)
+_eigenvalue_signs = njit(cache=True)(tolerance.eigenvalue_signs)
+_cholesky_accepted = njit(cache=True)(tolerance.cholesky_accepted)
 
 
 class PivotFactor(NamedTuple):
@@ -52,9 +58,9 @@ class PivotFactor(NamedTuple):
 
     def solve(self, rhs):
         """``Q^{-1} rhs`` for rhs of shape (p,) or (p, r)."""
+        Lf, kind, perm, cs, sn, lam, order, n_pos = self.arrays[:8]
         rows = np.array(np.atleast_2d(rhs.T), order="F")
-        Lf, kind = self.arrays[:2]
-        solve_rows(kind, Lf, *self.arrays[2:8], rows)
+        solve_rows(kind, Lf, perm, cs, sn, lam, order, n_pos, rows)
         return rows.T.reshape(rhs.shape)
 
 
@@ -116,8 +122,9 @@ def factor(Q, positive_definite):
     elsewhere), ``lam`` the eigenvalues of D by position, ``order`` the positions with the
     positive ones first (Pi), ``n_pos`` their number, ``anorm = ||Q||_1`` and ``rcond`` the
     reciprocal condition estimate. Cholesky is tried only with ``positive_definite``; a
-    failed or barely positive definite one (``rcond <= p eps``) is redone by
-    Bunch-Kaufman, which counts near-zero pivots as zero eigenvalues.
+    failed or barely positive definite one (not
+    :func:`tallskinny_np.tolerance.cholesky_accepted`) is redone by Bunch-Kaufman, which
+    counts near-zero pivots as zero eigenvalues.
     """
     p = Q.shape[0]
     anorm = onenorm(Q)
@@ -127,7 +134,7 @@ def factor(Q, positive_definite):
             ident = np.arange(p)
             ones = np.ones(p)
             rcond = _rcond(CHOLESKY, Q, ident, ones, np.zeros(p), ones, ident, p, anorm)
-            if rcond > p * np.finfo(np.float64).eps:
+            if _cholesky_accepted(rcond, p, EPS):
                 return CHOLESKY, ident, ones, np.zeros(p), ones, ident, p, anorm, rcond
         Q[:, :] = backup
     perm, cs, sn, lam = _bunch_kaufman(Q)
@@ -150,20 +157,12 @@ def factor(Q, positive_definite):
 
 @njit(cache=True, error_model="numpy")
 def inertia(kind, lam, anorm):
-    """``(n_neg, n_zero, n_pos)`` of Q from the eigenvalues of D, those of modulus at most
-    ``p eps ||Q||_1`` counted as zero."""
+    """``(n_neg, n_zero, n_pos)`` of Q from the eigenvalues of D, those within the zero
+    tolerance of :mod:`tallskinny_np.tolerance` counted as zero."""
     p = lam.shape[0]
     if kind == CHOLESKY:
         return 0, 0, p
-    tol = p * np.finfo(np.float64).eps * anorm
-    n_neg = 0
-    n_pos = 0
-    for v in lam:
-        if v < -tol:
-            n_neg += 1
-        elif v > tol:
-            n_pos += 1
-    return n_neg, p - n_neg - n_pos, n_pos
+    return _eigenvalue_signs(lam, _zero_tolerance(p, anorm, EPS))
 
 
 @njit(cache=True, error_model="numpy")

@@ -29,14 +29,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import pivot, stage
+from . import pivot, stage, tolerance
 from .backend import array_module
 from .blocks import FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A, layer_size
 from .congruences import congruences, dz_congruences
 from .errors import check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
-from .symmetric import sym_factor, sym_solve
+from .symmetric import sym_factor
 from .wide import loss_stage, range_gain, range_stage
 
 MIN_SAVING = 1e6
@@ -54,11 +54,11 @@ class Stage(NamedTuple):
     """One layer's stage of the sweep.
 
     ``factor`` is the factored pivot Qxx: a :class:`tallskinny_np.pivot.PivotFactor` on
-    the compiled path, else a :class:`tallskinny_np.symmetric.SymFactor`; both carry
-    ``inertia`` and ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``,
-    ``a_{l-1} x p``) and applies the gain through it; the array-module path keeps ``Qxy``
-    and ``K`` (a range stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain`, applied
-    as ``K @ y``).
+    the compiled path, else one of :func:`tallskinny_np.symmetric.sym_factor` or of the
+    structured stages of :mod:`tallskinny_np.wide`; each has ``solve``, ``inertia`` and
+    ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``, ``a_{l-1} x p``) and
+    applies the gain through it; the array-module path keeps ``Qxy`` and ``K`` (a range
+    stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain`, applied as ``K @ y``).
     """
     factor: object
     Qxy: object
@@ -83,8 +83,8 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
 
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
-    is counted and summed, the sweep goes on past near-zero pivots (counted as zero
-    eigenvalues), and the factorization is for counting only.
+    is counted and summed and the sweep goes on past near-zero pivots (counted as zero
+    eigenvalues), so the factors may not solve.
 
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
     the compiled stages of :mod:`tallskinny_np.stage`; otherwise (CuPy, float32, or an
@@ -157,7 +157,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
         blk = layers[l]
         match blk:
             case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
-                f = range_stage(blocks, blk, P, eps, inertia, pd, strategy)
+                f = range_stage(blocks, blk, P, eps, pd, strategy)
                 if l == 0:
                     st, P = Stage(f, None, None, None), None
                 else:
@@ -165,8 +165,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                     K, P = range_gain(f, blk, Qxy, Qyy)
                     st = Stage(f, Qxy, K, None)
             case LossLayer() if _use_structured(blk, structured):
-                st, P = _array_stage(xp, blk, loss_stage(blk, eps, inertia, pd, strategy), P,
-                                     None, l)
+                st, P = _array_stage(xp, blk, loss_stage(blk, eps, pd, strategy), P, None, l)
             case HiddenLayer() | FirstLayer() if compiled:
                 st, P = _compiled_stage(blk, P, eps, pd)
             case _:
@@ -176,7 +175,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 Qxx[xp.arange(p), xp.arange(p)] += eps
                 if modify is not None:             # docs/math.md eq. (8.7)
                     Qxx, modification[l] = modified_pivot(Qxx, modify)
-                f = sym_factor(Qxx, inertia=inertia, positive_definite=pd or modify is not None,
+                f = sym_factor(Qxx, positive_definite=pd or modify is not None,
                                strategy=strategy)
                 st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
         f = st.factor
@@ -184,7 +183,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:
             counts = [c + n for c, n in zip(counts, f.inertia)]
-            if singular is None and not f.rcond >= np.finfo(blk.Dx.dtype).eps:
+            if singular is None and tolerance.singular(f.rcond, blk.Dx.dtype):
                 singular = l + 1
         stages[l] = st
     return Riccati(layers, stages, tuple(counts) if inertia else None, singular, modification)
@@ -253,7 +252,7 @@ def _array_stage(xp, blk, f, P, congruence_terms, l):
     if l == 0:
         return Stage(f, None, None, None), None
     Qxy, Qyy = _qxy_qyy(xp, blk, congruence_terms or (None, None))
-    K = -sym_solve(f, Qxy)
+    K = -f.solve(Qxy)
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
     return Stage(f, Qxy, K, None), P
@@ -321,7 +320,7 @@ def riccati_solve(fac, gs):
     pv = None                                  # p_L = 0
     for l in range(L - 1, -1, -1):
         blk, st = layers[l], fac.stages[l]
-        if isinstance(st.factor, pivot.PivotFactor):
+        if _compiled(st):
             Dz = blk.Dz if l > 0 else None
             k[l], pv = stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx, Dz,
                                       np.ascontiguousarray(gs[l]),
@@ -330,7 +329,7 @@ def riccati_solve(fac, gs):
         qx = -gs[l]
         if pv is not None:
             qx = qx + DxT_mv(blk, pv)
-        k[l] = -sym_solve(st.factor, qx.reshape(-1, r))      # Qxx acts on (p_l, r)
+        k[l] = -st.factor.solve(qx.reshape(-1, r))           # Qxx acts on (p_l, r)
         if l > 0:
             pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
             pv = pl if pv is None else pl + DzT_mv(blk, pv)
@@ -338,7 +337,7 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
-        if isinstance(st.factor, pivot.PivotFactor):
+        if _compiled(st):
             x, y = stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
                                  blk.Dz if l > 0 else None, k[l], y)
             xs.append(x)
@@ -348,6 +347,13 @@ def riccati_solve(fac, gs):
         if l < L - 1:
             y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs
+
+
+def _compiled(st):
+    """Whether the compiled kernels apply the stage: a compiled factor without the gain K
+    of the array-module stages (which also factor by :class:`tallskinny_np.pivot.PivotFactor`
+    on NumPy in float64; at layer 1, which has no gain, either way solves alike)."""
+    return isinstance(st.factor, pivot.PivotFactor) and st.K is None
 
 
 def _rows(st, blk):

@@ -1,70 +1,90 @@
 """Factorizations of the symmetric pivot blocks Qxx of the array-module Riccati stages.
 
 docs/math.md section 4, "Stage-wise (Riccati) elimination" and "Inertia": each ``Qxx_l``
-is factored once; the factor solves with it and reports its inertia, and
-``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``. On NumPy in float64 the sweep uses the compiled
-factor of :mod:`tallskinny_np.pivot` instead, which solves and counts with one
-factorization; this module serves float32, CuPy and an explicit ``strategy``.
+is factored once, and the one factorization both solves with it and counts its inertia,
+``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``. Every factor has ``solve(rhs)`` (``Qxx^{-1} rhs``
+for rhs of shape (n,) or (n, r)), ``inertia = (n_neg, n_zero, n_pos)`` and ``rcond``, an
+estimate of the reciprocal condition number; zero pivots, the acceptance of Cholesky and
+singular blocks follow :mod:`tallskinny_np.tolerance`. :func:`sym_factor` picks:
 
-With ``"lapack"`` the factorization is LAPACK's Cholesky (``potrf``) when the block is
-expected to be positive definite (the damped Gauss-Newton matrix) and succeeds, else LU
-with partial pivoting (``getrf``) for solving; the inertia, when asked for, comes from the
-symmetric-indefinite Bunch-Kaufman ``L D L^T`` (``sytrf``), whose block diagonal D (1x1 and
-2x2 blocks) carries it (LAPACK's ``sytrs`` solves with it by Level-2 BLAS only). The
-``"eigh"`` strategy (the one used on CuPy, which has no Bunch-Kaufman) diagonalises the
-block instead; it is an array-module code path and is tested on the CPU with NumPy.
+- on NumPy in float64, :class:`tallskinny_np.pivot.PivotFactor`: the compiled Cholesky
+  (when the block is expected to be positive definite and it succeeds) or Bunch-Kaufman
+  ``L D L^T`` whose block diagonal D carries the inertia, the factor of the compiled stages;
+- on NumPy in another precision (float32), :class:`LapackFactor`: the same two
+  factorizations by SciPy's LAPACK (``potrf`` or ``sytrf``), in that precision;
+- on CuPy, which has no Bunch-Kaufman, or with ``strategy="eigh"``, :class:`EighFactor`:
+  the block diagonalised. It is an array-module code path and is tested on the CPU with
+  NumPy.
 
-A pivot eigenvalue (of D, or of the block for ``"eigh"``) of modulus at most
-``n * eps * ||Q||_1`` is counted as zero: the block is singular to working precision there.
+The structured stages of :mod:`tallskinny_np.wide` have factors of their own
+(:class:`~tallskinny_np.wide.RangeFactor`, :class:`~tallskinny_np.wide.WoodburyFactor`)
+with the same three members.
 """
-from collections import namedtuple
+from typing import NamedTuple
 
 import numpy as np
 from scipy.linalg import get_lapack_funcs
 from scipy.linalg.lapack import dsytrf_lwork, ssytrf_lwork
 
+from . import pivot
 from .backend import array_module
-
-SymFactor = namedtuple("SymFactor", "strategy data inertia rcond")
-SymFactor.__doc__ = """A factored symmetric block: ``strategy`` ("cholesky", "lu",
-"eigh", or "range"/"woodbury" from :mod:`tallskinny_np.wide`), the factor ``data``,
-``inertia = (n_neg, n_zero, n_pos)`` (None if not asked for) and ``rcond``, an estimate of
-the reciprocal 1-norm condition number."""
+from .tolerance import cholesky_accepted, eigenvalue_signs, zero_tolerance
 
 
-def _zero_tol(n, anorm, dtype):
-    return n * np.finfo(dtype).eps * anorm
+class LapackFactor(NamedTuple):
+    """LAPACK's Cholesky ``Q = L L^T`` (``ipiv`` None) or Bunch-Kaufman
+    ``P^T Q P = L D L^T`` of a symmetric Q, in Q's precision."""
+    factor: np.ndarray        # (n, n): L, or sytrf's L and D (lower triangle)
+    ipiv: np.ndarray          # (n,): sytrf's pivots, None for Cholesky
+    inertia: tuple
+    rcond: float
+
+    def solve(self, rhs):
+        """``Q^{-1} rhs`` (``potrs`` or ``sytrs``)."""
+        if self.ipiv is None:
+            potrs, = get_lapack_funcs(("potrs",), (self.factor,))
+            x, _ = potrs(self.factor, rhs, lower=1)
+        else:
+            sytrs, = get_lapack_funcs(("sytrs",), (self.factor,))
+            x, _ = sytrs(self.factor, self.ipiv, rhs, lower=1)
+        return x
 
 
-def eigenvalue_signs(w, tol):
-    """``(n_neg, n_zero, n_pos)`` of the eigenvalues w, those within ``tol`` of 0 counted
-    as zero."""
-    n_neg, n_pos = int((w < -tol).sum()), int((w > tol).sum())
-    return n_neg, int(w.size) - n_neg - n_pos, n_pos
+class EighFactor(NamedTuple):
+    """``Q = V diag(w) V^T``, on any array module."""
+    w: object                 # (n,)
+    V: object                 # (n, n)
+    inertia: tuple
+    rcond: float              # |w|_min / |w|_max, exact in the 2-norm
+
+    def solve(self, rhs):
+        """``V diag(w)^{-1} V^T rhs``."""
+        return self.V @ ((self.V.T @ rhs) / (self.w if rhs.ndim == 1 else self.w[:, None]))
 
 
-def _cholesky(Q, anorm):
-    potrf, pocon = get_lapack_funcs(("potrf", "pocon"), (Q,))
-    c, info = potrf(Q, lower=1, clean=1)
-    if info != 0:
-        return None
-    rcond, _ = pocon(c, anorm, uplo="L")
-    return SymFactor("cholesky", c, (0, 0, Q.shape[0]), float(rcond))
-
-
-def _lu(Q, anorm):
-    getrf, gecon = get_lapack_funcs(("getrf", "gecon"), (Q,))
-    lu, piv, info = getrf(Q)
-    rcond = 0.0 if info > 0 else float(gecon(lu, anorm, norm="1")[0])
-    return SymFactor("lu", (lu, piv), None, rcond)
-
-
-def bunch_kaufman_inertia(Q, anorm):
-    """``(n_neg, n_zero, n_pos)`` of symmetric Q from the D of its Bunch-Kaufman factor."""
-    sytrf, = get_lapack_funcs(("sytrf",), (Q,))
+def _lapack(Q, anorm, positive_definite):
+    """The :class:`LapackFactor` of Q (of 1-norm anorm): Cholesky if asked for and
+    accepted, else Bunch-Kaufman."""
+    eps_mach = np.finfo(Q.dtype).eps
+    n = Q.shape[0]
+    if positive_definite:
+        potrf, pocon = get_lapack_funcs(("potrf", "pocon"), (Q,))
+        c, info = potrf(Q, lower=1, clean=1)
+        if info == 0:
+            rcond = float(pocon(c, anorm, uplo="L")[0])
+            if cholesky_accepted(rcond, n, eps_mach):
+                return LapackFactor(c, None, (0, 0, n), rcond)
+    sytrf, sycon = get_lapack_funcs(("sytrf", "sycon"), (Q,))
     lwork_query = dsytrf_lwork if Q.dtype == np.float64 else ssytrf_lwork
-    lwork = int(lwork_query(Q.shape[0], lower=1)[0])
+    lwork = int(lwork_query(n, lower=1)[0])
     ldu, ipiv, _ = sytrf(Q, lower=1, lwork=max(lwork, 1))
+    rcond = float(sycon(ldu, ipiv, anorm, lower=1)[0])  # 0 when D is exactly singular
+    return LapackFactor(ldu, ipiv, eigenvalue_signs(_bunch_kaufman_eigenvalues(ldu, ipiv),
+                                                    zero_tolerance(n, anorm, eps_mach)), rcond)
+
+
+def _bunch_kaufman_eigenvalues(ldu, ipiv):
+    """The eigenvalues of the block diagonal D of ``sytrf``'s lower factor."""
     d = np.diag(ldu)
     eig = []
     k = 0
@@ -77,7 +97,7 @@ def bunch_kaufman_inertia(Q, anorm):
             mean, rad = 0.5 * (a + c), np.hypot(0.5 * (a - c), b)
             eig += [mean - rad, mean + rad]
             k += 2
-    return eigenvalue_signs(np.array(eig), _zero_tol(Q.shape[0], anorm, Q.dtype))
+    return np.array(eig)
 
 
 def _eigh(Q, anorm):
@@ -85,47 +105,47 @@ def _eigh(Q, anorm):
     w, V = xp.linalg.eigh(Q)
     absw = xp.abs(w)
     rcond = float(absw.min() / absw.max()) if float(absw.max()) > 0 else 0.0
-    return SymFactor("eigh", (w, V), eigenvalue_signs(w, _zero_tol(Q.shape[0], anorm, Q.dtype)),
-                     rcond)
+    counts = eigenvalue_signs(w, zero_tolerance(Q.shape[0], anorm, np.finfo(Q.dtype).eps))
+    return EighFactor(w, V, counts, rcond)
 
 
-def sym_factor(Q, inertia=False, positive_definite=False, strategy=None):
-    """Factor the symmetric matrix Q for solving; with ``inertia=True`` also count its
-    eigenvalue signs. ``positive_definite=True`` tries Cholesky first (falling back to LU
-    when Q is not numerically positive definite after all).
+def sym_factor(Q, positive_definite=False, strategy=None):
+    """Factor the symmetric matrix Q to solve with it and count its eigenvalue signs.
 
-    ``strategy=None`` picks LAPACK on NumPy and ``"eigh"`` on CuPy.
+    Parameters
+    ----------
+    Q : array (n, n)
+        Symmetric (the compiled and LAPACK factorizations read its lower triangle).
+    positive_definite : bool
+        Q is expected to be positive definite: try Cholesky first (falling back to
+        Bunch-Kaufman when Q is not numerically positive definite after all).
+    strategy : {None, "lapack", "eigh"}
+        None picks ``"lapack"`` (Cholesky or Bunch-Kaufman) on NumPy and ``"eigh"`` on
+        CuPy.
+
+    Returns
+    -------
+    PivotFactor, LapackFactor or EighFactor
+        With ``solve(rhs)``, ``inertia`` and ``rcond`` (module docstring).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np.symmetric import sym_factor
+    >>> f = sym_factor(np.array([[2.0, 1.0], [1.0, -3.0]]))
+    >>> x = f.solve(np.array([3.0, -2.0]))
+    >>> f.inertia, bool(np.allclose(x, [1.0, 1.0]))
+    ((1, 0, 1), True)
     """
     xp = array_module(Q)
-    anorm = float(xp.abs(Q).sum(axis=0).max())
     if strategy is None:
         strategy = "lapack" if xp is np else "eigh"
+    if strategy not in ("lapack", "eigh"):
+        raise ValueError(f"unknown factorization strategy {strategy!r}")
+    if strategy == "lapack" and Q.dtype == np.float64:
+        F = np.array(Q, order="F")                 # overwritten by the factor
+        return pivot.PivotFactor.of((F,) + pivot.factor(F, bool(positive_definite)))
+    anorm = float(xp.abs(Q).sum(axis=0).max())
     if strategy == "eigh":
         return _eigh(Q, anorm)
-    if strategy != "lapack":
-        raise ValueError(f"unknown factorization strategy {strategy!r}")
-    f = _cholesky(Q, anorm) if positive_definite else None
-    # A barely positive definite block goes to LU and Bunch-Kaufman, which count its
-    # near-zero pivots as zero eigenvalues.
-    if f is None or not f.rcond > _zero_tol(Q.shape[0], 1.0, Q.dtype):
-        f = _lu(Q, anorm)
-        if inertia:
-            f = f._replace(inertia=bunch_kaufman_inertia(Q, anorm))
-    return f
-
-
-def sym_solve(f, rhs):
-    """``Q^{-1} rhs`` from the factor (rhs of shape (n,) or (n, r); (n, r) for the
-    structured factors of :mod:`tallskinny_np.wide`, whose ``data`` is their solve)."""
-    if callable(f.data):
-        return f.data(rhs)
-    if f.strategy == "eigh":
-        w, V = f.data
-        return V @ ((V.T @ rhs) / (w if rhs.ndim == 1 else w[:, None]))
-    if f.strategy == "cholesky":
-        potrs, = get_lapack_funcs(("potrs",), (f.data,))
-        x, _ = potrs(f.data, rhs, lower=1)
-        return x
-    getrs, = get_lapack_funcs(("getrs",), (f.data[0],))
-    x, _ = getrs(*f.data, rhs)
-    return x
+    return _lapack(Q, anorm, positive_definite)

@@ -2,8 +2,9 @@
 
 At ImageNet scale layer 1 (``3 r^2`` inputs) and the loss layer (up to 1000 classes) have far
 more parameters than the tall-skinny middle, so their Qxx must not be formed, let alone
-factored densely (O(p^3)). Both stages return a :class:`~tallskinny_np.symmetric.SymFactor`
-whose ``data`` is a solve function, so the Riccati sweep uses them like any other factor.
+factored densely (O(p^3)). The stages return a :class:`RangeFactor` and a
+:class:`WoodburyFactor`, with the ``solve``, ``inertia`` and ``rcond`` of the factors of
+:mod:`tallskinny_np.symmetric`, so the Riccati sweep uses them like any other factor.
 
 **Stage 1** (no gain: ``y_0 = 0``). ``Qxx_1 = A_1 + eps I + Dx_1^T P_1 Dx_1`` with
 ``A_1 = Phi diag(R) Phi^T`` and ``Dx_1^T = Phi diag(S1)`` for ``Phi = I_m (x) Zt^T``: apart from
@@ -44,7 +45,59 @@ from . import pivot, stage
 from .backend import array_module
 from .blocks import FirstLayer, GramA, block_diagonal, loss_A_low_rank
 from .congruences import dx_congruence
-from .symmetric import SymFactor, eigenvalue_signs, sym_factor, sym_solve
+from .symmetric import sym_factor
+from .tolerance import eigenvalue_signs, zero_tolerance
+
+
+class RangeFactor(NamedTuple):
+    """``Qxx = Q T Q^T + eps (I - Q Q^T)``, ``Q = I_m (x) V`` (module docstring, "Stage 1"
+    and "Range of the batch"), with the ``inertia`` and ``rcond`` of Qxx."""
+    V: object                 # (q, r): orthonormal basis of the batch's input vectors
+    fT: object                # the factor of T (m r x m r), from sym_factor
+    m: int
+    eps: float
+    inertia: tuple
+    rcond: float
+
+    def solve(self, u):
+        """``Qxx^{-1} u = Q T^{-1} Q^T u + (I - Q Q^T) u / eps`` for u (m q, nr), by batched
+        products (matmul), one per output unit."""
+        V, m = self.V, self.m
+        q, r = V.shape
+        nr = u.shape[-1]
+        uq = u.reshape(m, q, nr)
+        c = V.T @ uq                                       # Q^T u, (m, r, nr)
+        x = V @ self.fT.solve(c.reshape(m * r, nr)).reshape(m, r, nr)
+        if r < q:
+            x += (uq - V @ c) / self.eps
+        return x.reshape(m * q, nr)
+
+
+class WoodburyFactor(NamedTuple):
+    """``Qxx_L = D - U U^T`` (module docstring, "Loss stage"): D's blocks ``Dblk[k] + eps I
+    = V[k] diag(w[k]) V[k]^T``, U, ``D^{-1} U`` and the factor of
+    ``Cap = I_B - U^T D^{-1} U``, with the ``inertia`` and ``rcond`` of Qxx_L."""
+    w: object                 # (c, q)
+    V: object                 # (c, q, q)
+    U: object                 # (c, q, B)
+    DinvU: object             # (c, q, B)
+    fC: object                # the factor of Cap (B x B), from sym_factor
+    inertia: tuple
+    rcond: float
+
+    def solve(self, u):
+        """``Qxx_L^{-1} u = D^{-1} u + D^{-1} U Cap^{-1} U^T D^{-1} u`` for u (c q, nr)."""
+        xp = array_module(self.U)
+        c, q, _ = self.U.shape
+        nr = u.shape[-1]
+        X = _block_solve(self.w, self.V, u.reshape(c, q, nr))
+        corr = self.fC.solve(xp.einsum("kjs,kjr->sr", self.U, X))
+        return (X + xp.einsum("kjs,sr->kjr", self.DinvU, corr)).reshape(c * q, nr)
+
+
+def _block_solve(w, V, X):
+    """``D^{-1} X`` for ``D = blockdiag_k(V[k] diag(w[k]) V[k]^T)`` and X (c, q, r)."""
+    return V @ ((V.transpose(0, 2, 1) @ X) / w[:, :, None])
 
 
 def _inertia_of_eps(n, eps):
@@ -64,38 +117,10 @@ def range_basis(blocks, blk):
     return VT[:int((sv > tol).sum())].T
 
 
-class RangeSolve(NamedTuple):
-    """``Qxx^{-1} u = Q T^{-1} Q^T u + (I - Q Q^T) u / eps`` for u of shape ``(m q, r)``
-    (module docstring), the solve of the range stage's factor. ``fT`` is T's factor: a
-    :class:`~tallskinny_np.pivot.PivotFactor` on NumPy in float64 with the default
-    strategy, else a :class:`~tallskinny_np.symmetric.SymFactor`; ``n_perp = m (q - r)``."""
-    V: object
-    fT: object
-    eps: float
-    n_perp: int
-
-    def __call__(self, u):
-        q, r = self.V.shape
-        nr = u.shape[-1]
-        uq = u.reshape(-1, q, nr)
-        m = uq.shape[0]
-        c = self.V.T @ uq                                  # Q^T u, (m, r, nr)
-        x = self.V @ _solve_T(self.fT, c.reshape(m * r, nr)).reshape(m, r, nr)
-        if self.n_perp:
-            x += (uq - self.V @ c) / self.eps
-        return x.reshape(m * q, nr)
-
-
-def _solve_T(fT, c):
-    """``T^{-1} c`` through T's factor (:class:`RangeSolve`)."""
-    return fT.solve(c) if isinstance(fT, pivot.PivotFactor) else sym_solve(fT, c)
-
-
-def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, strategy=None):
-    """Factor of ``Qxx`` in the range of the batch (module docstring, "Stage 1" and "Range
-    of the batch"), for layer 1 or a hidden layer. On NumPy in float64 with the default
-    strategy T is factored by :func:`tallskinny_np.pivot.factor` (one factorization that
-    solves and counts), for :func:`range_gain`'s ``syrk`` update."""
+def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
+    """The :class:`RangeFactor` of ``Qxx`` (module docstring, "Stage 1" and "Range of the
+    batch"), for layer 1 or a hidden layer. On NumPy in float64 T's factor is the compiled
+    one that solves and counts, for :func:`range_gain`'s ``syrk`` update."""
     xp = array_module(blk.Dx)
     V = range_basis(blocks, blk)
     _, m, q = blk.Dx.shape
@@ -107,23 +132,14 @@ def range_stage(blocks, blk, P, eps, inertia=False, positive_definite=False, str
     elif blk.A is not None:
         T = T + block_diagonal(xp, V.T @ blk.A @ V)
     T[xp.arange(m * r), xp.arange(m * r)] += eps
+    fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
     n_perp = m * (q - r)
-    rcond = 1.0
+    rcond = fT.rcond
     if n_perp:                                             # eps = 0: Qxx_1 is singular
-        rcond = (abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
-                 if eps else 0.0)
-    if xp is np and T.dtype == np.float64 and strategy is None:
-        Tf = T.T                                           # T's lower triangle, F-order
-        fT = pivot.PivotFactor.of((Tf,) + pivot.factor(Tf, positive_definite))
-    else:
-        fT = sym_factor(T, inertia=inertia, positive_definite=positive_definite,
-                        strategy=strategy)
-    rcond = min(rcond, fT.rcond)
-    counts = None
-    if inertia:
-        counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
-    solve = RangeSolve(V, fT, eps, n_perp)
-    return SymFactor("range", solve, counts, rcond)
+        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
+                    if eps else 0.0)
+    counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
+    return RangeFactor(V, fT, m, eps, counts, rcond)
 
 
 def range_gain(f, blk, Qxy, Qyy):
@@ -143,27 +159,26 @@ def range_gain(f, blk, Qxy, Qyy):
     ``p^3 / 3 + p^2 a' + p a'^2``.
     """
     xp = array_module(Qxy)
-    solve = f.data
-    V = solve.V
+    V = f.V
     q, r = V.shape
     m, n = blk.Dx.shape[1], blk.Dz.shape[2]
     a1 = Qxy.shape[1]
     Y = (V.T @ Qxy.reshape(m, q, a1)).reshape(m * r, a1)
     Pp = None
-    if solve.n_perp and blk.bS1 is not None:
+    if r < q and blk.bS1 is not None:
         Pp = -V @ V[:n].T                                  # (I - V V^T)[:, :n]
         Pp[xp.arange(n), xp.arange(n)] += 1.0
         G = blk.bS1 @ blk.bS1.T
         B = G.shape[0]
         Qyy4 = Qyy.reshape(B, n, B, n)                     # a view: Qyy is fresh, C-order
-        Qyy4 -= G[:, None, :, None] * (Pp[:n] / solve.eps)[None, :, None, :]
-    if isinstance(solve.fT, pivot.PivotFactor):
+        Qyy4 -= G[:, None, :, None] * (Pp[:n] / f.eps)[None, :, None, :]
+    if isinstance(f.fT, pivot.PivotFactor):
         # Y's C-order storage is Y^T's F-order one, and Qyy is symmetric: no transposes
-        stage.schur_update(solve.fT.arrays, Y.copy().T, Qyy.T)
+        stage.schur_update(f.fT.arrays, Y.copy().T, Qyy.T)
     else:
-        Qyy -= Y.T @ sym_solve(solve.fT, Y)
+        Qyy -= Y.T @ f.fT.solve(Y)
         Qyy = 0.5 * (Qyy + Qyy.T)                          # exactly symmetric against drift
-    return RangeGain(solve, Y, None if Pp is None else blk.bS1, Pp), Qyy
+    return RangeGain(f, Y, None if Pp is None else blk.bS1, Pp), Qyy
 
 
 class RangeGain(NamedTuple):
@@ -171,17 +186,16 @@ class RangeGain(NamedTuple):
     (:func:`range_gain`), applied as ``K @ y`` without forming it: ``2 m r a' + 2 (m r)^2
     + 2 p r`` flops per column of y instead of K's ``p x a'`` entries once. ``bS1`` and
     ``Pp = (I - V V^T)[:, :n]`` give Xp (None when Qxy lies in the range)."""
-    solve: RangeSolve
+    factor: RangeFactor
     Y: object
     bS1: object
     Pp: object
 
     def __matmul__(self, y):
-        V, eps = self.solve.V, self.solve.eps
+        V, eps, m = self.factor.V, self.factor.eps, self.factor.m
         q, r = V.shape
         nr = y.shape[-1]
-        m = self.Y.shape[0] // r
-        x = V @ _solve_T(self.solve.fT, self.Y @ y).reshape(m, r, nr)
+        x = V @ self.factor.fT.solve(self.Y @ y).reshape(m, r, nr)
         if self.Pp is not None:                            # Xp y / eps
             B = self.bS1.shape[0]
             t = self.Pp @ y.reshape(B, -1, nr)             # (B, q, nr)
@@ -189,34 +203,21 @@ class RangeGain(NamedTuple):
         return -x.reshape(m * q, nr)
 
 
-def loss_stage(blk, eps, inertia=False, positive_definite=False, strategy=None):
-    """Factor of ``Qxx_L = A_L + eps I`` by Woodbury (module docstring, "Loss stage")."""
+def loss_stage(blk, eps, positive_definite=False, strategy=None):
+    """The :class:`WoodburyFactor` of ``Qxx_L = A_L + eps I`` (module docstring, "Loss
+    stage")."""
     A = blk.A
     xp = array_module(A.Dblk)
-    c, q, _ = A.Dblk.shape
+    q = A.Dblk.shape[1]
     B = A.pi.shape[0]
     w, V = xp.linalg.eigh(A.Dblk + eps * xp.eye(q, dtype=A.Dblk.dtype))
-
-    def D_solve(X):                                        # X (c, q, r)
-        return V @ ((V.transpose(0, 2, 1) @ X) / w[:, :, None])
-
     U = loss_A_low_rank(A)                                 # (c, q, B)
-    DinvU = D_solve(U)
+    DinvU = _block_solve(w, V, U)
     Cap = xp.eye(B, dtype=U.dtype) - xp.einsum("kjs,kjt->st", U, DinvU)
-    fC = sym_factor(Cap, inertia=inertia, positive_definite=positive_definite,
-                    strategy=strategy)
+    fC = sym_factor(Cap, positive_definite=positive_definite, strategy=strategy)
     absw = xp.abs(w)
     wmax = float(absw.max())
     rcond = min(float(absw.min()) / wmax if wmax > 0 else 0.0, fC.rcond)
-    counts = None
-    if inertia:
-        In_D = eigenvalue_signs(w, q * np.finfo(w.dtype).eps * wmax)
-        counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
-
-    def solve(u):
-        nr = u.shape[-1]
-        X = D_solve(u.reshape(c, q, nr))
-        corr = sym_solve(fC, xp.einsum("kjs,kjr->sr", U, X))
-        return (X + xp.einsum("kjs,sr->kjr", DinvU, corr)).reshape(c * q, nr)
-
-    return SymFactor("woodbury", solve, counts, rcond)
+    In_D = eigenvalue_signs(w, zero_tolerance(q, wmax, np.finfo(w.dtype).eps))
+    counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
+    return WoodburyFactor(w, V, U, DinvU, fC, counts, rcond)

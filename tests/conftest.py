@@ -168,3 +168,16 @@ def relative_error(x, ref):
     X = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     R = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
     return float(np.max(np.linalg.norm(X - R, axis=0) / np.linalg.norm(R, axis=0)))
+
+
+def symmetric_matrix(kind, p, seed):
+    """A seeded symmetric ``p x p`` matrix: ``"pd"`` (positive definite), ``"indefinite"``
+    or ``"zero-diagonal"`` (indefinite, forcing 2x2 pivots on Bunch-Kaufman)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((p, p))
+    if kind == "pd":
+        return X @ X.T + p * np.eye(p)
+    Q = X + X.T
+    if kind == "zero-diagonal":
+        Q[np.arange(p), np.arange(p)] = 0.0
+    return Q

@@ -4,18 +4,8 @@ estimate."""
 import numpy as np
 import pytest
 
+from conftest import symmetric_matrix
 from tallskinny_np import pivot
-
-
-def _symmetric(kind, p, seed):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((p, p))
-    if kind == "pd":
-        return X @ X.T + p * np.eye(p)
-    Q = X + X.T
-    if kind == "zero-diagonal":              # forces 2x2 pivots
-        Q[np.arange(p), np.arange(p)] = 0.0
-    return Q
 
 
 def _factor(Q, pd):
@@ -29,7 +19,7 @@ def _factor(Q, pd):
 def test_solve_inertia_rcond(kind, p):
     if kind == "zero-diagonal" and p == 1:
         pytest.skip("the 1 x 1 zero matrix is singular")
-    Q = _symmetric(kind, p, p)
+    Q = symmetric_matrix(kind, p, p)
     F, (k, perm, cs, sn, lam, order, n_pos, anorm, rcond) = _factor(Q, kind == "pd")
     assert k == (pivot.CHOLESKY if kind == "pd" else pivot.BUNCH_KAUFMAN)
     B = np.asfortranarray(np.random.default_rng(1).standard_normal((3, p)))
@@ -49,7 +39,7 @@ def test_solve_inertia_rcond(kind, p):
 def test_half_solves(kind):
     """``W = G^{-1} X`` gives ``X^T Q^{-1} X = W^T S W``."""
     p = 40
-    Q = _symmetric(kind, p, 3)
+    Q = symmetric_matrix(kind, p, 3)
     F, (k, perm, cs, sn, lam, order, n_pos, anorm, rcond) = _factor(Q, kind == "pd")
     X = np.random.default_rng(2).standard_normal((p, 5))
     W = np.array(X.T, order="F")

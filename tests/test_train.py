@@ -152,6 +152,16 @@ def test_second_order_batch_is_the_train_task_gradient_batch_of_second_order(tmp
     assert "--second-order-batch 5000 is larger" in capsys.readouterr().err
 
 
+def test_backtrack_reaches_every_damped_optimizer():
+    args = train.parse_args(["--backtrack", "0"])
+    for name in ("newton", "ggn", "ggn-newton", "modified-newton", "hf", "hf-hessian",
+                 "saddle-free"):
+        assert train.make_optimizer(name, args, "train").backtrack == 0
+    assert train.make_optimizer("ggn", train.parse_args([]), "train").backtrack == 3
+    with pytest.raises(SystemExit):
+        train.parse_args(["--backtrack", "-1"])
+
+
 def test_curvature_is_rebuilt_every_n_steps(tmp_path, monkeypatch):
     built = []
     real = train.Curvature

@@ -183,6 +183,9 @@ def parse_args(argv):
                         "eigenpairs of H (the others are absorbed by a larger damping)")
     p.add_argument("--floor", type=positive_float, default=1e-8,
                    help="modified-newton: the smallest eigenvalue of a modified pivot")
+    p.add_argument("--backtrack", type=integer(0), default=3,
+                   help="damped second-order methods (not trust-region): halvings of a "
+                        "rejected downhill step before the damping is raised")
     p.add_argument("--switch-loss", type=positive_float, default=0.1,
                    help="ggn-newton: the batch loss at which Gauss-Newton steps give way to "
                         "Newton steps")
@@ -276,15 +279,16 @@ def make_optimizer(name, args, task, lr=None):
         return Adam(lr)
     if name == "trust-region":
         return TrustRegion(radius=args.radius)
+    rule = {"damping": args.damping, "backtrack": args.backtrack}
     if name in ("hf", "hf-hessian"):
-        return HessianFree(damping=args.damping, kind="ggn" if name == "hf" else "hessian")
+        return HessianFree(kind="ggn" if name == "hf" else "hessian", **rule)
     if name == "ggn-newton":
-        return GaussNewtonToNewton(damping=args.damping, switch_loss=args.switch_loss)
+        return GaussNewtonToNewton(switch_loss=args.switch_loss, **rule)
     if name == "modified-newton":
-        return ModifiedNewton(damping=args.damping, floor=args.floor)
+        return ModifiedNewton(floor=args.floor, **rule)
     if name == "saddle-free":
-        return SaddleFreeNewton(damping=args.damping, max_pairs=args.negative_pairs)
-    return DampedNewton(damping=args.damping, kind="ggn" if name == "ggn" else "hessian")
+        return SaddleFreeNewton(max_pairs=args.negative_pairs, **rule)
+    return DampedNewton(kind="ggn" if name == "ggn" else "hessian", **rule)
 
 
 def setting(name, opt):
@@ -401,7 +405,7 @@ def trajectory_config(args, task, name, lr):
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
             "augment", "depth", "width", "activation", "damping", "radius", "batch",
             "curvature_batch", "curvature_every", "negative_pairs", "switch_loss", "floor",
-            "target_loss", "dtype", "seed")
+            "backtrack", "target_loss", "dtype", "seed")
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None,
                   batch=batch_size(args, task, name))

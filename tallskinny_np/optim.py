@@ -222,11 +222,12 @@ class DampedNewton:
     ``factor``. A direction costs a factorization, a trial loss a forward pass. Measured
     on the memorisation of the embedded digits to a loss of 1e-8 (``tallskinny-train
     --task precision --optimizer ggn-newton --backtrack 0``, then ``3``; README, "Where
-    exact second order pays"). Otherwise the step is retried with the
-    larger lam on the same curvature, up to ``trials`` times per step; a solve that is
-    refused (``H + lam I`` singular to working precision) raises lam by ``factor**2``. After ``max_failures`` consecutive
-    non-finite losses or refused solves :class:`FloatingPointError` is raised. For an
-    indefinite H the step may increase the model; it is then rejected like a poor one.
+    exact second order pays"). Otherwise the step is retried with the larger lam on the
+    same curvature, up to ``trials`` times per step; a solve that is refused (``H + lam I``
+    singular to working precision) raises lam by ``factor**2``. After ``max_failures``
+    consecutive non-finite losses or refused solves :class:`FloatingPointError` is raised.
+    For an indefinite H the step may increase the model; it is then rejected like a poor
+    one.
 
     Parameters
     ----------

@@ -293,7 +293,8 @@ class Curvature:
             least about 1/eps), e.g. damping 0 for most networks: the softmax makes H
             singular.
         UncertifiedSolveError
-            No step reached the bound (and ``uncertified="raise"``).
+            No step reached the bound (and ``uncertified="raise"``), or no step gave a
+            finite solution (whatever ``uncertified`` says).
 
         Notes
         -----
@@ -475,8 +476,10 @@ class Curvature:
             better = np.flatnonzero(eta_t < eta[todo])
             X[:, todo[better].tolist()] = Xt[:, better.tolist()]
             eta[todo[better]] = eta_t[better]
-        if not any(paths):      # every factorization had a singular pivot: the first one says
-            raise singular
+        if not any(paths):      # no factorization gave a finite solution
+            if singular is not None:             # a singular pivot: the first one says
+                raise singular
+            raise UncertifiedSolveError(eta, bound, "factor")
         if check:
             self._check_singular(B, X, shift, bound, method)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)

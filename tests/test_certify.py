@@ -151,6 +151,19 @@ def test_without_fallback_the_chain_stops_after_the_first_factorization(monkeypa
     assert calls and "banded" in info.path[0] and info.backward_error[0] <= info.bound
 
 
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_solve_that_is_nowhere_finite_raises_the_named_error(monkeypatch, fallback):
+    case = next(c for c in GRID if c.depth >= 4)
+    nan = lambda fac, gs: [np.full_like(x, np.nan) for x in gs]
+    for key in ("riccati", curvature_module.BANDED):
+        factor = curvature_module._SOLVERS[key][0]
+        monkeypatch.setitem(curvature_module._SOLVERS, key, (factor, nan))
+    curv = _curvature(case)
+    with pytest.raises(UncertifiedSolveError) as err:
+        curv.solve(curv.grad, 0.5, fallback=fallback, uncertified="return")
+    assert err.value.step == "factor" and np.isinf(err.value.backward_error[0])
+
+
 def test_every_method_refuses_an_exactly_singular_shift():
     case = next(c for c in GRID if c.depth >= 3 and c.batch >= 3)
     H = dense_curvature(case, "hessian")

@@ -69,3 +69,13 @@ def test_substitutions_match_dense(kind):
     assert np.abs(x.reshape(-1, r) - x_ref).max() <= 1e-10 * np.abs(x_ref).max()
     y_ref = D.Dx @ x_ref + D.Dz @ y_prev.reshape(-1, r)
     assert np.abs(y.reshape(-1, r) - y_ref).max() <= 1e-10 * np.abs(y_ref).max()
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 256])
+def test_mirror_lower_makes_the_lower_triangle_symmetric(n):
+    """Whole tiles, a partial last tile and a single element: the upper triangle becomes
+    the transposed lower one, which is left alone."""
+    X = np.asfortranarray(np.random.default_rng(n).standard_normal((n, n)))
+    lower = np.tril(X)
+    stage._mirror_lower(X)
+    assert np.array_equal(X, lower + np.tril(lower, -1).T)

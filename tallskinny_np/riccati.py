@@ -31,7 +31,8 @@ import numpy as np
 
 from . import pivot, stage, tolerance
 from .backend import array_module
-from .blocks import FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A, layer_size
+from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
+                     gram_blocks, layer_size)
 from .congruences import congruences, dz_congruences
 from .errors import check_pivot
 from .modified import modified_pivot
@@ -273,13 +274,12 @@ def _qxy_qyy(xp, blk, congruence_terms):
 
 
 def _compiled_stage(blk, P, eps, pd):
-    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``. P is
-    exactly symmetric, so a C-order P is passed as its F-order transpose, without a copy."""
-    P = P if P.flags.f_contiguous else (P.T if P.flags.c_contiguous else np.asfortranarray(P))
+    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``."""
+    P = stage.fortran_symmetric(P)
     if isinstance(blk, FirstLayer):
         A = blk.A
         if isinstance(A, GramA):
-            A = np.einsum("sk,si,sj->kij", A.R, A.Zt, A.Zt)
+            A = gram_blocks(A.R, A.Zt)
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
         return Stage(f, None, None, None), None
     C = None if blk.C is None else np.ascontiguousarray(blk.C)

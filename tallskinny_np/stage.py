@@ -44,7 +44,7 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
-    Qxx = _pivot_block(Dx, A, P, eps)
+    Qxx = pivot_block(Dx, A, P, eps)
     # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
     ZT = np.empty((a, a1)).T
     for t in range(B):
@@ -105,13 +105,13 @@ def _mirror_lower(X, tile=16):
 def first_stage(Dx, A, P, eps, positive_definite):
     """Factor of layer 1's ``Qxx = A + eps I + Dx^T P Dx`` (no Qxy: ``y_0 = 0``), with A
     compact ``(m, q, q)`` or None; the factor tuple of :func:`factor_stage`."""
-    Qxx = _pivot_block(Dx, A, P, eps)
+    Qxx = pivot_block(Dx, A, P, eps)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     return (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
 
 
 @njit(cache=True, error_model="numpy")
-def _pivot_block(Dx, A, P, eps):
+def pivot_block(Dx, A, P, eps):
     """The lower triangle of ``Qxx = A + eps I + Dx^T P Dx`` (F-order)."""
     B, m, q = Dx.shape
     p, a = m * q, B * m
@@ -130,6 +130,14 @@ def _pivot_block(Dx, A, P, eps):
         lapack.gemm(lapack.N, lapack.T, p - i * q, q, B, 1.0, YT, i * p + i * q, m * p,
                     Dx, i * q, m * q, 1.0, Qxx, i * q * (p + 1), p)
     return Qxx
+
+
+def fortran_symmetric(P):
+    """The exactly symmetric P as an F-order array: a C-order P is its own F-order
+    transpose, so only a P in neither order is copied."""
+    if P.flags.f_contiguous:
+        return P
+    return P.T if P.flags.c_contiguous else np.asfortranarray(P)
 
 
 @njit(cache=True, error_model="numpy")

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import pivot, stage
 from .backend import array_module
-from .blocks import FirstLayer, GramA, block_diagonal, loss_A_low_rank
+from .blocks import FirstLayer, GramA, block_diagonal, gram_blocks, loss_A_low_rank
 from .congruences import dx_congruence
 from .symmetric import sym_factor
 from .tolerance import eigenvalue_signs, zero_tolerance
@@ -119,25 +119,35 @@ def range_basis(blocks, blk):
 
 def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
     """The :class:`RangeFactor` of ``Qxx`` (module docstring, "Stage 1" and "Range of the
-    batch"), for layer 1 or a hidden layer. On NumPy in float64 T's factor is the compiled
-    one that solves and counts, for :func:`range_gain`'s ``syrk`` update."""
+    batch"), for layer 1 or a hidden layer. On NumPy in float64 (``strategy=None``) T's
+    lower triangle is formed by the compiled congruence of the dense stage
+    (:func:`tallskinny_np.stage.pivot_block`, with ``Dx V`` for Dx) and factored by the
+    compiled factorization that solves and counts, for :func:`range_gain`'s ``syrk``
+    update; otherwise by the array-module congruence and :func:`sym_factor`."""
     xp = array_module(blk.Dx)
     V = range_basis(blocks, blk)
     _, m, q = blk.Dx.shape
     r = V.shape[1]
-    T = dx_congruence(blk.Dx @ V, P)
+    DxV = blk.Dx @ V
     if isinstance(blk.A, GramA):
-        E = blk.A.Zt @ V
-        T = T + block_diagonal(xp, xp.einsum("sk,si,sj->kij", blk.A.R, E, E))
-    elif blk.A is not None:
-        T = T + block_diagonal(xp, V.T @ blk.A @ V)
-    T[xp.arange(m * r), xp.arange(m * r)] += eps
-    fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
+        AV = gram_blocks(blk.A.R, blk.A.Zt @ V)
+    else:
+        AV = None if blk.A is None else V.T @ blk.A @ V
+    if xp is np and DxV.dtype == np.float64 and strategy is None:
+        T = stage.pivot_block(DxV, AV, stage.fortran_symmetric(P), eps)
+        fT = pivot.PivotFactor.of((T,) + pivot.factor(T, bool(positive_definite)))
+        tnorm = fT.anorm
+    else:
+        T = dx_congruence(DxV, P)
+        if AV is not None:
+            T = T + block_diagonal(xp, AV)
+        T[xp.arange(m * r), xp.arange(m * r)] += eps
+        fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
+        tnorm = float(xp.abs(T).sum(axis=0).max())
     n_perp = m * (q - r)
     rcond = fT.rcond
     if n_perp:                                             # eps = 0: Qxx_1 is singular
-        rcond = min(rcond, abs(eps) / max(abs(eps), float(xp.abs(T).sum(axis=0).max()))
-                    if eps else 0.0)
+        rcond = min(rcond, abs(eps) / max(abs(eps), tnorm) if eps else 0.0)
     counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
     return RangeFactor(V, fT, m, eps, counts, rcond)
 

@@ -103,12 +103,19 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
 
 @pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
 def test_compiled_range_stage_matches_array_module(kind, eps):
-    """The range stage's update on NumPy in float64 (T factored by the compiled pivot
-    factorization, ``P_{l-1}`` by ``syrk``) against the array-module one (LAPACK's LU
-    through ``strategy="lapack"``): the same gains, layer by layer, and the same inertia."""
+    """The range stage on NumPy in float64 (T's lower triangle by the compiled congruence,
+    ``P_{l-1}`` by ``syrk``) against the array-module one (T by the array-module
+    congruence, through ``strategy="lapack"``): the same pivot solves, rcond and gains,
+    layer by layer, and the same inertia."""
     net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
     fast = riccati_factor(curv.blocks, eps, structured=True)
     ref = riccati_factor(curv.blocks, eps, structured=True, strategy="lapack")
+    rng = np.random.default_rng(10)
+    for st, st_ref in zip(fast.stages[:-1], ref.stages[:-1]):
+        u = rng.standard_normal((st.factor.V.shape[0] * st.factor.m, 2))
+        x, x_ref = st.factor.solve(u), st_ref.factor.solve(u)
+        assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+        assert st.factor.rcond == pytest.approx(st_ref.factor.rcond, rel=1e-10)
     y = np.random.default_rng(9).standard_normal((net.sizes[1] * 3, 2))
     for l in range(1, net.n_layers - 1):
         ky, ky_ref = fast.stages[l].K @ y, ref.stages[l].K @ y

@@ -87,12 +87,11 @@ class WoodburyFactor(NamedTuple):
 
     def solve(self, u):
         """``Qxx_L^{-1} u = D^{-1} u + D^{-1} U Cap^{-1} U^T D^{-1} u`` for u (c q, nr)."""
-        xp = array_module(self.U)
-        c, q, _ = self.U.shape
+        c, q, B = self.U.shape
         nr = u.shape[-1]
-        X = _block_solve(self.w, self.V, u.reshape(c, q, nr))
-        corr = self.fC.solve(xp.einsum("kjs,kjr->sr", self.U, X))
-        return (X + xp.einsum("kjs,sr->kjr", self.DinvU, corr)).reshape(c * q, nr)
+        X = _block_solve(self.w, self.V, u.reshape(c, q, nr)).reshape(c * q, nr)
+        corr = self.fC.solve(self.U.reshape(c * q, B).T @ X)
+        return X + self.DinvU.reshape(c * q, B) @ corr
 
 
 def _block_solve(w, V, X):
@@ -223,7 +222,8 @@ def loss_stage(blk, eps, positive_definite=False, strategy=None):
     w, V = xp.linalg.eigh(A.Dblk + eps * xp.eye(q, dtype=A.Dblk.dtype))
     U = loss_A_low_rank(A)                                 # (c, q, B)
     DinvU = _block_solve(w, V, U)
-    Cap = xp.eye(B, dtype=U.dtype) - xp.einsum("kjs,kjt->st", U, DinvU)
+    c = U.shape[0]
+    Cap = xp.eye(B, dtype=U.dtype) - U.reshape(c * q, B).T @ DinvU.reshape(c * q, B)
     fC = sym_factor(Cap, positive_definite=positive_definite, strategy=strategy)
     absw = xp.abs(w)
     wmax = float(absw.max())

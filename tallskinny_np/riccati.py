@@ -38,7 +38,7 @@ from .errors import check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
-from .wide import loss_stage, range_gain, range_stage
+from .wide import loss_stage, range_gain, range_stage, woodbury_update
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -88,7 +88,9 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     eigenvalues), so the factors may not solve.
 
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
-    the compiled stages of :mod:`tallskinny_np.stage`; otherwise (CuPy, float32, or an
+    the compiled stages of :mod:`tallskinny_np.stage`, and the structured stages form
+    their pivots and updates of P by its compiled kernels
+    (:func:`tallskinny_np.wide.woodbury_update`); otherwise (CuPy, float32, or an
     explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
     stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`): None
     by flop count (:func:`_use_structured`: the range of the batch at layer 1 and at the
@@ -166,7 +168,12 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                     K, P = range_gain(f, blk, Qxy, Qyy)
                     st = Stage(f, Qxy, K, None)
             case LossLayer() if _use_structured(blk, structured):
-                st, P = _array_stage(xp, blk, loss_stage(blk, eps, pd, strategy), P, None, l)
+                f = loss_stage(blk, eps, pd, strategy)
+                if compiled and l > 0:
+                    Qxy, Qyy = _qxy_qyy(xp, blk, (None, None))
+                    st, P = Stage(f, Qxy, -f.solve(Qxy), None), woodbury_update(f, Qxy, Qyy)
+                else:
+                    st, P = _array_stage(xp, blk, f, P, None, l)
             case HiddenLayer() | FirstLayer() if compiled:
                 st, P = _compiled_stage(blk, P, eps, pd)
             case _:

@@ -84,6 +84,24 @@ def schur_update(factor, Wt, Pn):
 
 
 @njit(cache=True, error_model="numpy")
+def diagonal_update(Zt, w, Pn):
+    """``Pn <- Pn - Z^T diag(w)^{-1} Z`` on the lower triangle of the F-order ``Pn``
+    (``a' x a'``) for the F-order ``Zt = Z^T`` (``a' x k``): the columns of Zt scaled by
+    ``|w|^{-1/2}``, those of positive w first, then one ``syrk`` per sign (the Woodbury
+    loss stage's ``Qxy^T D^{-1} Qxy``, :func:`tallskinny_np.wide.woodbury_update`)."""
+    a1, k = Zt.shape
+    cols = np.concatenate((np.flatnonzero(w > 0), np.flatnonzero(~(w > 0))))
+    n_pos = int((w > 0).sum())
+    Y = np.empty((k, a1)).T
+    for c in range(k):
+        s = 1.0 / np.sqrt(abs(w[cols[c]]))
+        for i in range(a1):
+            Y[i, c] = Zt[i, cols[c]] * s
+    lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Y, 0, a1, 1.0, Pn, 0, a1)
+    lapack.syrk(lapack.L, lapack.N, a1, k - n_pos, 1.0, Y, n_pos * a1, a1, 1.0, Pn, 0, a1)
+
+
+@njit(cache=True, error_model="numpy")
 def _mirror_lower(X, tile=16):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
     column of the lower triangle is a row of the upper one, far apart in memory). Off the

@@ -212,6 +212,27 @@ class RangeGain(NamedTuple):
         return -x.reshape(m * q, nr)
 
 
+def woodbury_update(f, Qxy, Qyy):
+    """``P_{L-1} = Qyy - Qxy^T Qxx_L^{-1} Qxy`` of the Woodbury loss stage f (module
+    docstring, "Loss stage") on NumPy in float64, for ``Qxy`` (``c q x a'``) and the
+    C-order ``Qyy`` (symmetric; overwritten and returned). With
+    ``Z = blockdiag_k(V[k])^T Qxy`` and ``R = (D^{-1} U)^T Qxy``::
+
+        Qxy^T Qxx_L^{-1} Qxy = Z^T diag(w)^{-1} Z + R^T Cap^{-1} R
+
+    two symmetric rank updates, on one triangle (:func:`tallskinny_np.stage.diagonal_update`
+    and :func:`tallskinny_np.stage.schur_update` through Cap's factor): ``(c q + B) a'^2``
+    flops where ``Qxy^T K`` takes ``2 c q a'^2`` and its symmetrization a pass over P."""
+    c, q, B = f.U.shape
+    a1 = Qxy.shape[1]
+    Z = (f.V.transpose(0, 2, 1) @ Qxy.reshape(c, q, a1)).reshape(c * q, a1)
+    R = f.DinvU.reshape(c * q, B).T @ Qxy
+    # the C-order Z, R are their transposes in F-order, and Qyy is its own
+    stage.diagonal_update(Z.T, f.w.reshape(-1), Qyy.T)
+    stage.schur_update(f.fC.arrays, R.T, Qyy.T)
+    return Qyy
+
+
 def loss_stage(blk, eps, positive_definite=False, strategy=None):
     """The :class:`WoodburyFactor` of ``Qxx_L = A_L + eps I`` (module docstring, "Loss
     stage")."""

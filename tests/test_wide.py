@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer
+from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer, to_dense
 from tallskinny_np.riccati import _use_structured, riccati_factor, riccati_solve
-from tallskinny_np.wide import RangeFactor
+from tallskinny_np.wide import RangeFactor, loss_stage, woodbury_update
 
 U64 = np.finfo(np.float64).eps
 
@@ -103,10 +103,10 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
 
 @pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
 def test_compiled_range_stage_matches_array_module(kind, eps):
-    """The range stage on NumPy in float64 (T's lower triangle by the compiled congruence,
-    ``P_{l-1}`` by ``syrk``) against the array-module one (T by the array-module
-    congruence, through ``strategy="lapack"``): the same pivot solves, rcond and gains,
-    layer by layer, and the same inertia."""
+    """The range stages on NumPy in float64 (T's lower triangle by the compiled congruence,
+    ``P_{l-1}`` by ``syrk``, after the loss stage's :func:`woodbury_update`) against the
+    array-module ones (through ``strategy="lapack"``): the same pivot solves, rcond and
+    gains, layer by layer, and the same inertia."""
     net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
     fast = riccati_factor(curv.blocks, eps, structured=True)
     ref = riccati_factor(curv.blocks, eps, structured=True, strategy="lapack")
@@ -124,3 +124,21 @@ def test_compiled_range_stage_matches_array_module(kind, eps):
     assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
             == riccati_factor(curv.blocks, eps, inertia=True, structured=True,
                               strategy="lapack").inertia)
+
+
+@pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
+def test_woodbury_update_matches_dense(kind, eps):
+    """The loss stage's ``P_{L-1} = Qyy - Qxy^T Qxx_L^{-1} Qxy`` by the two symmetric rank
+    updates (D's eigenvalues of both signs at the negative shift) against the dense solve,
+    exactly symmetric."""
+    _, curv = _wide_problem(7, kind, True)
+    blk = curv.blocks.layers[-1]
+    D = to_dense(blk)
+    Qxx = D.A + eps * np.eye(D.A.shape[0])
+    f = loss_stage(blk, eps, positive_definite=kind == "ggn" and eps > 0)
+    P = woodbury_update(f, D.C.copy(), D.S.copy())
+    P_ref = D.S - D.C.T @ np.linalg.solve(Qxx, D.C)
+    assert np.abs(P - P_ref).max() <= 1e-10 * np.abs(P_ref).max()
+    assert np.array_equal(P, P.T)
+    if eps < 0:
+        assert (f.w > 0).any() and (f.w < 0).any()

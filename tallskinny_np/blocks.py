@@ -206,8 +206,10 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind):
     Dx = G.T @ Zt
     Dz = G @ W
     A = LossA(gram_blocks(pi, Zt) / B, pi, Zt)
-    S = xp.einsum("ki,skl,lj->sij", W, Lam, W)
-    C = xp.einsum("tkl,lm,tj->kjtm", Lam, W, Zt, optimize=True)
+    # batched matmuls and a broadcast product: einsum sums three operands by a plain loop
+    LamW = Lam @ W                                   # (B, c, n)
+    S = W.T @ LamW
+    C = LamW.transpose(1, 0, 2)[:, None] * Zt.T[None, :, :, None]
     if kind == "hessian":
         n = Z.shape[-1]
         diag = xp.arange(n)

@@ -59,7 +59,8 @@ class Stage(NamedTuple):
     structured stages of :mod:`tallskinny_np.wide`; each has ``solve``, ``inertia`` and
     ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``, ``a_{l-1} x p``) and
     applies the gain through it; the array-module path keeps ``Qxy`` and ``K`` (a range
-    stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain`, applied as ``K @ y``).
+    stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain` and the dense loss stage's on
+    the compiled path a :class:`SchurGain`, both applied as ``K @ y``).
     """
     factor: object
     Qxy: object
@@ -185,7 +186,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                     Qxx, modification[l] = modified_pivot(Qxx, modify)
                 f = sym_factor(Qxx, positive_definite=pd or modify is not None,
                                strategy=strategy)
-                st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
+                if compiled and l > 0:             # the loss layer: f is a PivotFactor
+                    st, P = _schur_stage(blk, f, (DxPDz, DzPDz))
+                else:
+                    st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
         f = st.factor
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
@@ -264,6 +268,33 @@ def _array_stage(xp, blk, f, P, congruence_terms, l):
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
     return Stage(f, Qxy, K, None), P
+
+
+def _schur_stage(blk, f, congruence_terms):
+    """The dense stage from the compiled factor ``f`` of ``Qxx = G S G^T`` on NumPy in
+    float64 (the loss layer's): ``(Stage, P_{l-1})`` with ``P_{l-1} = Qyy - W^T S W``,
+    ``W = G^{-1} Qxy``, by :func:`tallskinny_np.stage.schur_update` (one triangular solve,
+    two ``syrk`` on one triangle) and the gain applied through W (:class:`SchurGain`),
+    where :func:`_array_stage` solves for ``K`` (two triangular solves) and forms
+    ``Qxy^T K`` whole."""
+    Qxy, Qyy = _qxy_qyy(np, blk, congruence_terms)
+    Wt = Qxy.copy().T                 # Qxy's C-order copy is Qxy^T in F-order
+    stage.schur_update(f.arrays, Wt, Qyy.T)           # Qyy is fresh, C-order, symmetric
+    return Stage(f, Qxy, SchurGain(f, Wt), None), Qyy
+
+
+class SchurGain(NamedTuple):
+    """The gain ``K = -Qxx^{-1} Qxy = -G^{-T} S W`` of :func:`_schur_stage`, applied as
+    ``K @ y`` from ``Wt = W^T`` (``a' x p``, F-order) without forming K."""
+    factor: pivot.PivotFactor
+    Wt: object
+
+    def __matmul__(self, y):
+        Lf, kind, perm, cs, sn, lam, order, n_pos = self.factor.arrays[:8]
+        rows = np.asfortranarray(y.T @ self.Wt)        # (W y)^T, r x p
+        rows[:, n_pos:] *= -1.0                       # S
+        pivot.half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, rows)
+        return -rows.T
 
 
 def _qxy_qyy(xp, blk, congruence_terms):

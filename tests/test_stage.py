@@ -5,6 +5,7 @@ import pytest
 
 from tallskinny_np import MLP, Curvature, pivot, stage
 from tallskinny_np.blocks import to_dense
+from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
 
 
 def _layer(kind, bias, B=5, width=4):
@@ -79,3 +80,25 @@ def test_mirror_lower_makes_the_lower_triangle_symmetric(n):
     lower = np.tril(X)
     stage._mirror_lower(X)
     assert np.array_equal(X, lower + np.tril(lower, -1).T)
+
+
+@pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
+def test_schur_loss_stage_matches_array_stage(kind, eps):
+    """The dense loss stage on NumPy in float64 (``P_{L-1}`` by ``syrk``, the gain through
+    W) against the array-module one (``strategy="lapack"``): the same gain, the same
+    solution of the whole sweep and the same inertia."""
+    net = MLP([3, 4, 4, 4, 3], activation="tanh", bias=True)
+    rng = np.random.default_rng(4)
+    curv = Curvature(net, net.init_params(seed=2), rng.standard_normal((5, 3)),
+                     rng.integers(0, 3, 5), kind=kind)
+    fast = riccati_factor(curv.blocks, eps, inertia=True)
+    ref = riccati_factor(curv.blocks, eps, inertia=True, strategy="lapack")
+    assert isinstance(fast.stages[-1].K, SchurGain)
+    y = rng.standard_normal((fast.stages[-1].Qxy.shape[1], 2))
+    ky, ky_ref = fast.stages[-1].K @ y, ref.stages[-1].K @ y
+    assert np.linalg.norm(ky - ky_ref) <= 1e-10 * np.linalg.norm(ky_ref)
+    b = rng.standard_normal((net.n_params, 2))
+    x = net.join(riccati_solve(fast, net.split(b)))
+    x_ref = net.join(riccati_solve(ref, net.split(b)))
+    assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
+    assert fast.inertia == ref.inertia

@@ -60,3 +60,15 @@ def test_barely_positive_definite_goes_to_bunch_kaufman():
     Q = np.diag([1.0, 1e-20, 2.0])
     F, (k, *_, rcond) = _factor(Q, True)
     assert k == pivot.BUNCH_KAUFMAN and rcond < 1e-15
+
+
+@pytest.mark.parametrize("p", [1, 3, 4, 5, 8, 13, 72])
+def test_onenorm_reads_the_lower_triangle(p):
+    """Every remainder of the four partial sums per column; the upper triangle holds
+    garbage, which must not be read."""
+    rng = np.random.default_rng(p)
+    M = rng.standard_normal((p, p))
+    Q = np.asfortranarray(np.tril(M) + np.triu(np.full((p, p), 1e6), 1))
+    full = np.tril(M) + np.tril(M, -1).T
+    ref = np.abs(full).sum(axis=0).max()
+    assert abs(pivot.onenorm(Q) - ref) <= 1e-14 * ref

@@ -205,7 +205,10 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind):
            - pi[:, :, None] * pi[:, None, :]) / B
     Dx = G.T @ Zt
     Dz = G @ W
-    A = LossA(gram_blocks(pi, Zt) / B, pi, Zt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # |zt_s|^2 may overflow (a saturated softmax): Dblk is then inf, and the products
+        # and dense_A never use it (dense_A's comment)
+        A = LossA(gram_blocks(pi, Zt) / B, pi, Zt)
     # batched matmuls and a broadcast product: einsum sums three operands by a plain loop
     LamW = Lam @ W                                   # (B, c, n)
     S = W.T @ LamW

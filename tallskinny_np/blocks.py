@@ -206,8 +206,8 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind):
     Dx = G.T @ Zt
     Dz = G @ W
     with np.errstate(over="ignore", invalid="ignore"):
-        # |zt_s|^2 may overflow (a saturated softmax): Dblk is then inf, and the products
-        # and dense_A never use it (dense_A's comment)
+        # |zt_s|^2 may overflow where the softmax saturates: Dblk is then inf, which
+        # dense_A and the products do not use (dense_A's comment)
         A = LossA(gram_blocks(pi, Zt) / B, pi, Zt)
     # batched matmuls and a broadcast product: einsum sums three operands by a plain loop
     LamW = Lam @ W                                   # (B, c, n)

@@ -89,9 +89,9 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     eigenvalues), so the factors may not solve.
 
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
-    the compiled stages of :mod:`tallskinny_np.stage`, and the structured stages form
-    their pivots and updates of P by its compiled kernels
-    (:func:`tallskinny_np.wide.woodbury_update`); otherwise (CuPy, float32, or an
+    the compiled stages of :mod:`tallskinny_np.stage`, and the other stages form their
+    pivots and updates of P by its compiled kernels (:func:`_schur_stage`,
+    :func:`tallskinny_np.wide.woodbury_update`); otherwise (CuPy, float32, or an
     explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
     stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`): None
     by flop count (:func:`_use_structured`: the range of the batch at layer 1 and at the

@@ -104,10 +104,9 @@ def diagonal_update(Zt, w, Pn):
 @njit(cache=True, error_model="numpy")
 def _mirror_lower(X, tile=16):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
-    column of the lower triangle is a row of the upper one, far apart in memory). Off the
-    diagonal a tile is copied as one transposed slice, which numba compiles to a loop
-    without index checks; 16 columns of a row stay in L1 where 32 evict each other at
-    power-of-two leading dimensions (about half the time of 32 at ``n = 256``)."""
+    column of the lower triangle is a row of the upper one, far apart in memory), each
+    off the diagonal as one transposed slice: at ``n = 256`` about half the time of an
+    element loop over tiles of 32."""
     n = X.shape[0]
     for j0 in range(0, n, tile):
         j1 = min(j0 + tile, n)

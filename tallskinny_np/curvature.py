@@ -451,11 +451,13 @@ class Curvature:
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
-        chain = [method] + ([BANDED] if xp is np and fallback else [])
+        chain = [method]
+        if fallback:
+            chain += ([BANDED] if xp is np else []) + [UNCHECKED]
         singular = None
-        for m in chain + [UNCHECKED]:
+        for m in chain:
             todo = np.flatnonzero(~(eta <= bound))
-            if todo.size == 0 or (m == UNCHECKED and (singular is None or not fallback)):
+            if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
             # A poor factorization (past a singular pivot, or in float32) can overflow:
             # inf and nan are expected there, and the certificate judges them.

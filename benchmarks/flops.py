@@ -138,8 +138,8 @@ def riccati_factor_flops(lys):
 
     (layer 1 has only the first line and the factor); a range stage (batch below the
     fan-in) the range count of :func:`tallskinny_np.riccati.stage_flops` (the basis, T,
-    its factor, ``W = G^{-1} Q^T Qxy`` and ``W^T S W``, one triangle) plus the shared
-    ``Dz`` terms. The loss layer
+    its factor, ``Y = Q^T Qxy`` from ``Dx V``, ``W = G^{-1} Y`` and ``W^T S W``, one
+    triangle) plus the shared ``Dz`` terms. The loss layer
     (``P_L = 0``, no congruences) runs the array-module stage as written: LU
     ``2 p^3 / 3``, ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``, or
     Woodbury where :func:`tallskinny_np.riccati.riccati_factor` picks it.
@@ -154,11 +154,12 @@ def riccati_factor_flops(lys):
             else:
                 total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
             continue
-        shared = (2 * a * Dz + 2 * a_in * Dx + Dz * a_in) if a_in else 0
+        shared = (2 * a * Dz + Dz * a_in) if a_in else 0
         if range_pays(ly.B, ly.m, ly.q, a_in):
             total += stage_flops(ly.B, ly.m, ly.q, a_in)[1] + shared
         else:
-            total += 2 * a * Dx + Dx * p + p ** 3 // 3 + p * p * a_in + p * a_in * a_in + shared
+            total += (2 * a * Dx + Dx * p + p ** 3 // 3 + p * p * a_in + p * a_in * a_in
+                      + 2 * a_in * Dx + shared)
     return total
 
 

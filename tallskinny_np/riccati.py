@@ -38,7 +38,8 @@ from .errors import check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
-from .wide import loss_stage, range_gain, range_stage, woodbury_update
+from .wide import (RangeRows, compiled_range_stage, loss_stage, range_backward, range_forward,
+                   range_gain, range_stage, woodbury_update)
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -58,9 +59,11 @@ class Stage(NamedTuple):
     the compiled path, else one of :func:`tallskinny_np.symmetric.sym_factor` or of the
     structured stages of :mod:`tallskinny_np.wide`; each has ``solve``, ``inertia`` and
     ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``, ``a_{l-1} x p``) and
-    applies the gain through it; the array-module path keeps ``Qxy`` and ``K`` (a range
-    stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain` and the dense loss stage's on
-    the compiled path a :class:`SchurGain`, both applied as ``K @ y``).
+    applies the gain through it; a compiled range stage keeps ``W = G^{-1} Q^T Qxy`` with
+    what its substitutions need besides as ``Wt``, a
+    :class:`tallskinny_np.wide.RangeRows`. The array-module path keeps ``Qxy`` and ``K``
+    (a range stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain` and the dense loss
+    stage's on the compiled path a :class:`SchurGain`, both applied as ``K @ y``).
     """
     factor: object
     Qxy: object
@@ -160,6 +163,9 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         match blk:
+            case HiddenLayer() if compiled and _use_structured(blk, structured):
+                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd)
+                st = Stage(f, None, None, rows)
             case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
                 f = range_stage(blocks, blk, P, eps, pd, strategy)
                 if l == 0:
@@ -227,25 +233,27 @@ def woodbury_pays(c, q, B):
 
 
 def stage_flops(B, m, q, a_in):
-    """``(dense, range)``: the flops of a layer's compiled dense stage and of its range
-    stage (docs/math.md section 4.8) for batch B, m outputs, q inputs per output and
+    """``(dense, range)``: the flops of a layer's compiled dense stage and of its compiled
+    range stage (docs/math.md section 4.8) for batch B, m outputs, q inputs per output and
     ``a_in`` input activations (0 for layer 1): the factor, the gain (W), the update of P
-    and the congruences with Dx and A; the terms the stages share (``Dx^T P Dz``,
-    ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``. The range stage:
-    the basis (SVD of Zt, ``4 B q r``), ``Dx V`` and ``T`` (the congruence in the basis,
-    ``2 B m q r + 2 B^2 m^2 r + 2 B m^2 r^2``), A in the basis (layer 1 from ``Zt V``:
-    ``2 B q r + 2 B m r^2``; a hidden layer ``V^T A_k V``: ``2 m q^2 r + 2 m q r^2``), the
-    factor ``(m r)^3 / 3``, and for a hidden layer ``Y = Q^T Qxy`` (``2 p r a_in``),
-    ``W = G^{-1} Y`` (``(m r)^2 a_in``), ``W^T S W`` (``m r a_in^2``, one triangle) and
-    the Gram matrix of ``b S1`` (``B^2 m``) (:func:`tallskinny_np.wide.range_gain`)."""
+    and the congruences with Dx and A; the terms the stages share (``Dz^T P`` and
+    ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``. The dense stage's
+    Qxy costs ``2 a_in B p``. The range stage: the basis (SVD of Zt, ``4 B q r``), ``Dx V``
+    and ``T`` (the congruence in the basis, ``2 B m q r + 2 B^2 m^2 r + 2 B m^2 r^2``), A
+    in the basis (layer 1 from ``Zt V``: ``2 B q r + 2 B m r^2``; a hidden layer
+    ``V^T A_k V``: ``2 m q^2 r + 2 m q r^2``), the factor ``(m r)^3 / 3``, and for a
+    hidden layer ``Y = Q^T Qxy`` (``V^T C``, ``2 p r a_in``, and ``2 a_in B m r`` from
+    ``Dx V``), ``W = G^{-1} Y`` (``(m r)^2 a_in``), ``W^T S W`` (``m r a_in^2``, one
+    triangle) and the Gram matrix of ``b S1`` (``B^2 m``)
+    (:func:`tallskinny_np.wide.compiled_range_stage`)."""
     p, r = m * q, min(B, q)
-    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2
+    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2 + 2 * a_in * B * p
              + 2 * B ** 2 * m ** 2 * q + B * m ** 2 * q ** 2)
     ranged = (4 * B * q * r + 2 * B * m * q * r + 2 * B ** 2 * m ** 2 * r
               + 2 * B * m ** 2 * r ** 2 + (m * r) ** 3 / 3)
     if a_in:
         ranged += (2 * m * q * q * r + 2 * m * q * r * r + 2 * p * r * a_in
-                   + (m * r) ** 2 * a_in + m * r * a_in ** 2 + B * B * m)
+                   + 2 * a_in * B * m * r + (m * r) ** 2 * a_in + m * r * a_in ** 2 + B * B * m)
     else:
         ranged += 2 * B * q * r + 2 * B * m * r * r
     return dense, ranged
@@ -358,6 +366,10 @@ def riccati_solve(fac, gs):
     pv = None                                  # p_L = 0
     for l in range(L - 1, -1, -1):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.Wt, RangeRows):
+            k[l], pv = range_backward(st.factor, st.Wt, blk, np.ascontiguousarray(gs[l]),
+                                      None if pv is None else np.ascontiguousarray(pv))
+            continue
         if _compiled(st):
             Dz = blk.Dz if l > 0 else None
             k[l], pv = stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx, Dz,
@@ -375,6 +387,10 @@ def riccati_solve(fac, gs):
     y = None
     for l in range(L):
         blk, st = layers[l], fac.stages[l]
+        if isinstance(st.Wt, RangeRows):
+            x, y = range_forward(st.factor, st.Wt, blk, k[l], y)
+            xs.append(x)
+            continue
         if _compiled(st):
             x, y = stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
                                  blk.Dz if l > 0 else None, k[l], y)

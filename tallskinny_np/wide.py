@@ -121,40 +121,148 @@ def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
     batch"), for layer 1 or a hidden layer. On NumPy in float64 (``strategy=None``) T's
     lower triangle is formed by the compiled congruence of the dense stage
     (:func:`tallskinny_np.stage.pivot_block`, with ``Dx V`` for Dx) and factored by the
-    compiled factorization that solves and counts, for :func:`range_gain`'s ``syrk``
-    update; otherwise by the array-module congruence and :func:`sym_factor`."""
+    compiled factorization that solves and counts; otherwise by the array-module
+    congruence and :func:`sym_factor`."""
     xp = array_module(blk.Dx)
+    V, DxV, AV = _in_range(blocks, blk)
+    m, r = DxV.shape[1], V.shape[1]
+    if xp is np and DxV.dtype == np.float64 and strategy is None:
+        T = stage.pivot_block(DxV, AV, stage.fortran_symmetric(P), eps)
+        fT = pivot.PivotFactor.of((T,) + pivot.factor(T, bool(positive_definite)))
+        return _range_factor(V, fT, m, eps, fT.anorm)
+    T = dx_congruence(DxV, P)
+    if AV is not None:
+        T = T + block_diagonal(xp, AV)
+    T[xp.arange(m * r), xp.arange(m * r)] += eps
+    fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
+    return _range_factor(V, fT, m, eps, float(xp.abs(T).sum(axis=0).max()))
+
+
+def _in_range(blocks, blk):
+    """``(V, Dx V, A in the basis)``: the basis of :func:`range_basis` and the layer's Dx
+    ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it."""
     V = range_basis(blocks, blk)
-    _, m, q = blk.Dx.shape
-    r = V.shape[1]
     DxV = blk.Dx @ V
     if isinstance(blk.A, GramA):
         AV = gram_blocks(blk.A.R, blk.A.Zt @ V)
     else:
         AV = None if blk.A is None else V.T @ blk.A @ V
-    if xp is np and DxV.dtype == np.float64 and strategy is None:
-        T = stage.pivot_block(DxV, AV, stage.fortran_symmetric(P), eps)
-        fT = pivot.PivotFactor.of((T,) + pivot.factor(T, bool(positive_definite)))
-        tnorm = fT.anorm
-    else:
-        T = dx_congruence(DxV, P)
-        if AV is not None:
-            T = T + block_diagonal(xp, AV)
-        T[xp.arange(m * r), xp.arange(m * r)] += eps
-        fT = sym_factor(T, positive_definite=positive_definite, strategy=strategy)
-        tnorm = float(xp.abs(T).sum(axis=0).max())
+    return V, DxV, AV
+
+
+def _range_factor(V, fT, m, eps, tnorm):
+    """The :class:`RangeFactor` of ``Qxx = Q T Q^T + eps (I - Q Q^T)`` from T's factor fT
+    and ``tnorm = ||T||_1``: eq. (4.21) for the inertia, and for rcond the smaller of T's
+    and ``|eps| / max(|eps|, ||T||_1)`` when Q does not span everything."""
+    q, r = V.shape
     n_perp = m * (q - r)
     rcond = fT.rcond
-    if n_perp:                                             # eps = 0: Qxx_1 is singular
+    if n_perp:                                             # eps = 0: Qxx is singular
         rcond = min(rcond, abs(eps) / max(abs(eps), tnorm) if eps else 0.0)
     counts = tuple(a + b for a, b in zip(fT.inertia, _inertia_of_eps(n_perp, eps)))
     return RangeFactor(V, fT, m, eps, counts, rcond)
 
 
+class RangeRows(NamedTuple):
+    """What the compiled substitutions of a hidden layer's range stage
+    (:func:`compiled_range_stage`) keep besides T's factor: ``Wt = (G^{-1} Y)^T``
+    (``a' x m r``, F-order), ``DxV = Dx V`` ``(B, m, r)``, and ``bS1``, ``Pp`` of Xp
+    (both None when Qxy lies in ``range(Q)``)."""
+    Wt: object
+    DxV: object
+    bS1: object
+    Pp: object
+
+
+def compiled_range_stage(blocks, blk, P, eps, positive_definite):
+    """A hidden layer's range stage on NumPy in float64: ``(RangeFactor, RangeRows,
+    P_{l-1})`` (module docstring, "Range of the batch").
+
+    T, ``Y = Q^T Qxy`` and ``P_{l-1} = Qyy - W^T S W`` are the compiled dense stage
+    (:func:`tallskinny_np.stage.factor_stage`) run on the layer's blocks in the basis
+    (``Dx V``, ``V^T A V``, ``V^T C``), so Qxy (``p x a'``) is never formed and ``Y``
+    costs ``2 a' nnz(Dx V)`` where ``Q^T Qxy`` would cost ``2 a' nnz(Dx) + 2 p r a'``;
+    then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps`` is subtracted."""
+    V, DxV, AV = _in_range(blocks, blk)
+    B, m, r = DxV.shape
+    q, n = V.shape[0], blk.Dz.shape[2]
+    CV = None
+    if blk.C is not None:
+        CV = (V.T @ np.ascontiguousarray(blk.C).reshape(m, q, B * n)).reshape(m, r, B, n)
+    arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
+                                        stage.fortran_symmetric(P), eps, positive_definite)
+    fT = pivot.PivotFactor.of(arrays)
+    f = _range_factor(V, fT, m, eps, fT.anorm)
+    Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric
+    return f, RangeRows(Wt, DxV, None if Pp is None else blk.bS1, Pp), Pn
+
+
+def _outside_range(blk, V, eps, Qyy):
+    """``Pp = (I - V V^T)[:, :n]`` (``q x n``) and ``Qyy -= (g g^T) (x) Pp[:n] / eps``
+    in place for the C-order ``Qyy`` (module docstring, "Range of the batch"); None, and
+    Qyy untouched, when Qxy lies in ``range(Q)``."""
+    xp = array_module(Qyy)
+    q, r = V.shape
+    if r == q or blk.bS1 is None:
+        return None
+    n = blk.Dz.shape[2]
+    Pp = -V @ V[:n].T                                      # (I - V V^T)[:, :n]
+    Pp[xp.arange(n), xp.arange(n)] += 1.0
+    G = blk.bS1 @ blk.bS1.T
+    B = G.shape[0]
+    Qyy4 = Qyy.reshape(B, n, B, n)                         # a view: Qyy is C-order
+    Qyy4 -= G[:, None, :, None] * (Pp[:n] / eps)[None, :, None, :]
+    return Pp
+
+
+def _outside_product(bS1, Pp, y, eps):
+    """``Xp y / eps`` ``(m, q, nr)`` for y ``(B n, nr)`` or ``(B, n, nr)``."""
+    B, m = bS1.shape
+    q = Pp.shape[0]
+    nr = y.shape[-1]
+    t = Pp @ y.reshape(B, -1, nr)                          # (B, q, nr)
+    return (bS1.T @ t.reshape(B, q * nr)).reshape(m, q, nr) / eps
+
+
+def range_backward(f, rows, blk, g, pv):
+    """The backward substitution of a compiled range stage: ``(k_l, p_{l-1})`` from ``g``
+    ``(m, q, r)`` and ``p_l`` ``(B, m, r)`` or None. With ``qx = -g + Dx^T p_l``,
+    ``k_l = -Q T^{-1} Q^T qx - (I - Q Q^T) qx / eps`` and ``Dx^T p_l`` in ``range(Q)``:
+    the part in the range is :func:`tallskinny_np.stage.backward` on ``Q^T g`` with
+    ``Dx V``, the rest is ``kp = (I - Q Q^T) g / eps``, and ``p_{l-1}`` gains
+    ``Xp^T kp = sum_k bS1[:, k] kp[k, :n]``. ``k_l`` is kept as ``(u, kp)`` for
+    :func:`range_forward` (kp None when Q spans everything)."""
+    V = f.V
+    q, r = V.shape
+    gT = V.T @ g                                           # (m, r, nr), C-order
+    u, pn = stage.backward(f.fT.arrays, rows.Wt, rows.DxV, blk.Dz, gT, pv)
+    kp = (g - V @ gT) / f.eps if r < q else None
+    if rows.Pp is not None:
+        m, n, nr = g.shape[0], blk.Dz.shape[2], g.shape[2]
+        pn += (rows.bS1 @ kp[:, :n].reshape(m, n * nr)).reshape(-1, n, nr)
+    return (u, kp), pn
+
+
+def range_forward(f, rows, blk, k, y):
+    """The forward substitution of a compiled range stage: ``(x_l, y_l)`` from the
+    ``k_l = (u, kp)`` of :func:`range_backward` and ``y_{l-1}`` ``(B, n, r)``:
+    ``x_l = Q x_T + kp - Xp y_{l-1} / eps`` with ``x_T`` from
+    :func:`tallskinny_np.stage.forward` (``Dx V``), and ``y_l = Dx V x_T + Dz y_{l-1}``
+    (Dx annihilates the part outside the range)."""
+    u, kp = k
+    xT, yn = stage.forward(f.fT.arrays, rows.Wt, rows.DxV, blk.Dz, u, y)
+    x = f.V @ xT
+    if kp is not None:
+        x += kp
+    if rows.Pp is not None:
+        x -= _outside_product(rows.bS1, rows.Pp, y, f.eps)
+    return x, yn
+
+
 def range_gain(f, blk, Qxy, Qyy):
-    """``(K_l, P_{l-1})`` of a hidden layer's range stage f (module docstring, "Range of
-    the batch"), ``Qxy`` (``p x a'``) and ``Qyy`` (``a' x a'``, symmetric; overwritten);
-    ``K_l`` as the operator :class:`RangeGain`.
+    """``(K_l, P_{l-1})`` of a hidden layer's array-module range stage f (module docstring,
+    "Range of the batch"), ``Qxy`` (``p x a'``) and ``Qyy`` (``a' x a'``, symmetric, C-order;
+    overwritten); ``K_l`` as the operator :class:`RangeGain`.
 
     ``Dx^T P Dz`` and the first term of C lie in ``range(Q)``; the rest of Qxy, the part
     ``Xp = (I - Q Q^T) Qxy`` outside it, comes from C's ``b S1 delta`` term alone: unit k's
@@ -162,39 +270,26 @@ def range_gain(f, blk, Qxy, Qyy):
 
         Qxy^T Qxx^{-1} Qxy = Y^T T^{-1} Y + (bS1 bS1^T) (x) (I - V V^T)[:n, :n] / eps
 
-    and, on NumPy in float64, ``Y^T T^{-1} Y = W^T S W`` with ``W = G^{-1} Y``
-    (:func:`tallskinny_np.stage.schur_update`: one triangular solve, two ``syrk``). Cost
-    ``2 p r a' + (m r)^2 a' + m r a'^2`` where the dense stage's
-    ``p^3 / 3 + p^2 a' + p a'^2``.
+    Cost ``2 p r a' + 2 (m r)^2 a' + 2 m r a'^2`` where the dense stage's
+    ``2 p^3 / 3 + 2 p^2 a' + 2 p a'^2`` (on NumPy in float64,
+    :func:`compiled_range_stage` instead).
     """
-    xp = array_module(Qxy)
     V = f.V
     q, r = V.shape
-    m, n = blk.Dx.shape[1], blk.Dz.shape[2]
+    m = blk.Dx.shape[1]
     a1 = Qxy.shape[1]
     Y = (V.T @ Qxy.reshape(m, q, a1)).reshape(m * r, a1)
-    Pp = None
-    if r < q and blk.bS1 is not None:
-        Pp = -V @ V[:n].T                                  # (I - V V^T)[:, :n]
-        Pp[xp.arange(n), xp.arange(n)] += 1.0
-        G = blk.bS1 @ blk.bS1.T
-        B = G.shape[0]
-        Qyy4 = Qyy.reshape(B, n, B, n)                     # a view: Qyy is fresh, C-order
-        Qyy4 -= G[:, None, :, None] * (Pp[:n] / f.eps)[None, :, None, :]
-    if isinstance(f.fT, pivot.PivotFactor):
-        # Y's C-order storage is Y^T's F-order one, and Qyy is symmetric: no transposes
-        stage.schur_update(f.fT.arrays, Y.copy().T, Qyy.T)
-    else:
-        Qyy -= Y.T @ f.fT.solve(Y)
-        Qyy = 0.5 * (Qyy + Qyy.T)                          # exactly symmetric against drift
+    Pp = _outside_range(blk, V, f.eps, Qyy)
+    Qyy -= Y.T @ f.fT.solve(Y)
+    Qyy = 0.5 * (Qyy + Qyy.T)                              # exactly symmetric against drift
     return RangeGain(f, Y, None if Pp is None else blk.bS1, Pp), Qyy
 
 
 class RangeGain(NamedTuple):
-    """The gain ``K_l = -Qxx^{-1} Qxy = -(Q T^{-1} Y + Xp / eps)`` of a range stage
-    (:func:`range_gain`), applied as ``K @ y`` without forming it: ``2 m r a' + 2 (m r)^2
-    + 2 p r`` flops per column of y instead of K's ``p x a'`` entries once. ``bS1`` and
-    ``Pp = (I - V V^T)[:, :n]`` give Xp (None when Qxy lies in the range)."""
+    """The gain ``K_l = -Qxx^{-1} Qxy = -(Q T^{-1} Y + Xp / eps)`` of an array-module range
+    stage (:func:`range_gain`), applied as ``K @ y`` without forming it: ``2 m r a' +
+    2 (m r)^2 + 2 p r`` flops per column of y instead of K's ``p x a'`` entries once.
+    ``bS1`` and ``Pp = (I - V V^T)[:, :n]`` give Xp (None when Qxy lies in the range)."""
     factor: RangeFactor
     Y: object
     bS1: object
@@ -205,10 +300,8 @@ class RangeGain(NamedTuple):
         q, r = V.shape
         nr = y.shape[-1]
         x = V @ self.factor.fT.solve(self.Y @ y).reshape(m, r, nr)
-        if self.Pp is not None:                            # Xp y / eps
-            B = self.bS1.shape[0]
-            t = self.Pp @ y.reshape(B, -1, nr)             # (B, q, nr)
-            x += (self.bS1.T @ t.reshape(B, q * nr)).reshape(m, q, nr) / eps
+        if self.Pp is not None:
+            x += _outside_product(self.bS1, self.Pp, y, eps)
         return -x.reshape(m * q, nr)
 
 

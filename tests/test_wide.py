@@ -7,7 +7,7 @@ import pytest
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.blocks import FirstLayer, GramA, LossA, LossLayer, to_dense
 from tallskinny_np.riccati import _use_structured, riccati_factor, riccati_solve
-from tallskinny_np.wide import RangeFactor, loss_stage, woodbury_update
+from tallskinny_np.wide import RangeFactor, RangeRows, loss_stage, woodbury_update
 
 U64 = np.finfo(np.float64).eps
 
@@ -103,24 +103,24 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
 
 @pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
 def test_compiled_range_stage_matches_array_module(kind, eps):
-    """The range stages on NumPy in float64 (T's lower triangle by the compiled congruence,
-    ``P_{l-1}`` by ``syrk``, after the loss stage's :func:`woodbury_update`) against the
-    array-module ones (through ``strategy="lapack"``): the same pivot solves, rcond and
-    gains, layer by layer, and the same inertia."""
+    """The range stages on NumPy in float64 (T, ``Y = Q^T Qxy`` and ``P_{l-1}`` by the
+    compiled dense stage on the blocks in the basis, the substitutions through ``W``,
+    after the loss stage's :func:`woodbury_update`) against the array-module ones
+    (through ``strategy="lapack"``, which form Qxy whole): the same pivot solves and rcond
+    layer by layer, the same solution block by block, and the same inertia."""
     net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
     fast = riccati_factor(curv.blocks, eps, structured=True)
     ref = riccati_factor(curv.blocks, eps, structured=True, strategy="lapack")
+    assert all(isinstance(st.Wt, RangeRows) for st in fast.stages[1:-1])
     rng = np.random.default_rng(10)
     for st, st_ref in zip(fast.stages[:-1], ref.stages[:-1]):
         u = rng.standard_normal((st.factor.V.shape[0] * st.factor.m, 2))
         x, x_ref = st.factor.solve(u), st_ref.factor.solve(u)
         assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
         assert st.factor.rcond == pytest.approx(st_ref.factor.rcond, rel=1e-10)
-    y = np.random.default_rng(9).standard_normal((net.sizes[1] * 3, 2))
-    for l in range(1, net.n_layers - 1):
-        ky, ky_ref = fast.stages[l].K @ y, ref.stages[l].K @ y
-        assert np.linalg.norm(ky - ky_ref) <= 1e-10 * np.linalg.norm(ky_ref), l
-        y = np.random.default_rng(l).standard_normal((net.sizes[l + 1] * 3, 2))
+    gs = net.split(rng.standard_normal((net.n_params, 3)))
+    for l, (x, x_ref) in enumerate(zip(riccati_solve(fast, gs), riccati_solve(ref, gs))):
+        assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref), l
     assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
             == riccati_factor(curv.blocks, eps, inertia=True, structured=True,
                               strategy="lapack").inertia)

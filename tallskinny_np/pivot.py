@@ -167,13 +167,13 @@ def inertia(kind, lam, anorm):
 
 @njit(cache=True, error_model="numpy")
 def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
-    """``Y <- Y G^{-T}`` for the column-major ``Y`` (``r x p``, F-order): the rows of
-    ``(G^{-1} Y^T)^T``."""
+    """``Y <- Y G^{-T}`` for the column-major ``Y`` (``r x p``: F-order, or a block of rows
+    of an F-order array): the rows of ``(G^{-1} Y^T)^T``."""
     r, p = Y.shape
     if kind == CHOLESKY:
         _triangular_rows(Lf, Y, lapack.T, lapack.N)
         return
-    T = np.empty_like(Y)
+    T = np.empty((p, r)).T
     for j in range(p):
         T[:, j] = Y[:, perm[j]]
     _triangular_rows(Lf, T, lapack.T, lapack.U)
@@ -192,7 +192,7 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
     if kind == CHOLESKY:
         _triangular_rows(Lf, Y, lapack.N, lapack.N)
         return
-    T = np.empty_like(Y)
+    T = np.empty((p, r)).T
     for j in range(p):
         w = 1.0 / np.sqrt(abs(lam[order[j]]))
         for i in range(r):
@@ -224,15 +224,16 @@ work."""
 @njit(cache=True, error_model="numpy")
 def _triangular_rows(Lf, Y, trans, diag):
     """``Y <- Y op(Lf)^{-1}`` for the lower triangular Lf (``op(Lf) = Lf^T`` when ``trans``
-    is :data:`tallskinny_np.lapack.T`) and F-order rows Y, by ``trsv`` per row or one
-    ``trsm``."""
+    is :data:`tallskinny_np.lapack.T`) and rows Y with unit row stride (F-order, or a block
+    of rows of an F-order array), by ``trsv`` per row or one ``trsm``."""
     r, p = Y.shape
+    ld = Y.strides[1] // Y.itemsize if p > 1 else r
     if r <= TRSV_ROWS:
         for i in range(r):
             lapack.trsv(lapack.L, lapack.N if trans == lapack.T else lapack.T, diag, p, Lf, p,
-                        Y, i, r)
+                        Y, i, ld)
     else:
-        lapack.trsm(lapack.R, lapack.L, trans, diag, r, p, 1.0, Lf, p, Y, r)
+        lapack.trsm(lapack.R, lapack.L, trans, diag, r, p, 1.0, Lf, p, Y, ld)
 
 
 @njit(cache=True, error_model="numpy")

@@ -24,44 +24,45 @@ Flops per hidden layer (p = m q, a = B m, a' = B n): ``2 B a p`` (``Dx^T P``),
 ``m a'^2`` (Qyy, one triangle), ``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2``
 (P_{l-1}, one triangle). Matrices are column-major (F-order); float64 only.
 
+Threads: the stage runs on two threads (numba ``prange``, the BLAS calls inside each one
+single-threaded by :func:`tallskinny_np.backend.sweep_threads`): Qxx beside
+``(Qxy, Qyy)``, then half of W's rows each, then two parts of the update of P with about
+half of the flops each. Each thread's share is fixed, so the results do not depend on the
+number of threads (``NUMBA_NUM_THREADS=1`` runs the same arithmetic on one).
+
 The substitutions, per right-hand side block (r columns, rows as in
 :func:`tallskinny_np.pivot.half_solve`): backward ``u = S G^{-1} (-g + Dx^T p_l)``,
 ``p_{l-1} = Dz^T p_l - W^T u``; forward ``x_l = -G^{-T} (S W y_{l-1} + u)``,
 ``y_l = Dx x_l + Dz y_{l-1}``.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from . import lapack, pivot
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", parallel=True)
 def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
     full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev)``:
     ``factor`` the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix
-    first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full)."""
+    first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full).
+
+    Qxx and ``(Qxy, Qyy)`` do not depend on each other: they are formed side by side, one
+    per thread (module docstring, "Threads")."""
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
-    Qxx = pivot_block(Dx, A, P, eps)
-    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
+    YT = np.empty((a, p)).T
+    Qxx = np.zeros((p, p)).T
     ZT = np.empty((a, a1)).T
-    for t in range(B):
-        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
-                    0.0, ZT, t * n, a1)
-    # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
     Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
-    for j in range(m):
-        lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
-                    0.0 if C is None else 1.0, Wt, j * q * a1, a1)
     Pn = np.zeros((a1, a1)).T
-    if S is not None:
-        for t in range(B):
-            Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] = S[t]
-    for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
-        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
-                    Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
+    for task in prange(2):
+        if task == 0:
+            _fill_pivot_block(Dx, A, P, eps, YT, Qxx)
+        else:
+            _fill_qxy_qyy(Dx, Dz, S, C is not None, P, ZT, Wt, Pn)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
     schur_update(factor, Wt, Pn)
@@ -69,17 +70,59 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
 
 
 @njit(cache=True, error_model="numpy")
+def _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn):
+    """``ZT <- Dz^T P``, ``Wt <- Qxy^T = C^T + Z^T Dx`` (Wt holding ``C^T`` when
+    ``with_C``) and the lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn zero), all
+    F-order; S may be None."""
+    B, m, q = Dx.shape
+    n = Dz.shape[2]
+    a, a1 = B * m, B * n
+    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
+    for t in range(B):
+        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
+                    0.0, ZT, t * n, a1)
+    # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
+    for j in range(m):
+        lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
+                    1.0 if with_C else 0.0, Wt, j * q * a1, a1)
+    if S is not None:
+        for t in range(B):
+            Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] = S[t]
+    for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
+        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
+                    Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
 def schur_update(factor, Wt, Pn):
     """``Wt <- (G^{-1} Qxy)^T = W^T`` and ``Pn <- Pn - W^T S W`` (``Qxy^T Qxx^{-1} Qxy``
-    subtracted; two ``syrk`` on the lower triangle, then mirrored) for the factor
-    ``Qxx = G S G^T`` and F-order ``Wt = Qxy^T`` (``a' x p``), ``Pn`` (``a' x a'``; its
-    lower triangle is read). Also the range stage's update
-    (:func:`tallskinny_np.wide.range_gain`), with T for Qxx and ``Q^T Qxy`` for Qxy."""
+    subtracted on the lower triangle, then mirrored) for the factor ``Qxx = G S G^T`` and
+    F-order ``Wt = Qxy^T`` (``a' x p``), ``Pn`` (``a' x a'``; its lower triangle is read).
+    Also the loss stages' update, with their factor and ``Qxy``.
+
+    Two threads (module docstring, "Threads"): each solves half of Wt's rows; then one
+    updates the two diagonal blocks of ``Pn``'s lower triangle (``syrk``) while the other
+    updates the block below them (``gemm``), about half of the flops each."""
     Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
     a1, p = Wt.shape
-    pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt)
-    lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
-    lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0, a1)
+    h = a1 // 2
+    for task in prange(2):
+        lo, hi = (0, h) if task == 0 else (h, a1)
+        pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt[lo:hi])
+    for task in prange(2):
+        if task == 0:
+            lapack.syrk(lapack.L, lapack.N, h, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
+            lapack.syrk(lapack.L, lapack.N, h, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn,
+                        0, a1)
+            lapack.syrk(lapack.L, lapack.N, a1 - h, n_pos, -1.0, Wt, h, a1, 1.0, Pn,
+                        h * (a1 + 1), a1)
+            lapack.syrk(lapack.L, lapack.N, a1 - h, p - n_pos, 1.0, Wt, h + n_pos * a1, a1,
+                        1.0, Pn, h * (a1 + 1), a1)
+        else:
+            lapack.gemm(lapack.N, lapack.T, a1 - h, h, n_pos, -1.0, Wt, h, a1, Wt, 0, a1,
+                        1.0, Pn, h, a1)
+            lapack.gemm(lapack.N, lapack.T, a1 - h, h, p - n_pos, 1.0, Wt, h + n_pos * a1,
+                        a1, Wt, n_pos * a1, a1, 1.0, Pn, h, a1)
     _mirror_lower(Pn)
 
 
@@ -101,21 +144,22 @@ def diagonal_update(Zt, w, Pn):
     lapack.syrk(lapack.L, lapack.N, a1, k - n_pos, 1.0, Y, n_pos * a1, a1, 1.0, Pn, 0, a1)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", parallel=True)
 def _mirror_lower(X, tile=16):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
     column of the lower triangle is a row of the upper one, far apart in memory), each
     off the diagonal as one transposed slice: at ``n = 256`` about half the time of an
-    element loop over tiles of 32."""
+    element loop over tiles of 32. Two threads take alternate columns of tiles."""
     n = X.shape[0]
-    for j0 in range(0, n, tile):
-        j1 = min(j0 + tile, n)
-        for j in range(j0, j1):
-            for i in range(j + 1, j1):
-                X[j, i] = X[i, j]
-        for i0 in range(j1, n, tile):
-            i1 = min(i0 + tile, n)
-            X[j0:j1, i0:i1] = X[i0:i1, j0:j1].T
+    for task in prange(2):
+        for j0 in range(task * tile, n, 2 * tile):
+            j1 = min(j0 + tile, n)
+            for j in range(j0, j1):
+                for i in range(j + 1, j1):
+                    X[j, i] = X[i, j]
+            for i0 in range(j1, n, tile):
+                i1 = min(i0 + tile, n)
+                X[j0:j1, i0:i1] = X[i0:i1, j0:j1].T
 
 
 @njit(cache=True, error_model="numpy")
@@ -132,12 +176,21 @@ def pivot_block(Dx, A, P, eps):
     """The lower triangle of ``Qxx = A + eps I + Dx^T P Dx`` (F-order)."""
     B, m, q = Dx.shape
     p, a = m * q, B * m
+    Qxx = np.zeros((p, p)).T
+    _fill_pivot_block(Dx, A, P, eps, np.empty((a, p)).T, Qxx)
+    return Qxx
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_pivot_block(Dx, A, P, eps, YT, Qxx):
+    """:func:`pivot_block` into the zero F-order ``Qxx``, with the F-order ``YT``
+    (``p x a``) for ``Dx^T P``."""
+    B, m, q = Dx.shape
+    p, a = m * q, B * m
     # Y^T = Dx^T P (p x a): block row j is Dx_j^T P[(t, j), :] over the samples t
-    YT = np.empty((a, p)).T
     for j in range(m):
         lapack.gemm(lapack.N, lapack.T, q, a, B, 1.0, Dx, j * q, m * q, P, j * a, m * a,
                     0.0, YT, j * q, p)
-    Qxx = np.zeros((p, p)).T
     if A is not None:
         for k in range(m):
             Qxx[k * q:(k + 1) * q, k * q:(k + 1) * q] = A[k]
@@ -146,7 +199,6 @@ def pivot_block(Dx, A, P, eps):
     for i in range(m):                       # columns of unit i, rows from i on
         lapack.gemm(lapack.N, lapack.T, p - i * q, q, B, 1.0, YT, i * p + i * q, m * p,
                     Dx, i * q, m * q, 1.0, Qxx, i * q * (p + 1), p)
-    return Qxx
 
 
 def fortran_symmetric(P):

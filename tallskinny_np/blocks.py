@@ -351,7 +351,8 @@ def dense_A(blk):
             Lam = (xp.einsum("sk,kl->skl", A.pi, xp.eye(c, dtype=A.pi.dtype))
                    - A.pi[:, :, None] * A.pi[:, None, :]) / B
             LamZ = Lam[:, :, None, :] * A.Zt[:, None, :, None]          # (B, c, q, c)
-            return xp.einsum("skil,sj->kilj", LamZ, A.Zt).reshape(c * q, c * q)
+            # sum over s of LamZ[s, k, i, l] Zt[s, j], one matmul: einsum does not use BLAS
+            return (LamZ.reshape(B, -1).T @ A.Zt).reshape(c * q, c * q)
 
 
 def loss_A_low_rank(A):

@@ -25,6 +25,7 @@ through the factor of their T); memory O(L (p a + p^2)) either way. Stage 1 need
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
 positive eigenvalues, so the same backward sweep gives the inertia in O(L).
 """
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -162,11 +163,12 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
+        by_structure = _use_structured(blk, structured)
         match blk:
-            case HiddenLayer() if compiled and _use_structured(blk, structured):
+            case HiddenLayer() if compiled and by_structure:
                 f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd)
                 st = Stage(f, None, None, rows)
-            case FirstLayer() | HiddenLayer() if _use_structured(blk, structured):
+            case FirstLayer() | HiddenLayer() if by_structure:
                 f = range_stage(blocks, blk, P, eps, pd, strategy)
                 if l == 0:
                     st, P = Stage(f, None, None, None), None
@@ -174,7 +176,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                     Qxy, Qyy = _qxy_qyy(xp, blk, dz_congruences(blk.Dx, blk.Dz, P))
                     K, P = range_gain(f, blk, Qxy, Qyy)
                     st = Stage(f, Qxy, K, None)
-            case LossLayer() if _use_structured(blk, structured):
+            case LossLayer() if by_structure:
                 f = loss_stage(blk, eps, pd, strategy)
                 if compiled and l > 0:
                     Qxy, Qyy = _qxy_qyy(xp, blk, (None, None))
@@ -218,6 +220,7 @@ def _use_structured(blk, structured):
     return range_pays(B, m, q, 0 if isinstance(blk, FirstLayer) else B * blk.Dz.shape[2])
 
 
+@functools.lru_cache
 def range_pays(B, m, q, a_in):
     """Whether the range stage saves :data:`RANGE_SAVING` times and :data:`MIN_SAVING`
     flops over the dense one (:func:`stage_flops`)."""
@@ -225,6 +228,7 @@ def range_pays(B, m, q, a_in):
     return dense >= RANGE_SAVING * ranged and dense - ranged >= MIN_SAVING
 
 
+@functools.lru_cache
 def woodbury_pays(c, q, B):
     """Whether the Woodbury loss stage saves :data:`WOODBURY_SAVING` times and
     :data:`MIN_SAVING` flops over the dense one (:func:`loss_stage_flops`)."""

@@ -142,7 +142,8 @@ def _in_range(blocks, blk):
     """``(V, Dx V, A in the basis)``: the basis of :func:`range_basis` and the layer's Dx
     ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it."""
     V = range_basis(blocks, blk)
-    DxV = blk.Dx @ V
+    B, m, q = blk.Dx.shape
+    DxV = (blk.Dx.reshape(B * m, q) @ V).reshape(B, m, -1)   # one gemm, not B small ones
     if isinstance(blk.A, GramA):
         AV = gram_blocks(blk.A.R, blk.A.Zt @ V)
     else:

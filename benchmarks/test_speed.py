@@ -1,9 +1,10 @@
 """Speed against the hardware and against alternatives, each as a ratio measured in one run:
 
 - ``factor-rate``: :func:`tallskinny_np.riccati.riccati_factor` (damping 0.1, Hessian) at
-  L = 64 and (width, batch) = (16, 16), (32, 8); its useful flops
-  (:func:`benchmarks.flops.riccati_factor_flops`) per second against the single-thread
-  dgemm at n = 256 of ``test_machine.py`` (same run; the report divides the two);
+  L = 64 and (width, batch) = (16, 16), (32, 8), on one thread and on all of numba's; its
+  useful flops (:func:`benchmarks.flops.riccati_factor_flops`) per second against the
+  single-thread dgemm at n = 256 of ``test_machine.py`` and, for the threaded run, the
+  dgemm on as many threads (same run; the report divides them);
 - ``versus-base``: ``Curvature(...)`` plus ``solve(grad, 0.1)`` (the default, refined
   solve) at L = 64 and (width, batch) = (16, 16), (8, 16), here and in another checkout of
   the package (``--bench-base PATH``), both timed in subprocesses by one script, twice
@@ -19,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -56,19 +58,28 @@ print(json.dumps(sorted(times)))
 """
 
 
+@pytest.mark.parametrize("threads", ["one", "all"], ids=["1-thread", "all-threads"])
 @pytest.mark.parametrize("point", [(16, 16), (32, 8)], ids=["w16-B16", "w32-B8"])
-def test_factor_rate(benchmark, settings, point):
+def test_factor_rate(benchmark, settings, point, threads):
+    """The factorization on one thread and on all of numba's (the compiled stages' own
+    threads; BLAS single-threaded inside them either way)."""
     prob = problem(SPEED_DEPTH, *point)
     lys = flops.layers(prob.net, point[1])
+    before = numba.get_num_threads()
+    n_threads = 1 if threads == "one" else before
     benchmark.group = "speed: riccati factor"
     benchmark.extra_info.update(prob.info, suite="speed", series="factor-rate",
-                                flops=flops.riccati_factor_flops(lys))
+                                flops=flops.riccati_factor_flops(lys), threads=n_threads)
 
     def factor():
         with sweep_threads():
             return riccati_factor(prob.curv.blocks, DAMPING)
 
-    measure(benchmark, factor, settings, trace_memory=False)
+    numba.set_num_threads(n_threads)
+    try:
+        measure(benchmark, factor, settings, trace_memory=False)
+    finally:
+        numba.set_num_threads(before)
 
 
 def _rounds(path, point, rounds):
@@ -121,7 +132,8 @@ def test_exact_step(benchmark, settings, step):
     net, params, X, y = memorisation_problem()
     benchmark.group = "speed: one step of the memorisation problem"
     benchmark.extra_info.update(suite="speed", series="exact-step", step=step,
-                                n_params=net.n_params, batch=len(y), L=net.n_layers, width=8)
+                                n_params=net.n_params, batch=len(y), L=net.n_layers, width=8,
+                                threads=1 if step == "adam" else numba.get_num_threads())
     if step == "adam":
         adam = Adam(lr=0.01)
 

@@ -173,3 +173,19 @@ def test_speed_targets_are_judged_against_the_same_run():
                dict(suite="speed", series="exact-step", step="hessian", median=31e-3)]
     states = [state for _, state, _ in report.speed_targets(records)]
     assert states == ["MET", "MISSED", "MET", "MISSED", "MET", "MISSED"]
+
+
+def test_threaded_factor_rate_names_its_threads_and_their_dgemm():
+    """A factorization on two threads is judged against the single-thread dgemm, as the
+    target says, and its rate is also given against dgemm on two threads."""
+    n = 256
+    one_thread, two = 2 * n ** 3 / 50e9, 2 * n ** 3 / 90e9
+    records = [dict(suite="cpu", series="dgemm", n=n, flops=2 * n ** 3, median=one_thread,
+                    min=one_thread),
+               dict(suite="cpu", series="dgemm-threads", n=n, flops=2 * n ** 3, median=two,
+                    min=two, threads=2),
+               dict(suite="speed", series="factor-rate", L=64, width=16, batch=16,
+                    flops=1e9, median=1e9 / 30e9, threads=2)]
+    (text, state, measured), = report.speed_targets(records)
+    assert state == "MET" and "2 threads" in text
+    assert "= 60% of 50" in measured and "(33% of 90 on 2 threads)" in measured

@@ -18,10 +18,10 @@ def test_dgemm(benchmark, settings, n):
 
 
 def test_dgemm_threads(benchmark, settings):
-    """dgemm at n = 256 on as many BLAS threads as numba runs the compiled stages on, the
-    rate that the factorization on those threads is compared with."""
+    """dgemm at n = 256 on as many BLAS threads as numba can run the compiled stages on,
+    the rate that the factorization on those threads is compared with."""
     n = 256
-    threads = numba.get_num_threads()
+    threads = numba.config.NUMBA_NUM_THREADS
     A, B = np.random.default_rng(0).standard_normal((2, n, n))
     benchmark.group = "cpu dgemm"
     benchmark.extra_info.update(suite="cpu", series="dgemm-threads", backend="numpy", n=n,

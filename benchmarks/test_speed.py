@@ -1,7 +1,8 @@
 """Speed against the hardware and against alternatives, each as a ratio measured in one run:
 
 - ``factor-rate``: :func:`tallskinny_np.riccati.riccati_factor` (damping 0.1, Hessian) at
-  L = 64 and (width, batch) = (16, 16), (32, 8), on one thread and on all of numba's; its
+  L = 64 and (width, batch) = (16, 16), (32, 8), with its compiled stages on one thread
+  (the default) and on all of numba's (``SWEEP_THREADS``); its
   useful flops (:func:`benchmarks.flops.riccati_factor_flops`) per second against the
   single-thread dgemm at n = 256 of ``test_machine.py`` and, for the threaded run, the
   dgemm on as many threads (same run; the report divides them);
@@ -24,8 +25,7 @@ import numba
 import numpy as np
 import pytest
 
-from tallskinny_np import MLP, Curvature
-from tallskinny_np.backend import sweep_threads
+from tallskinny_np import MLP, Curvature, backend
 from tallskinny_np.optim import Adam, loss_and_gradient
 from tallskinny_np.riccati import riccati_factor
 
@@ -61,25 +61,24 @@ print(json.dumps(sorted(times)))
 @pytest.mark.parametrize("threads", ["one", "all"], ids=["1-thread", "all-threads"])
 @pytest.mark.parametrize("point", [(16, 16), (32, 8)], ids=["w16-B16", "w32-B8"])
 def test_factor_rate(benchmark, settings, point, threads):
-    """The factorization on one thread and on all of numba's (the compiled stages' own
-    threads; BLAS single-threaded inside them either way)."""
+    """The factorization with the compiled stages on one thread (the default) and on all
+    of numba's (:data:`tallskinny_np.backend.SWEEP_THREADS`; BLAS single-threaded inside
+    them either way)."""
     prob = problem(SPEED_DEPTH, *point)
     lys = flops.layers(prob.net, point[1])
-    before = numba.get_num_threads()
-    n_threads = 1 if threads == "one" else before
+    n_threads = 1 if threads == "one" else numba.config.NUMBA_NUM_THREADS
     benchmark.group = "speed: riccati factor"
     benchmark.extra_info.update(prob.info, suite="speed", series="factor-rate",
                                 flops=flops.riccati_factor_flops(lys), threads=n_threads)
 
     def factor():
-        with sweep_threads():
-            return riccati_factor(prob.curv.blocks, DAMPING)
+        return riccati_factor(prob.curv.blocks, DAMPING)
 
-    numba.set_num_threads(n_threads)
+    default, backend.SWEEP_THREADS = backend.SWEEP_THREADS, n_threads
     try:
         measure(benchmark, factor, settings, trace_memory=False)
     finally:
-        numba.set_num_threads(before)
+        backend.SWEEP_THREADS = default
 
 
 def _rounds(path, point, rounds):
@@ -133,7 +132,7 @@ def test_exact_step(benchmark, settings, step):
     benchmark.group = "speed: one step of the memorisation problem"
     benchmark.extra_info.update(suite="speed", series="exact-step", step=step,
                                 n_params=net.n_params, batch=len(y), L=net.n_layers, width=8,
-                                threads=1 if step == "adam" else numba.get_num_threads())
+                                threads=1 if step == "adam" else backend.SWEEP_THREADS)
     if step == "adam":
         adam = Adam(lr=0.01)
 

@@ -336,8 +336,9 @@ class Curvature:
             raise ValueError("damping must be one number; use solve_dampings for several")
         damping = self._check_damping(damping)
         Bm, vector = self._columns(b, "b")
-        X, info = self._certified_solve(Bm, damping, method, refine, uncertified,
-                                        fallback=fallback)
+        with sweep_threads():
+            X, info = self._certified_solve(Bm, damping, method, refine, uncertified,
+                                            fallback=fallback)
         X = X[:, 0] if vector else X
         return (X, info) if return_info else X
 

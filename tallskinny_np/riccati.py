@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import pivot, stage, tolerance
-from .backend import array_module
+from .backend import array_module, sweep_threads
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
                      gram_blocks, layer_size)
 from .congruences import congruences, dz_congruences
@@ -84,6 +84,7 @@ class Riccati(NamedTuple):
     modification: list = None     # the modified sweep's blocks E_l (p_l x p_l), else None
 
 
+@sweep_threads()
 def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, modify=None):
     """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
 
@@ -291,7 +292,7 @@ def _schur_stage(blk, f, congruence_terms):
     ``Qxy^T K`` whole."""
     Qxy, Qyy = _qxy_qyy(np, blk, congruence_terms)
     Wt = Qxy.copy().T                 # Qxy's C-order copy is Qxy^T in F-order
-    stage.schur_update(f.arrays, Wt, Qyy.T)           # Qyy is fresh, C-order, symmetric
+    stage.schur_update(f.arrays, Wt, Qyy.T, stage.two_threads())   # Qyy: C-order, symmetric
     return Stage(f, Qxy, SchurGain(f, Wt), None), Qyy
 
 
@@ -333,7 +334,8 @@ def _compiled_stage(blk, P, eps, pd):
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
         return Stage(f, None, None, None), None
     C = None if blk.C is None else np.ascontiguousarray(blk.C)
-    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd)
+    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd,
+                                       stage.two_threads())
     return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
 
 
@@ -347,6 +349,7 @@ def _sum(*terms):
     return out
 
 
+@sweep_threads()
 def riccati_solve(fac, gs):
     """Solve with the factored sweep: the backward pass for ``k_l`` and ``p_{l-1}``, then
     the forward pass ``x_l = K_l y_{l-1} + k_l`` (docs/math.md section 4.6).

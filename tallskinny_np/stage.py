@@ -24,11 +24,12 @@ Flops per hidden layer (p = m q, a = B m, a' = B n): ``2 B a p`` (``Dx^T P``),
 ``m a'^2`` (Qyy, one triangle), ``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2``
 (P_{l-1}, one triangle). Matrices are column-major (F-order); float64 only.
 
-Threads: the stage runs on two threads (numba ``prange``, the BLAS calls inside each one
+Threads: with :data:`tallskinny_np.backend.SWEEP_THREADS` at 2 or more (default 1) the
+stage runs on two threads (numba ``prange``, the BLAS calls inside each one
 single-threaded by :func:`tallskinny_np.backend.sweep_threads`): Qxx beside
 ``(Qxy, Qyy)``, then half of W's rows each, then two parts of the update of P with about
-half of the flops each. Each thread's share is fixed, so the results do not depend on the
-number of threads (``NUMBA_NUM_THREADS=1`` runs the same arithmetic on one).
+half of the flops each. The split products round differently from the whole ones, so
+results on one and on two threads agree to rounding, not bit for bit.
 
 The substitutions, per right-hand side block (r columns, rows as in
 :func:`tallskinny_np.pivot.half_solve`): backward ``u = S G^{-1} (-g + Dx^T p_l)``,
@@ -36,20 +37,29 @@ The substitutions, per right-hand side block (r columns, rows as in
 ``y_l = Dx x_l + Dz y_{l-1}``.
 """
 import numpy as np
+import numba
 from numba import njit, prange
 
 from . import lapack, pivot
 
 
+def two_threads():
+    """Whether the compiled stages split their work in two (module docstring, "Threads"):
+    numba runs more than one thread here (:func:`tallskinny_np.backend.sweep_threads` sets
+    how many). Decided outside the compiled code, which would otherwise not be cached."""
+    return numba.get_num_threads() > 1
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
-def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
+def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
     full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev)``:
     ``factor`` the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix
     first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full).
 
     Qxx and ``(Qxy, Qyy)`` do not depend on each other: they are formed side by side, one
-    per thread (module docstring, "Threads")."""
+    per thread, and with ``split`` the update of P is split in two (module docstring,
+    "Threads")."""
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
@@ -65,7 +75,7 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite):
             _fill_qxy_qyy(Dx, Dz, S, C is not None, P, ZT, Wt, Pn)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
-    schur_update(factor, Wt, Pn)
+    schur_update(factor, Wt, Pn, split)
     return factor, Wt, Pn
 
 
@@ -94,17 +104,25 @@ def _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def schur_update(factor, Wt, Pn):
+def schur_update(factor, Wt, Pn, split):
     """``Wt <- (G^{-1} Qxy)^T = W^T`` and ``Pn <- Pn - W^T S W`` (``Qxy^T Qxx^{-1} Qxy``
     subtracted on the lower triangle, then mirrored) for the factor ``Qxx = G S G^T`` and
     F-order ``Wt = Qxy^T`` (``a' x p``), ``Pn`` (``a' x a'``; its lower triangle is read).
     Also the loss stages' update, with their factor and ``Qxy``.
 
-    Two threads (module docstring, "Threads"): each solves half of Wt's rows; then one
-    updates the two diagonal blocks of ``Pn``'s lower triangle (``syrk``) while the other
-    updates the block below them (``gemm``), about half of the flops each."""
+    With ``split`` (:func:`two_threads`; module docstring, "Threads") two threads each
+    solve half of Wt's rows; then one updates the two diagonal blocks of ``Pn``'s lower
+    triangle (``syrk``) while the other updates the block below them (``gemm``), about
+    half of the flops each."""
     Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
     a1, p = Wt.shape
+    if not split:
+        pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt)
+        lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
+        lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0,
+                    a1)
+        _mirror_lower(Pn, False)
+        return
     h = a1 // 2
     for task in prange(2):
         lo, hi = (0, h) if task == 0 else (h, a1)
@@ -123,7 +141,7 @@ def schur_update(factor, Wt, Pn):
                         1.0, Pn, h, a1)
             lapack.gemm(lapack.N, lapack.T, a1 - h, h, p - n_pos, 1.0, Wt, h + n_pos * a1,
                         a1, Wt, n_pos * a1, a1, 1.0, Pn, h, a1)
-    _mirror_lower(Pn)
+    _mirror_lower(Pn, True)
 
 
 @njit(cache=True, error_model="numpy")
@@ -145,14 +163,16 @@ def diagonal_update(Zt, w, Pn):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _mirror_lower(X, tile=16):
+def _mirror_lower(X, split, tile=16):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
     column of the lower triangle is a row of the upper one, far apart in memory), each
     off the diagonal as one transposed slice: at ``n = 256`` about half the time of an
-    element loop over tiles of 32. Two threads take alternate columns of tiles."""
+    element loop over tiles of 32. With ``split`` two threads take alternate columns of
+    tiles."""
     n = X.shape[0]
-    for task in prange(2):
-        for j0 in range(task * tile, n, 2 * tile):
+    parts = 2 if split else 1
+    for task in prange(parts):
+        for j0 in range(task * tile, n, parts * tile):
             j1 = min(j0 + tile, n)
             for j in range(j0, j1):
                 for i in range(j + 1, j1):

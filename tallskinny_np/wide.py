@@ -191,7 +191,8 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite):
     if blk.C is not None:
         CV = (V.T @ np.ascontiguousarray(blk.C).reshape(m, q, B * n)).reshape(m, r, B, n)
     arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
-                                        stage.fortran_symmetric(P), eps, positive_definite)
+                                        stage.fortran_symmetric(P), eps, positive_definite,
+                                        stage.two_threads())
     fT = pivot.PivotFactor.of(arrays)
     f = _range_factor(V, fT, m, eps, fT.anorm)
     Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric
@@ -323,7 +324,7 @@ def woodbury_update(f, Qxy, Qyy):
     R = f.DinvU.reshape(c * q, B).T @ Qxy
     # the C-order Z, R are their transposes in F-order, and Qyy is its own
     stage.diagonal_update(Z.T, f.w.reshape(-1), Qyy.T)
-    stage.schur_update(f.fC.arrays, R.T, Qyy.T)
+    stage.schur_update(f.fC.arrays, R.T, Qyy.T, stage.two_threads())
     return Qyy
 
 

@@ -1,9 +1,10 @@
 """The compiled hidden-layer Riccati stage and its substitutions against the dense
 formulas of the stage-wise elimination, on the blocks of a small network."""
+import numba
 import numpy as np
 import pytest
 
-from tallskinny_np import MLP, Curvature, pivot, stage
+from tallskinny_np import MLP, Curvature, backend, pivot, stage
 from tallskinny_np.blocks import to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
 
@@ -24,9 +25,11 @@ def _none_if_absent(x):
     return None if x is None else np.ascontiguousarray(x)
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_factor_stage_matches_dense(kind, bias):
+def test_factor_stage_matches_dense(kind, bias, split):
+    """The stage with its products whole (one thread) and split in two (two threads)."""
     blk, D, P = _layer(kind, bias)
     eps = 0.1
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
@@ -34,7 +37,7 @@ def test_factor_stage_matches_dense(kind, bias):
     Qyy = (0 if D.S is None else D.S) + D.Dz.T @ P @ D.Dz
     fac, Wt, Pn = stage.factor_stage(
         blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C), np.asfortranarray(P), eps,
-        False)
+        False, split)
     K = -np.linalg.solve(Qxx, Qxy)
     P_ref = Qyy + Qxy.T @ K
     assert np.abs(Pn - P_ref).max() <= 1e-10 * np.abs(P_ref).max()
@@ -53,7 +56,7 @@ def test_substitutions_match_dense(kind):
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
     Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
     fac, Wt, _ = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
-                                       np.asfortranarray(P), eps, False)
+                                       np.asfortranarray(P), eps, False, False)
     rng = np.random.default_rng(3)
     B, m, q = blk.Dx.shape
     n, r = blk.Dz.shape[2], 2
@@ -72,13 +75,14 @@ def test_substitutions_match_dense(kind):
     assert np.abs(y.reshape(-1, r) - y_ref).max() <= 1e-10 * np.abs(y_ref).max()
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 256])
-def test_mirror_lower_makes_the_lower_triangle_symmetric(n):
+def test_mirror_lower_makes_the_lower_triangle_symmetric(n, split):
     """Whole tiles, a partial last tile and a single element: the upper triangle becomes
     the transposed lower one, which is left alone."""
     X = np.asfortranarray(np.random.default_rng(n).standard_normal((n, n)))
     lower = np.tril(X)
-    stage._mirror_lower(X)
+    stage._mirror_lower(X, split)
     assert np.array_equal(X, lower + np.tril(lower, -1).T)
 
 
@@ -102,3 +106,30 @@ def test_schur_loss_stage_matches_array_stage(kind, eps):
     x_ref = net.join(riccati_solve(ref, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref)
     assert fast.inertia == ref.inertia
+
+
+@pytest.mark.parametrize("kind,eps", [("hessian", 0.1), ("hessian", -0.05), ("ggn", 1e-3)])
+def test_sweep_on_two_threads_agrees_with_one(kind, eps, monkeypatch):
+    """``SWEEP_THREADS = 2`` (each compiled stage on two threads, its largest products
+    split in two) gives one thread's solution to rounding (both are backward stable: they
+    differ by up to cond(H + eps I) times the unit roundoff) and the exact inertia, at a
+    size where the split blocks are uneven (a' = 3 * 11 = 33 rows)."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba runs one thread on this machine")
+    net = MLP([5] + [11] * 4 + [3], activation="tanh", bias=True)
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((3, 5)), rng.integers(0, 3, 3)
+    curv = Curvature(net, net.init_params(seed=2), X, y, kind=kind)
+    gs = net.split(rng.standard_normal((net.n_params, 2)))
+    M = curv.hvp(np.eye(net.n_params)) + eps * np.eye(net.n_params)
+    w = np.linalg.eigvalsh(M)
+    cond = np.abs(w).max() / np.abs(w).min()
+    results = {}
+    for n in (1, 2):
+        monkeypatch.setattr(backend, "SWEEP_THREADS", n)
+        fac = riccati_factor(curv.blocks, eps, structured=False)
+        results[n] = (net.join(riccati_solve(fac, gs)),
+                      riccati_factor(curv.blocks, eps, inertia=True, structured=False).inertia)
+    (x1, in1), (x2, in2) = results[1], results[2]
+    assert np.linalg.norm(x2 - x1) <= 100 * cond * np.finfo(float).eps * np.linalg.norm(x1)
+    assert in1 == in2 == (int((w < 0).sum()), 0, int((w > 0).sum()))

@@ -13,12 +13,14 @@
 - ``exact-step``: the exact second-order step of the default memorisation problem (the
   embedded digits, 32 samples, depth 16, width 8, tanh, bias): ``Curvature(..., kind)`` plus
   ``solve(grad, 0.1)``, for the GGN and the Hessian, against one Adam step (forward,
-  backward, update) on the same batch.
+  backward, update) on the same batch: each timed by pytest-benchmark, and the ratio also
+  in alternating blocks of both (:func:`_paired`), which the report judges.
 """
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numba
@@ -133,15 +135,39 @@ def test_exact_step(benchmark, settings, step):
     benchmark.extra_info.update(suite="speed", series="exact-step", step=step,
                                 n_params=net.n_params, batch=len(y), L=net.n_layers, width=8,
                                 threads=1 if step == "adam" else backend.SWEEP_THREADS)
-    if step == "adam":
-        adam = Adam(lr=0.01)
+    adam = Adam(lr=0.01)
 
-        def one_step():
-            _, g, _ = loss_and_gradient(net, params, X, y)
-            return adam.step(params, g)
-    else:
-        def one_step():
-            curv = Curvature(net, params, X, y, kind=step)
-            return curv.solve(curv.grad, DAMPING)
+    def adam_step():
+        _, g, _ = loss_and_gradient(net, params, X, y)
+        return adam.step(params, g)
 
-    measure(benchmark, one_step, settings, trace_memory=False)
+    def exact_step():
+        curv = Curvature(net, params, X, y, kind=step)
+        return curv.solve(curv.grad, DAMPING)
+
+    if step != "adam":
+        benchmark.extra_info.update(_paired(exact_step, adam_step, settings.max_rounds))
+    measure(benchmark, adam_step if step == "adam" else exact_step, settings,
+            trace_memory=False)
+
+
+def _paired(exact_step, adam_step, blocks, steps=5, adam_steps=20):
+    """The exact step against Adam's in alternating blocks (``steps`` exact steps, then
+    ``adam_steps`` Adam steps, each block after one untimed call), so that a change in the
+    shared machine's load hits both sides of a ratio: the median over the blocks of the
+    ratio of their medians, and the medians of all the times of each."""
+    ratios, exact, adam = [], [], []
+    for _ in range(blocks):
+        times = []
+        for f, n in ((exact_step, steps), (adam_step, adam_steps)):
+            f()
+            block = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                f()
+                block.append(time.perf_counter() - t0)
+            times.append(float(np.median(block)))
+            (exact if f is exact_step else adam).extend(block)
+        ratios.append(times[0] / times[1])
+    return dict(paired_ratio=float(np.median(ratios)), paired_exact=float(np.median(exact)),
+                paired_adam=float(np.median(adam)), paired_blocks=blocks)

@@ -189,3 +189,16 @@ def test_threaded_factor_rate_names_its_threads_and_their_dgemm():
     (text, state, measured), = report.speed_targets(records)
     assert state == "MET" and "2 threads" in text
     assert "= 60% of 50" in measured and "(33% of 90 on 2 threads)" in measured
+
+
+def test_exact_step_is_judged_on_its_paired_ratio():
+    """Where the exact step was also timed in alternating blocks with Adam, that ratio is
+    judged (a load that slowed only the separately timed Adam does not pass the target)
+    and the separately timed one is still shown."""
+    records = [dict(suite="speed", series="exact-step", step="adam", median=1e-3),
+               dict(suite="speed", series="exact-step", step="ggn", median=29e-3,
+                    paired_ratio=31.0, paired_exact=9.3e-3, paired_adam=0.3e-3,
+                    paired_blocks=15)]
+    (text, state, measured), = report.speed_targets(records)
+    assert state == "MISSED" and "ggn" in text
+    assert measured.startswith("31.0x in 15 alternating blocks") and "29.0x" in measured

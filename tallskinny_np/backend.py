@@ -6,6 +6,7 @@ with CuPy.
 """
 import contextlib
 
+import numba
 import numpy as np
 
 try:  # cupy is an optional extra: importing the package must work without it
@@ -56,11 +57,12 @@ gives, although one large dgemm runs faster on more threads (benchmarks/README.m
 SWEEP_THREADS = 1
 """Threads of the compiled Riccati stages (:mod:`tallskinny_np.stage`, numba's own, each
 calling single-threaded BLAS; at most numba's ``NUMBA_NUM_THREADS``). With 2 a stage forms
-its pivot beside the rest and splits its largest products in two: on an idle 2-core
-machine the factorization at width 16, batch 16, L = 64 took 0.10 s against 0.135 s on
-one thread, but with another process keeping one core busy 0.41 s against 0.14 s, as a
-thread that waits at each of a stage's joins for a preempted one. One thread is the
-default; set 2 on cores of your own (benchmarks/README.md)."""
+its pivot beside the rest and splits its largest products in two. That pays only on idle
+cores: the threads meet at every stage, and one that another process has preempted holds
+the other up. In one run of the factor-rate benchmark on this project's 2-core machine
+(benchmarks/README.md, width 16, batch 16, L = 64) two threads took 122 ms against 179 ms
+on one; with another process keeping one core busy, 513 ms against 133 ms. One thread is
+the default; set 2 on cores of your own."""
 
 _controller = None
 _depth = 0
@@ -76,7 +78,6 @@ def sweep_threads():
     if _depth:
         yield
         return
-    import numba
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(max(1, min(SWEEP_THREADS, numba.config.NUMBA_NUM_THREADS)))
     _depth += 1

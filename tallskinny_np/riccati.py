@@ -17,7 +17,8 @@ right-hand-side sweeps (:func:`riccati_solve`), so many right-hand sides share o
 factorization. Per layer only a ``p x p`` block is factored, once, by a symmetric
 factorization that also gives its inertia (:mod:`tallskinny_np.pivot`). On NumPy in
 float64 the compiled stages of :mod:`tallskinny_np.stage` keep the factor and
-``W = G^{-1} Qxy`` and apply ``K_l`` through them; the array-module stages keep the factor,
+``W = G^{-1} Qxy`` and apply ``K_l`` through them (a range stage of :mod:`tallskinny_np.wide`
+its T's factor and ``W = G^{-1} Q^T Qxy``); the array-module stages keep the factor,
 ``Qxy`` and ``K_l`` (the range stages of :mod:`tallskinny_np.wide` ``K_l`` as an operator
 through the factor of their T); memory O(L (p a + p^2)) either way. Stage 1 needs no gain
 (``y_0 = 0``).

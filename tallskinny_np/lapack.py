@@ -81,7 +81,7 @@ def syrk(uplo, trans, n, k, alpha, a, ia, lda, beta, c, ic, ldc):
 
 
 @njit(cache=True, inline="always")
-def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
+def trsm(side, uplo, transa, diag, m, n, alpha, a, ia, lda, b, ib, ldb):
     """``B = alpha op(A)^{-1} B`` (side L) or ``alpha B op(A)^{-1}`` (side R), A
     triangular, B m x n."""
     if m > 0 and n > 0:
@@ -89,8 +89,8 @@ def trsm(side, uplo, transa, diag, m, n, alpha, a, lda, b, ldb):
         iv = np.array([m, n, lda, ldb], np.int32)
         dv = np.array([alpha])
         _dtrsm(ch.ctypes.data, ch.ctypes.data + 1, ch.ctypes.data + 2, ch.ctypes.data + 3,
-               iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, a.ctypes.data,
-               iv.ctypes.data + 8, b.ctypes.data, iv.ctypes.data + 12)
+               iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data, _at(a, ia),
+               iv.ctypes.data + 8, _at(b, ib), iv.ctypes.data + 12)
         _alive(ch, iv, dv)
 
 

@@ -220,20 +220,40 @@ TRSV_ROWS = 8
 triangle on the right is many times slower on a single row than ``trsv`` on the same
 work."""
 
+TRSM_BLOCK = 64
+"""Columns per block of the triangular solve of many rows (:func:`_triangular_rows`): the
+parts below the diagonal blocks are applied by ``gemm``, which OpenBLAS runs faster than
+``trsm`` at the pivots' sizes (the factor-rate benchmark measures the whole sweep)."""
+
 
 @njit(cache=True, error_model="numpy")
 def _triangular_rows(Lf, Y, trans, diag):
     """``Y <- Y op(Lf)^{-1}`` for the lower triangular Lf (``op(Lf) = Lf^T`` when ``trans``
     is :data:`tallskinny_np.lapack.T`) and rows Y with unit row stride (F-order, or a block
-    of rows of an F-order array), by ``trsv`` per row or one ``trsm``."""
+    of rows of an F-order array), by ``trsv`` per row, or by blocks of
+    :data:`TRSM_BLOCK` columns: with ``X op(Lf) = Y`` split into column blocks, block j
+    is ``(Y_j - sum_k X_k op(Lf)_kj) op(Lf)_jj^{-1}`` over the blocks k already solved
+    (those left of j for ``Lf^T``, right of j for ``Lf``), one ``gemm`` and one ``trsm``."""
     r, p = Y.shape
     ld = Y.strides[1] // Y.itemsize if p > 1 else r
     if r <= TRSV_ROWS:
         for i in range(r):
             lapack.trsv(lapack.L, lapack.N if trans == lapack.T else lapack.T, diag, p, Lf, p,
                         Y, i, ld)
-    else:
-        lapack.trsm(lapack.R, lapack.L, trans, diag, r, p, 1.0, Lf, p, Y, ld)
+        return
+    nblocks = (p + TRSM_BLOCK - 1) // TRSM_BLOCK
+    for b in range(nblocks):
+        # Lf^T: blocks left to right, Lf: right to left
+        j0 = (b if trans == lapack.T else nblocks - 1 - b) * TRSM_BLOCK
+        j1 = min(j0 + TRSM_BLOCK, p)
+        if trans == lapack.T and j0 > 0:       # Y_j -= X[:, :j0] Lf[j0:j1, :j0]^T
+            lapack.gemm(lapack.N, lapack.T, r, j1 - j0, j0, -1.0, Y, 0, ld, Lf, j0, p, 1.0,
+                        Y, j0 * ld, ld)
+        if trans != lapack.T and j1 < p:       # Y_j -= X[:, j1:] Lf[j1:, j0:j1]
+            lapack.gemm(lapack.N, lapack.N, r, j1 - j0, p - j1, -1.0, Y, j1 * ld, ld, Lf,
+                        j0 * p + j1, p, 1.0, Y, j0 * ld, ld)
+        lapack.trsm(lapack.R, lapack.L, trans, diag, r, j1 - j0, 1.0, Lf, j0 * (p + 1), p, Y,
+                    j0 * ld, ld)
 
 
 @njit(cache=True, error_model="numpy")

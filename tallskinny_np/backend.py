@@ -60,8 +60,8 @@ calling single-threaded BLAS; at most numba's ``NUMBA_NUM_THREADS``). With 2 a s
 its pivot beside the rest and splits its largest products in two. That pays only on idle
 cores: the threads meet at every stage, and one that another process has preempted holds
 the other up. In one run of the factor-rate benchmark on this project's 2-core machine
-(benchmarks/README.md, width 16, batch 16, L = 64) two threads took 122 ms against 179 ms
-on one; with another process keeping one core busy, 513 ms against 133 ms. One thread is
+(benchmarks/README.md, width 16, batch 16, L = 64) two threads took 102 ms against 119 ms
+on one; with another process keeping one core busy, 354 ms against 120 ms. One thread is
 the default; set 2 on cores of your own."""
 
 _controller = None

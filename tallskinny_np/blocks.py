@@ -196,13 +196,20 @@ def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
     return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, b * S2, bS1), Zt, bS1)
 
 
+def softmax_hessians(xp, pi):
+    """``Lambda_s = (diag(pi_s) - pi_s pi_s^T) / B`` ``(B, c, c)``: the Hessians of the
+    mean cross-entropy in the logits of each sample, for the softmax outputs pi (B, c)."""
+    B, c = pi.shape
+    return (xp.einsum("sk,kl->skl", pi, xp.eye(c, dtype=pi.dtype))
+            - pi[:, :, None] * pi[:, None, :]) / B
+
+
 def loss_blocks(xp, Z, W, pi, G, bias, kind):
     """The :class:`LossLayer` record of the cross-entropy loss layer (docs/math.md
     section 2, loss layer table)."""
     Zt = with_ones(xp, Z, bias)
-    B, c = pi.shape
-    Lam = (xp.einsum("sk,kl->skl", pi, xp.eye(c, dtype=pi.dtype))
-           - pi[:, :, None] * pi[:, None, :]) / B
+    B = pi.shape[0]
+    Lam = softmax_hessians(xp, pi)
     Dx = G.T @ Zt
     Dz = G @ W
     with np.errstate(over="ignore", invalid="ignore"):
@@ -348,8 +355,7 @@ def dense_A(blk):
             # although Lambda_s zt_s zt_s^T does not (a saturated softmax: Lambda_s = 0).
             xp = array_module(A.Zt)
             B, (c, q) = A.pi.shape[0], A.Dblk.shape[:2]
-            Lam = (xp.einsum("sk,kl->skl", A.pi, xp.eye(c, dtype=A.pi.dtype))
-                   - A.pi[:, :, None] * A.pi[:, None, :]) / B
+            Lam = softmax_hessians(xp, A.pi)
             LamZ = Lam[:, :, None, :] * A.Zt[:, None, :, None]          # (B, c, q, c)
             # sum over s of LamZ[s, k, i, l] Zt[s, j], one matmul: einsum does not use BLAS
             return (LamZ.reshape(B, -1).T @ A.Zt).reshape(c * q, c * q)

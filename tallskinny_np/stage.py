@@ -116,32 +116,30 @@ def schur_update(factor, Wt, Pn, split):
     half of the flops each."""
     Lf, kind, perm, cs, sn, lam, order, n_pos = factor[:8]
     a1, p = Wt.shape
-    if not split:
-        pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt)
-        lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
-        lapack.syrk(lapack.L, lapack.N, a1, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn, 0,
-                    a1)
-        _mirror_lower(Pn, False)
-        return
-    h = a1 // 2
+    h = a1 // 2 if split else a1             # unsplit: the first part is all of it
     for task in prange(2):
         lo, hi = (0, h) if task == 0 else (h, a1)
         pivot.half_solve(kind, Lf, perm, cs, sn, lam, order, Wt[lo:hi])
     for task in prange(2):
-        if task == 0:
-            lapack.syrk(lapack.L, lapack.N, h, n_pos, -1.0, Wt, 0, a1, 1.0, Pn, 0, a1)
-            lapack.syrk(lapack.L, lapack.N, h, p - n_pos, 1.0, Wt, n_pos * a1, a1, 1.0, Pn,
-                        0, a1)
-            lapack.syrk(lapack.L, lapack.N, a1 - h, n_pos, -1.0, Wt, h, a1, 1.0, Pn,
-                        h * (a1 + 1), a1)
-            lapack.syrk(lapack.L, lapack.N, a1 - h, p - n_pos, 1.0, Wt, h + n_pos * a1, a1,
-                        1.0, Pn, h * (a1 + 1), a1)
-        else:
+        if task == 0:                        # the diagonal blocks
+            _signed_syrk(Wt, 0, h, n_pos, p, a1, Pn, 0)
+            _signed_syrk(Wt, h, a1 - h, n_pos, p, a1, Pn, h * (a1 + 1))
+        else:                                # the block below them
             lapack.gemm(lapack.N, lapack.T, a1 - h, h, n_pos, -1.0, Wt, h, a1, Wt, 0, a1,
                         1.0, Pn, h, a1)
             lapack.gemm(lapack.N, lapack.T, a1 - h, h, p - n_pos, 1.0, Wt, h + n_pos * a1,
                         a1, Wt, n_pos * a1, a1, 1.0, Pn, h, a1)
-    _mirror_lower(Pn, True)
+    _mirror_lower(Pn, split)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _signed_syrk(Y, iy, n, n_pos, k, ld, Pn, ip):
+    """``Pn <- Pn - Y1 Y1^T + Y2 Y2^T`` on the lower triangle of the ``n x n`` block of
+    the F-order Pn at offset ip (leading dimension ``ld``, as Y's), for the ``n x k`` block
+    of Y at offset iy whose first ``n_pos`` columns are Y1 and the rest Y2."""
+    lapack.syrk(lapack.L, lapack.N, n, n_pos, -1.0, Y, iy, ld, 1.0, Pn, ip, ld)
+    lapack.syrk(lapack.L, lapack.N, n, k - n_pos, 1.0, Y, iy + n_pos * ld, ld, 1.0, Pn, ip,
+                ld)
 
 
 @njit(cache=True, error_model="numpy")
@@ -158,8 +156,7 @@ def diagonal_update(Zt, w, Pn):
         s = 1.0 / np.sqrt(abs(w[cols[c]]))
         for i in range(a1):
             Y[i, c] = Zt[i, cols[c]] * s
-    lapack.syrk(lapack.L, lapack.N, a1, n_pos, -1.0, Y, 0, a1, 1.0, Pn, 0, a1)
-    lapack.syrk(lapack.L, lapack.N, a1, k - n_pos, 1.0, Y, n_pos * a1, a1, 1.0, Pn, 0, a1)
+    _signed_syrk(Y, 0, a1, n_pos, k, a1, Pn, 0)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

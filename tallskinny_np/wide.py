@@ -167,11 +167,10 @@ def _range_factor(V, fT, m, eps, tnorm):
 class RangeRows(NamedTuple):
     """What the compiled substitutions of a hidden layer's range stage
     (:func:`compiled_range_stage`) keep besides T's factor: ``Wt = (G^{-1} Y)^T``
-    (``a' x m r``, F-order), ``DxV = Dx V`` ``(B, m, r)``, and ``bS1``, ``Pp`` of Xp
-    (both None when Qxy lies in ``range(Q)``)."""
+    (``a' x m r``, F-order), ``DxV = Dx V`` ``(B, m, r)``, and ``Pp`` of Xp (None when
+    Qxy lies in ``range(Q)``; Xp's other factor is the layer's ``bS1``)."""
     Wt: object
     DxV: object
-    bS1: object
     Pp: object
 
 
@@ -196,7 +195,7 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite):
     fT = pivot.PivotFactor.of(arrays)
     f = _range_factor(V, fT, m, eps, fT.anorm)
     Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric
-    return f, RangeRows(Wt, DxV, None if Pp is None else blk.bS1, Pp), Pn
+    return f, RangeRows(Wt, DxV, Pp), Pn
 
 
 def _outside_range(blk, V, eps, Qyy):
@@ -241,7 +240,7 @@ def range_backward(f, rows, blk, g, pv):
     kp = (g - V @ gT) / f.eps if r < q else None
     if rows.Pp is not None:
         m, n, nr = g.shape[0], blk.Dz.shape[2], g.shape[2]
-        pn += (rows.bS1 @ kp[:, :n].reshape(m, n * nr)).reshape(-1, n, nr)
+        pn += (blk.bS1 @ kp[:, :n].reshape(m, n * nr)).reshape(-1, n, nr)
     return (u, kp), pn
 
 
@@ -257,7 +256,7 @@ def range_forward(f, rows, blk, k, y):
     if kp is not None:
         x += kp
     if rows.Pp is not None:
-        x -= _outside_product(rows.bS1, rows.Pp, y, f.eps)
+        x -= _outside_product(blk.bS1, rows.Pp, y, f.eps)
     return x, yn
 
 

@@ -162,13 +162,17 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     stages = [None] * len(layers)
     counts = [0, 0, 0]
     singular = None
+    if compiled:
+        scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:] for blk in layers
+                                           if isinstance(blk, HiddenLayer)])
     P = None                                   # P_L = 0
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         by_structure = _use_structured(blk, structured)
         match blk:
             case HiddenLayer() if compiled and by_structure:
-                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd)
+                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd, scratch,
+                                                  P_bufs[l % 2])
                 st = Stage(f, None, None, rows)
             case FirstLayer() | HiddenLayer() if by_structure:
                 f = range_stage(blocks, blk, P, eps, pd, strategy)
@@ -186,7 +190,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 else:
                     st, P = _array_stage(xp, blk, f, P, None, l)
             case HiddenLayer() | FirstLayer() if compiled:
-                st, P = _compiled_stage(blk, P, eps, pd)
+                st, P = _compiled_stage(blk, P, eps, pd, scratch, P_bufs[l % 2])
             case _:
                 DxPDx, DxPDz, DzPDz = congruences(blk, P)
                 p = layer_size(blk)[0]
@@ -325,8 +329,9 @@ def _qxy_qyy(xp, blk, congruence_terms):
     return Qxy, DzPDz
 
 
-def _compiled_stage(blk, P, eps, pd):
-    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``."""
+def _compiled_stage(blk, P, eps, pd, scratch, P_out):
+    """The compiled stage of a hidden layer or a dense layer 1: ``(Stage, P_{l-1})``, with
+    the buffers of :func:`tallskinny_np.stage.workspace` (``P_{l-1}`` in ``P_out``)."""
     P = stage.fortran_symmetric(P)
     if isinstance(blk, FirstLayer):
         A = blk.A
@@ -336,7 +341,7 @@ def _compiled_stage(blk, P, eps, pd):
         return Stage(f, None, None, None), None
     C = None if blk.C is None else np.ascontiguousarray(blk.C)
     arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd,
-                                       stage.two_threads())
+                                       stage.two_threads(), scratch, P_out)
     return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
 
 

@@ -50,12 +50,26 @@ def two_threads():
     return numba.get_num_threads() > 1
 
 
+def workspace(shapes):
+    """The buffers that the compiled stages of one sweep reuse, stage after stage, for
+    stages of the given ``(B, m, q, n)``: ``(scratch, (P_even, P_odd))``, the scratch for
+    ``Dx^T P`` and ``Dz^T P`` and two buffers that ``P_{l-1}`` alternates between (the
+    stage of layer l reads ``P_l`` from one and writes ``P_{l-1}`` into the other).
+    Fresh arrays of these sizes (hundreds of kB) cost the stage page faults each time."""
+    scratch, size_P = 0, 0
+    for B, m, q, n in shapes:
+        scratch = max(scratch, B * m * (m * q + B * n))
+        size_P = max(size_P, (B * n) ** 2)
+    return np.empty(scratch), (np.empty(size_P), np.empty(size_P))
+
+
 @njit(cache=True, error_model="numpy", parallel=True)
-def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split):
+def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split, scratch, P_out):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
-    full; A, S, C may be None (zero blocks). Returns ``(factor, Wt, P_prev)``:
-    ``factor`` the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix
-    first, ``Wt`` (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full).
+    full; A, S, C may be None (zero blocks); ``scratch`` and ``P_out`` are buffers of
+    :func:`workspace` (``P_out`` not P's). Returns ``(factor, Wt, P_prev)``: ``factor``
+    the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix first, ``Wt``
+    (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full, in ``P_out``).
 
     Qxx and ``(Qxy, Qyy)`` do not depend on each other: they are formed side by side, one
     per thread, and with ``split`` the update of P is split in two (module docstring,
@@ -63,11 +77,13 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split):
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
-    YT = np.empty((a, p)).T
+    if scratch.size < a * (p + a1) or P_out.size < a1 * a1:
+        raise ValueError("factor_stage: workspace too small for the stage")
+    YT = scratch[:a * p].reshape((a, p)).T
+    ZT = scratch[a * p:a * (p + a1)].reshape((a, a1)).T
+    Pn = P_out[:a1 * a1].reshape((a1, a1)).T
     Qxx = np.zeros((p, p)).T
-    ZT = np.empty((a, a1)).T
     Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
-    Pn = np.zeros((a1, a1)).T
     for task in prange(2):
         if task == 0:
             _fill_pivot_block(Dx, A, P, eps, YT, Qxx)
@@ -82,8 +98,8 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split):
 @njit(cache=True, error_model="numpy")
 def _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn):
     """``ZT <- Dz^T P``, ``Wt <- Qxy^T = C^T + Z^T Dx`` (Wt holding ``C^T`` when
-    ``with_C``) and the lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn zero), all
-    F-order; S may be None."""
+    ``with_C``) and the lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn's contents not
+    read), all F-order; S may be None."""
     B, m, q = Dx.shape
     n = Dz.shape[2]
     a, a1 = B * m, B * n
@@ -95,12 +111,12 @@ def _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn):
     for j in range(m):
         lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
                     1.0 if with_C else 0.0, Wt, j * q * a1, a1)
+    for t in range(B):                       # Z^T Dz, columns of sample t from its rows on
+        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
+                    Dz, t * m * n, n, 0.0, Pn, t * n * (a1 + 1), a1)
     if S is not None:
         for t in range(B):
-            Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] = S[t]
-    for t in range(B):                       # Qyy = S + Z^T Dz, columns of sample t
-        lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
-                    Dz, t * m * n, n, 1.0, Pn, t * n * (a1 + 1), a1)
+            Pn[t * n:(t + 1) * n, t * n:(t + 1) * n] += S[t]
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

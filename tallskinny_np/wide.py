@@ -174,9 +174,10 @@ class RangeRows(NamedTuple):
     Pp: object
 
 
-def compiled_range_stage(blocks, blk, P, eps, positive_definite):
+def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out):
     """A hidden layer's range stage on NumPy in float64: ``(RangeFactor, RangeRows,
-    P_{l-1})`` (module docstring, "Range of the batch").
+    P_{l-1})`` (module docstring, "Range of the batch"), with the buffers of
+    :func:`tallskinny_np.stage.workspace` (``P_{l-1}`` in ``P_out``).
 
     T, ``Y = Q^T Qxy`` and ``P_{l-1} = Qyy - W^T S W`` are the compiled dense stage
     (:func:`tallskinny_np.stage.factor_stage`) run on the layer's blocks in the basis
@@ -191,7 +192,7 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite):
         CV = (V.T @ np.ascontiguousarray(blk.C).reshape(m, q, B * n)).reshape(m, r, B, n)
     arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
                                         stage.fortran_symmetric(P), eps, positive_definite,
-                                        stage.two_threads())
+                                        stage.two_threads(), scratch, P_out)
     fT = pivot.PivotFactor.of(arrays)
     f = _range_factor(V, fT, m, eps, fT.anorm)
     Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric

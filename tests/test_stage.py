@@ -25,6 +25,16 @@ def _none_if_absent(x):
     return None if x is None else np.ascontiguousarray(x)
 
 
+def _factor_stage(blk, P, eps, split):
+    """:func:`stage.factor_stage` on the layer's blocks, with a workspace of its own that
+    holds NaN: the stage must not read what its buffers held."""
+    scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:]])
+    scratch.fill(np.nan)
+    P_bufs[0].fill(np.nan)
+    return stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+                              np.asfortranarray(P), eps, False, split, scratch, P_bufs[0])
+
+
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
 @pytest.mark.parametrize("bias", [True, False])
@@ -35,9 +45,7 @@ def test_factor_stage_matches_dense(kind, bias, split):
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
     Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
     Qyy = (0 if D.S is None else D.S) + D.Dz.T @ P @ D.Dz
-    fac, Wt, Pn = stage.factor_stage(
-        blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C), np.asfortranarray(P), eps,
-        False, split)
+    fac, Wt, Pn = _factor_stage(blk, P, eps, split)
     K = -np.linalg.solve(Qxx, Qxy)
     P_ref = Qyy + Qxy.T @ K
     assert np.abs(Pn - P_ref).max() <= 1e-10 * np.abs(P_ref).max()
@@ -45,6 +53,14 @@ def test_factor_stage_matches_dense(kind, bias, split):
     w = np.linalg.eigvalsh(Qxx)
     assert pivot.inertia(fac[1], fac[5], fac[8]) == (int((w < 0).sum()), 0, int((w > 0).sum()))
     assert fac[8] == pytest.approx(np.abs(Qxx).sum(0).max())
+
+
+def test_factor_stage_refuses_a_small_workspace():
+    blk, _, P = _layer("ggn", True)
+    scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:]])
+    with pytest.raises(ValueError, match="workspace too small"):
+        stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+                           np.asfortranarray(P), 0.1, False, False, scratch[:-1], P_bufs[0])
 
 
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
@@ -55,8 +71,7 @@ def test_substitutions_match_dense(kind):
     eps = 0.1
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
     Qxy = (0 if D.C is None else D.C) + D.Dx.T @ P @ D.Dz
-    fac, Wt, _ = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
-                                       np.asfortranarray(P), eps, False, False)
+    fac, Wt, _ = _factor_stage(blk, P, eps, False)
     rng = np.random.default_rng(3)
     B, m, q = blk.Dx.shape
     n, r = blk.Dz.shape[2], 2

@@ -5,6 +5,7 @@ the same code path runs on the CPU with NumPy (and is tested there) and on an NV
 with CuPy.
 """
 import contextlib
+import threading
 
 import numba
 import numpy as np
@@ -64,8 +65,9 @@ the other up. In one run of the factor-rate benchmark on this project's 2-core m
 on one; with another process keeping one core busy, 354 ms against 120 ms. One thread is
 the default; set 2 on cores of your own."""
 
-_controller = None
-_depth = 0
+_local = threading.local()                 # this thread's depth of nested sweeps
+_blas_lock = threading.Lock()
+_blas = {"controller": None, "limiter": None, "sweeps": 0}   # shared by all threads
 
 
 @contextlib.contextmanager
@@ -73,23 +75,40 @@ def sweep_threads():
     """Run the enclosed solver sweep with :data:`SWEEP_BLAS_THREADS` BLAS threads and
     :data:`SWEEP_THREADS` threads of the compiled stages. Nested uses cost nothing: only
     the outermost one sets the limits (tens of microseconds, as much as a substitution of
-    a small net)."""
-    global _controller, _depth
-    if _depth:
+    a small net). Sweeps may run in several threads at once: numba's thread count is a
+    setting of each thread, and BLAS's, which is the process's, is limited from the first
+    sweep that starts until the last one ends."""
+    if getattr(_local, "depth", 0):
         yield
         return
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(max(1, min(SWEEP_THREADS, numba.config.NUMBA_NUM_THREADS)))
-    _depth += 1
+    _local.depth = 1
+    _limit_blas()
     try:
-        if SWEEP_BLAS_THREADS is None:
-            yield
-            return
-        if _controller is None:
-            from threadpoolctl import ThreadpoolController
-            _controller = ThreadpoolController()
-        with _controller.limit(limits=SWEEP_BLAS_THREADS, user_api="blas"):
-            yield
+        yield
     finally:
-        _depth -= 1
+        _release_blas()
+        _local.depth = 0
         numba.set_num_threads(numba_threads)
+
+
+def _limit_blas():
+    """Count a sweep in; the first of the sweeps running at once limits BLAS's threads."""
+    with _blas_lock:
+        if _blas["sweeps"] == 0 and SWEEP_BLAS_THREADS is not None:
+            if _blas["controller"] is None:
+                from threadpoolctl import ThreadpoolController
+                _blas["controller"] = ThreadpoolController()
+            _blas["limiter"] = _blas["controller"].limit(limits=SWEEP_BLAS_THREADS,
+                                                         user_api="blas")
+        _blas["sweeps"] += 1
+
+
+def _release_blas():
+    """Count a sweep out; the last one restores BLAS's threads."""
+    with _blas_lock:
+        _blas["sweeps"] -= 1
+        if _blas["sweeps"] == 0 and _blas["limiter"] is not None:
+            _blas["limiter"].restore_original_limits()
+            _blas["limiter"] = None

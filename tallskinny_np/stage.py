@@ -36,6 +36,8 @@ The substitutions, per right-hand side block (r columns, rows as in
 ``p_{l-1} = Dz^T p_l - W^T u``; forward ``x_l = -G^{-T} (S W y_{l-1} + u)``,
 ``y_l = Dx x_l + Dz y_{l-1}``.
 """
+import threading
+
 import numpy as np
 import numba
 from numba import njit, prange
@@ -50,17 +52,33 @@ def two_threads():
     return numba.get_num_threads() > 1
 
 
+RETAIN_BYTES = 32 * 2 ** 20
+"""The largest :func:`workspace` (in bytes) that a thread keeps for its next sweep."""
+
+_retained = threading.local()
+
+
 def workspace(shapes):
-    """The buffers that the compiled stages of one sweep reuse, stage after stage, for
+    """The buffers that the compiled stages of a sweep reuse, stage after stage, for
     stages of the given ``(B, m, q, n)``: ``(scratch, (P_even, P_odd))``, the scratch for
     ``Dx^T P`` and ``Dz^T P`` and two buffers that ``P_{l-1}`` alternates between (the
     stage of layer l reads ``P_l`` from one and writes ``P_{l-1}`` into the other).
-    Fresh arrays of these sizes (hundreds of kB) cost the stage page faults each time."""
+
+    Fresh memory costs a page fault per 4 kB page on its first touch (about 3 us each on
+    the machine of benchmarks/README.md, as long as a small stage's flops), so each thread
+    keeps its last workspace of at most :data:`RETAIN_BYTES` for its next sweep, as FFT
+    libraries keep their plans. The sweep's results never point into it."""
     scratch, size_P = 0, 0
     for B, m, q, n in shapes:
         scratch = max(scratch, B * m * (m * q + B * n))
         size_P = max(size_P, (B * n) ** 2)
-    return np.empty(scratch), (np.empty(size_P), np.empty(size_P))
+    kept = getattr(_retained, "buffers", None)
+    if kept is not None and kept[0].size >= scratch and kept[1][0].size >= size_P:
+        return kept
+    buffers = np.empty(scratch), (np.empty(size_P), np.empty(size_P))
+    if 8 * (scratch + 2 * size_P) <= RETAIN_BYTES:
+        _retained.buffers = buffers
+    return buffers
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

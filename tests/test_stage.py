@@ -1,8 +1,12 @@
 """The compiled hidden-layer Riccati stage and its substitutions against the dense
 formulas of the stage-wise elimination, on the blocks of a small network."""
+import sys
+import threading
+
 import numba
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from tallskinny_np import MLP, Curvature, backend, pivot, stage
 from tallskinny_np.blocks import to_dense
@@ -57,10 +61,13 @@ def test_factor_stage_matches_dense(kind, bias, split):
 
 def test_factor_stage_refuses_a_small_workspace():
     blk, _, P = _layer("ggn", True)
-    scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:]])
-    with pytest.raises(ValueError, match="workspace too small"):
-        stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
-                           np.asfortranarray(P), 0.1, False, False, scratch[:-1], P_bufs[0])
+    B, m, q = blk.Dx.shape
+    a, a1 = B * m, B * blk.Dz.shape[2]
+    for scratch, P_out in [(a * (m * q + a1) - 1, a1 * a1), (a * (m * q + a1), a1 * a1 - 1)]:
+        with pytest.raises(ValueError, match="workspace too small"):
+            stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+                               np.asfortranarray(P), 0.1, False, False, np.empty(scratch),
+                               np.empty(P_out))
 
 
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
@@ -148,3 +155,66 @@ def test_sweep_on_two_threads_agrees_with_one(kind, eps, monkeypatch):
     (x1, in1), (x2, in2) = results[1], results[2]
     assert np.linalg.norm(x2 - x1) <= 100 * cond * np.finfo(float).eps * np.linalg.norm(x1)
     assert in1 == in2 == (int((w < 0).sum()), 0, int((w > 0).sum()))
+
+
+def test_workspace_is_kept_per_thread_up_to_its_limit(monkeypatch):
+    """A thread gets its last workspace back while it is large enough, a new one when a
+    stage needs more, and one of its own in another thread; one over
+    :data:`stage.RETAIN_BYTES` is not kept."""
+    monkeypatch.setattr(stage, "_retained", threading.local())     # none kept yet
+    small, large = [(4, 3, 5, 3)], [(8, 3, 5, 3)]
+    first = stage.workspace(large)
+    assert stage.workspace(small) is first
+    grown = stage.workspace([(16, 3, 5, 3)])
+    assert grown is not first and stage.workspace(large) is grown
+    other = []
+    thread = threading.Thread(target=lambda: other.append(stage.workspace(small)))
+    thread.start()
+    thread.join()
+    assert other[0] is not grown
+    monkeypatch.setattr(stage, "RETAIN_BYTES", 0)
+    huge = stage.workspace([(32, 3, 5, 3)])
+    assert stage.workspace([(32, 3, 5, 3)]) is not huge
+
+
+def test_sweeps_in_two_threads_do_not_share_buffers():
+    """Two threads factoring at once, each switching to the other between stages (the
+    compiled stages hold the interpreter lock, the loop over the layers does not), get the
+    results of the same sweeps run one after the other, bit for bit (each thread's sweep
+    on one thread of its own), and leave BLAS with the threads it had."""
+    nets = [MLP([5] + [7] * 6 + [3], activation="tanh", bias=True),
+            MLP([4] + [6] * 5 + [3], activation="tanh", bias=False)]
+    rng = np.random.default_rng(5)
+    curvs = [Curvature(net, net.init_params(seed=3), rng.standard_normal((6, net.sizes[0])),
+                       rng.integers(0, 3, 6), kind="hessian") for net in nets]
+    rhs = [net.split(rng.standard_normal((net.n_params, 1))) for net in nets]
+
+    def solution(i):
+        return curvs[i].net.join(riccati_solve(riccati_factor(curvs[i].blocks, 0.1), rhs[i]))
+
+    expected = [solution(0), solution(1)]
+    got = [[], []]
+
+    def run(i):
+        for _ in range(20):
+            got[i].append(solution(i))
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with threadpool_limits(limits=2, user_api="blas"):
+            before = blas_threads()
+            threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert blas_threads() == before
+    finally:
+        sys.setswitchinterval(old)
+    for i in (0, 1):
+        assert len(got[i]) == 20
+        assert all(np.array_equal(x, expected[i]) for x in got[i])

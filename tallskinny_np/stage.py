@@ -64,10 +64,10 @@ def workspace(shapes):
     ``Dx^T P`` and ``Dz^T P`` and two buffers that ``P_{l-1}`` alternates between (the
     stage of layer l reads ``P_l`` from one and writes ``P_{l-1}`` into the other).
 
-    Fresh memory costs a page fault per 4 kB page on its first touch (about 3 us each on
-    the machine of benchmarks/README.md, as long as a small stage's flops), so each thread
-    keeps its last workspace of at most :data:`RETAIN_BYTES` for its next sweep, as FFT
-    libraries keep their plans. The sweep's results never point into it."""
+    Fresh memory costs a page fault per 4 kB page on its first touch, which on a virtual
+    machine can take as long as the flops of a small stage on the page's entries, so each
+    thread keeps its last workspace of at most :data:`RETAIN_BYTES` for its next sweep, as
+    FFT libraries keep their plans. The sweep's results never point into it."""
     scratch, size_P = 0, 0
     for B, m, q, n in shapes:
         scratch = max(scratch, B * m * (m * q + B * n))

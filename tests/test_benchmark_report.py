@@ -175,6 +175,18 @@ def test_speed_targets_are_judged_against_the_same_run():
     assert states == ["MET", "MISSED", "MET", "MISSED", "MET", "MISSED"]
 
 
+def test_versus_base_is_judged_on_its_pairs():
+    """With alternating pairs the speedup judged is their median ratio (recorded as
+    ``speedup``), shown with the pairs' range beside the medians of all rounds."""
+    records = [dict(suite="speed", series="versus-base", L=64, width=16, batch=16,
+                    median_here=0.1, median_base=0.45, speedup=5.2,
+                    pair_ratios=[5.2, 3.0, 5.5, 5.1, 6.0])]
+    (text, state, measured), = report.speed_targets(records)
+    assert state == "MET"
+    assert measured == ("100 ms here, 450 ms base: 5.20x (median of 5 alternating pairs, "
+                        "3.00x to 6.00x)")
+
+
 def test_threaded_factor_rate_names_its_threads_and_their_dgemm():
     """A factorization on two threads is judged against the single-thread dgemm, as the
     target says, and its rate is also given against dgemm on two threads."""

@@ -457,7 +457,8 @@ def run(problem, task, name, out_dir, lr=None):
         committed = step
     else:
         start_metrics(out_dir)
-        params, step, wall, loss0, rows, committed = problem.initial_params(), 0, 0.0, None, [], None
+        params, step, wall = problem.initial_params(), 0, 0.0
+        loss0, rows, committed = None, [], None
     pending = []              # rows since the last commit
     held = {}                 # the curvature reused between rebuilds
     evaluate = task == "train"
@@ -541,8 +542,8 @@ def sweep(problem, task, names, grid, out):
         scores = []
         for lr in grid or LR_GRID:
             try:
-                rows = run(problem, task, name, os.path.join(out, "sweep", task, f"{name}-lr{lr:g}"),
-                           lr=lr)
+                rows = run(problem, task, name,
+                           os.path.join(out, "sweep", task, f"{name}-lr{lr:g}"), lr=lr)
             except FloatingPointError:
                 scores.append((math.inf, math.inf, lr, "diverged"))
                 continue
@@ -558,7 +559,8 @@ def sweep(problem, task, names, grid, out):
                         + (f"{hit['wall']:.2f} s ({hit['step']} steps)" if hit
                            else f"- (best {best:.2e})"))
             else:
-                final = [r["train_loss"] for r in rows if not math.isnan(r.get("train_loss", math.nan))][-1]
+                final = [r["train_loss"] for r in rows
+                         if not math.isnan(r.get("train_loss", math.nan))][-1]
                 key, text = (final, 0.0), f"final train loss {final:.4f}"
             scores.append(key + (lr, text))
         best = min(scores)
@@ -644,7 +646,8 @@ def train(args):
                       json_text(vars(args), indent=1))
     if not args.quiet:
         print(f"data: {' '.join(args.data)}: {len(data.train)} training and "
-              f"{len(data.val)} validation images of {'x'.join(map(str, data.train.images.shape[1:]))}, "
+              f"{len(data.val)} validation images of "
+              f"{'x'.join(map(str, data.train.images.shape[1:]))}, "
               f"{len(data.classes)} classes"
               + (f"; skipped {data.skipped} unreadable image files" if data.skipped else ""))
         for d in data.decode:

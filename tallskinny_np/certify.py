@@ -55,8 +55,20 @@ def lanczos_interval(apply, n, xp, dtype, steps=20, seed=0):
     """Ritz values ``(theta_min, theta_max)`` of the symmetric operator ``apply`` after
     ``steps`` Lanczos steps with full reorthogonalization from a seeded random start.
     Both lie in ``[lambda_min, lambda_max]`` (Cauchy interlacing), and the extreme Ritz
-    values converge to the extreme eigenvalues first."""
-    steps = min(steps, n)
+    values converge to the extreme eigenvalues first. Both are NaN when a product or an
+    inner product is not finite (the operator overflows the dtype): Ritz values of a
+    tridiagonal matrix with NaN in it would be garbage, not bounds."""
+    with np.errstate(over="ignore", invalid="ignore"):      # judged below: NaN
+        alpha, beta = _lanczos(apply, n, xp, dtype, min(steps, n), seed)
+    if not np.all(np.isfinite(alpha + beta)):
+        return np.nan, np.nan
+    T = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
+    theta = np.linalg.eigvalsh(T)
+    return float(theta[0]), float(theta[-1])
+
+
+def _lanczos(apply, n, xp, dtype, steps, seed):
+    """The diagonal and off-diagonal of :func:`lanczos_interval`'s tridiagonal matrix."""
     rng = np.random.default_rng(seed)
     q = xp.asarray(rng.standard_normal(n)).astype(dtype)
     Q = xp.zeros((steps, n), dtype=dtype)
@@ -73,9 +85,7 @@ def lanczos_interval(apply, n, xp, dtype, steps=20, seed=0):
             break
         beta.append(b)
         q = w / b
-    T = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
-    theta = np.linalg.eigvalsh(T)
-    return float(theta[0]), float(theta[-1])
+    return alpha, beta
 
 
 def gmres(apply, precond, r, restart, rtol):

@@ -611,6 +611,9 @@ class Curvature:
         Returns
         -------
         (theta_min, theta_max) : tuple of float
+            Both NaN when a product or inner product of the Lanczos steps overflows the
+            dtype (``||H||`` near float32's range with huge inputs): then no certificate
+            that needs ``||H||`` can be given.
         """
         if self._interval is None:
             xp = array_module(self.params)
@@ -632,8 +635,18 @@ class Curvature:
         Returns
         -------
         float
+
+        Raises
+        ------
+        UncertifiedInertiaError
+            ``||H||`` is too large for the dtype (:meth:`ritz_interval` is NaN): without a
+            scale no eigenvalue count can be certified.
         """
         lo, hi = self.ritz_interval()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise UncertifiedInertiaError(
+                None, f"||H|| is too large for {np.dtype(self.net.dtype).name} (its Lanczos "
+                      f"estimate overflows); use float64 or scale the inputs")
         return max(abs(lo), abs(hi))
 
     def _solve_columns(self, Bm, shift, method):
@@ -800,7 +813,7 @@ class Curvature:
         # eigvalsh is backward stable: each eigenvalue within a small multiple of n u ||H||,
         # and the columns of H are O(L) products (their rounding: BOUND_FLOOR u ||H||).
         err = np.finfo(self.net.dtype).eps * (n + BOUND_FLOOR) * max(np.abs(w).max(), abs(c))
-        if err >= slack:
+        if not err < slack:
             raise UncertifiedInertiaError(c, "the dense eigenvalues are not accurate enough")
         if np.any(np.abs(w) <= err):
             # Within the slack a count at c -/+ slack is as good: pick the side that is clear.

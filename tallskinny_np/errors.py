@@ -56,8 +56,11 @@ class UncertifiedSolveWarning(UserWarning):
 
 class UncertifiedInertiaError(np.linalg.LinAlgError):
     """The eigenvalue count at ``shift`` cannot be certified: the shift lies too close to
-    the spectrum for the sweep's measured accuracy, and no fallback could count it."""
+    the spectrum for the sweep's measured accuracy, and no fallback could count it; or no
+    count can be (``shift`` None): ``||H||``, the scale of every count's tolerance, is too
+    large for the dtype to estimate."""
 
     def __init__(self, shift, why):
         self.shift = shift
-        super().__init__(f"the inertia of H + {shift:.6g} I cannot be certified: {why}")
+        what = "H" if shift is None else f"H + {shift:.6g} I"
+        super().__init__(f"the inertia of {what} cannot be certified: {why}")

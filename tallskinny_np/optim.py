@@ -886,8 +886,8 @@ def smallest_eigenpairs(curv, k):
     if k >= n - 1:
         w, U = np.linalg.eigh(curv.hvp(np.eye(n, dtype=curv.dtype)))
         return w[:k], U[:, :k]
-    theta_min, theta_max = curv.ritz_interval()
-    gap = 0.01 * max(abs(theta_min), abs(theta_max), np.finfo(curv.dtype).tiny)
+    theta_min, _ = curv.ritz_interval()
+    gap = 0.01 * max(curv.norm_estimate(), np.finfo(curv.dtype).tiny)   # refused if NaN
     while curv.count_eigenvalues_below(theta_min - gap) > 0:
         gap *= 4
     sigma = theta_min - gap

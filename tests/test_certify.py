@@ -51,6 +51,20 @@ def test_lanczos_interval_lies_inside_the_spectrum_and_reaches_its_ends():
     assert max(abs(lo), abs(hi)) >= 0.9 * np.abs(w).max()
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_lanczos_interval_is_nan_when_a_product_is_not_finite():
+    """An operator that overflows on some vectors gives NaN, not the numbers that LAPACK
+    returns for a tridiagonal matrix with NaN in it."""
+    A, _ = _symmetric(50, 1e3, RNG)
+
+    def overflowing(v):
+        out = A @ v
+        out[3] = np.inf
+        return out
+
+    assert np.all(np.isnan(lanczos_interval(overflowing, 50, np, np.float64)))
+
+
 def test_gmres_with_an_exact_preconditioner_converges_in_one_step_and_without_in_n():
     A, _ = _symmetric(30, 1e3, RNG)
     r = RNG.standard_normal(30)

@@ -39,6 +39,7 @@ import pytest
 from conftest import (DAMPINGS, GRID, KINDS, OPERATOR_ROUNDING, U32, condition_number,
                       dense_curvature)
 from tallskinny_np import MLP, Curvature, SingularPivotError
+from tallskinny_np.errors import UncertifiedInertiaError
 from tallskinny_np.curvature import METHODS
 
 LOSS_GRAD_FACTOR = 100.0
@@ -120,3 +121,31 @@ def test_float32_accepts_well_conditioned_systems(method):
         f"{method}: {len(refused)} float32 systems with cond <= {WELL_CONDITIONED:g} "
         f"refused, the best conditioned {min(r[3] for r in refused):.3g}: "
         f"{min(refused, key=lambda r: r[3])[:3]}")
+
+
+def _overflowing_curvature():
+    """Softplus passes huge inputs on (its slope tends to 1): at inputs of 1e20 H's
+    entries reach 1e19 and more, and the inner products of the Lanczos steps (their
+    squares) overflow float32."""
+    net = MLP([3, 4, 4, 3], activation="softplus", bias=True, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    X = (1e20 * rng.standard_normal((5, 3))).astype(np.float32)
+    return Curvature(net, net.init_params(seed=1), X, rng.integers(0, 3, 5), kind="hessian")
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float32_overflowing_hessian_is_refused_not_counted():
+    """Where ||H|| is out of float32's reach, the Ritz interval is NaN, every eigenvalue
+    count is refused with a named error (it returned all positive before), and the solve
+    is refused; no overflow warning reaches the caller."""
+    curv = _overflowing_curvature()
+    assert all(np.isnan(curv.ritz_interval()))
+    counts = [curv.norm_estimate, lambda: curv.inertia(0.1), curv.lambda_min,
+              lambda: curv.count_eigenvalues_below(-0.1),
+              lambda: curv.is_positive_definite(0.1)]
+    for count in counts:
+        with pytest.raises(UncertifiedInertiaError, match="too large for float32"):
+            count()
+    with pytest.raises(np.linalg.LinAlgError):
+        curv.solve(curv.grad, 0.1)
+

@@ -36,7 +36,7 @@ from .backend import array_module, sweep_threads
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
                      gram_blocks, layer_size)
 from .congruences import congruences, dz_congruences
-from .errors import check_pivot
+from .errors import SingularPivotError, check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
@@ -371,7 +371,19 @@ def riccati_solve(fac, gs):
     -------
     list of arrays ``(n_l, q_l, r)``
         The x blocks, in the same layout (example: :func:`riccati_factor`).
+
+    Raises
+    ------
+    SingularPivotError
+        ``fac`` was made with ``inertia=True`` past a pivot singular to working precision:
+        it counts, but its substitution would divide by that pivot's zeros.
     """
+    if fac.singular is not None:
+        l = fac.singular
+        raise SingularPivotError(
+            l, float(np.nan_to_num(fac.stages[l - 1].factor.rcond)), "Riccati pivot block Qxx",
+            "this factorization was made with inertia=True to count eigenvalues and cannot "
+            "solve; factor H + damping I at a damping that is not on an eigenvalue")
     layers = fac.layers
     L = len(layers)
     r = gs[0].shape[-1]

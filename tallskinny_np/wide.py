@@ -213,7 +213,10 @@ def _outside_range(blk, V, eps, Qyy):
     G = blk.bS1 @ blk.bS1.T
     B = G.shape[0]
     Qyy4 = Qyy.reshape(B, n, B, n)                         # a view: Qyy is C-order
-    Qyy4 -= G[:, None, :, None] * (Pp[:n] / eps)[None, :, None, :]
+    # eps = 0: Qxx is singular off range(Q) (rcond 0, so the sweep stops there, or counts
+    # on past it with inf, as past any zero pivot)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        Qyy4 -= G[:, None, :, None] * (Pp[:n] / eps)[None, :, None, :]
     return Pp
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tallskinny_np import MLP, Curvature, backend, pivot, stage
+from tallskinny_np import MLP, Curvature, SingularPivotError, backend, pivot, stage
 from tallskinny_np.blocks import to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
 
@@ -218,3 +218,19 @@ def test_sweeps_in_two_threads_do_not_share_buffers():
     for i in (0, 1):
         assert len(got[i]) == 20
         assert all(np.array_equal(x, expected[i]) for x in got[i])
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("structured", [None, True, False])
+def test_counting_factorization_past_a_singular_pivot_refuses_to_solve(structured):
+    """At damping 0 the loss layer's pivot is singular (the softmax is blind to a common
+    shift of its logits): the sweep made with ``inertia=True`` counts on, names that layer,
+    and its substitution raises instead of dividing by zero."""
+    net = MLP([6] + [4] * 3 + [3], activation="tanh", bias=True)
+    rng = np.random.default_rng(6)
+    curv = Curvature(net, net.init_params(seed=4), rng.standard_normal((3, 6)),
+                     rng.integers(0, 3, 3), kind="hessian")
+    fac = riccati_factor(curv.blocks, 0.0, inertia=True, structured=structured)
+    assert fac.singular == len(net.sizes) - 1 and sum(fac.inertia) == net.n_params
+    with pytest.raises(SingularPivotError, match=f"layer {fac.singular} .*inertia=True"):
+        riccati_solve(fac, net.split(curv.grad[:, None]))

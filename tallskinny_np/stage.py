@@ -53,7 +53,9 @@ def two_threads():
 
 
 RETAIN_BYTES = 32 * 2 ** 20
-"""The largest :func:`workspace` (in bytes) that a thread keeps for its next sweep."""
+"""The largest :func:`workspace` (in bytes) that a thread keeps for its next sweep; it is
+freed with its thread. 0 keeps none (a process with many long-lived threads that all
+factor may want less than 32 MiB each)."""
 
 _retained = threading.local()
 

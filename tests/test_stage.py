@@ -1,7 +1,9 @@
 """The compiled hidden-layer Riccati stage and its substitutions against the dense
 formulas of the stage-wise elimination, on the blocks of a small network."""
+import gc
 import sys
 import threading
+import weakref
 
 import numba
 import numpy as np
@@ -159,8 +161,8 @@ def test_sweep_on_two_threads_agrees_with_one(kind, eps, monkeypatch):
 
 def test_workspace_is_kept_per_thread_up_to_its_limit(monkeypatch):
     """A thread gets its last workspace back while it is large enough, a new one when a
-    stage needs more, and one of its own in another thread; one over
-    :data:`stage.RETAIN_BYTES` is not kept."""
+    stage needs more, and one of its own in another thread, freed when that thread ends;
+    one over :data:`stage.RETAIN_BYTES` is not kept."""
     monkeypatch.setattr(stage, "_retained", threading.local())     # none kept yet
     small, large = [(4, 3, 5, 3)], [(8, 3, 5, 3)]
     first = stage.workspace(large)
@@ -168,10 +170,16 @@ def test_workspace_is_kept_per_thread_up_to_its_limit(monkeypatch):
     grown = stage.workspace([(16, 3, 5, 3)])
     assert grown is not first and stage.workspace(large) is grown
     other = []
-    thread = threading.Thread(target=lambda: other.append(stage.workspace(small)))
+
+    def in_thread():
+        kept = stage.workspace(small)
+        other.append((kept is grown, weakref.ref(kept[0])))
+
+    thread = threading.Thread(target=in_thread)
     thread.start()
     thread.join()
-    assert other[0] is not grown
+    gc.collect()
+    assert other[0][0] is False and other[0][1]() is None      # its own, freed with it
     monkeypatch.setattr(stage, "RETAIN_BYTES", 0)
     huge = stage.workspace([(32, 3, 5, 3)])
     assert stage.workspace([(32, 3, 5, 3)]) is not huge

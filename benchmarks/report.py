@@ -422,12 +422,12 @@ def speed_targets(records):
         if gemm is None:
             out.append((text, None, "no same-run dgemm at n = 256"))
             continue
-        rate, peak = gflops(r), gemm["flops"] / gemm["median"] / 1e9
+        rate, peak = gflops(r), gflops(gemm)
         measured = (f"{r['flops'] / 1e9:.3g} GFLOP in {fmt_time(r['median'])}: "
                     f"{rate:.3g} GFLOP/s = {rate / peak:.0%} of {peak:.3g}")
         both = one(records, suite="cpu", series="dgemm-threads", threads=threads)
         if threads > 1 and both is not None:
-            peak_t = both["flops"] / both["median"] / 1e9
+            peak_t = gflops(both)
             measured += f" ({rate / peak_t:.0%} of {peak_t:.3g} on {threads} threads)"
         out.append((text, status(rate >= FACTOR_DGEMM_FRACTION * peak), measured))
     for r in select(speed, series="versus-base"):

@@ -65,7 +65,7 @@ the other up. In one run of the factor-rate benchmark on this project's 2-core m
 on one; with another process keeping one core busy, 354 ms against 120 ms. One thread is
 the default; set 2 on cores of your own."""
 
-_local = threading.local()                 # this thread's depth of nested sweeps
+_local = threading.local()                 # in_sweep: this thread runs a sweep
 _blas_lock = threading.Lock()
 _blas = {"controller": None, "limiter": None, "sweeps": 0}   # shared by all threads
 
@@ -78,18 +78,18 @@ def sweep_threads():
     a small net). Sweeps may run in several threads at once: numba's thread count is a
     setting of each thread, and BLAS's, which is the process's, is limited from the first
     sweep that starts until the last one ends."""
-    if getattr(_local, "depth", 0):
+    if getattr(_local, "in_sweep", False):
         yield
         return
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(max(1, min(SWEEP_THREADS, numba.config.NUMBA_NUM_THREADS)))
-    _local.depth = 1
+    _local.in_sweep = True
     _limit_blas()
     try:
         yield
     finally:
         _release_blas()
-        _local.depth = 0
+        _local.in_sweep = False
         numba.set_num_threads(numba_threads)
 
 

@@ -169,10 +169,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         by_structure = _use_structured(blk, structured)
+        buffers = (scratch, P_bufs[l % 2]) if compiled else None    # P_{l-1}'s in turn
         match blk:
             case HiddenLayer() if compiled and by_structure:
-                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd, scratch,
-                                                  P_bufs[l % 2])
+                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd, *buffers)
                 st = Stage(f, None, None, rows)
             case FirstLayer() | HiddenLayer() if by_structure:
                 f = range_stage(blocks, blk, P, eps, pd, strategy)
@@ -190,7 +190,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 else:
                     st, P = _array_stage(xp, blk, f, P, None, l)
             case HiddenLayer() | FirstLayer() if compiled:
-                st, P = _compiled_stage(blk, P, eps, pd, scratch, P_bufs[l % 2])
+                st, P = _compiled_stage(blk, P, eps, pd, *buffers)
             case _:
                 DxPDx, DxPDz, DzPDz = congruences(blk, P)
                 p = layer_size(blk)[0]

@@ -78,7 +78,7 @@ def workspace(shapes):
     if kept is not None and kept[0].size >= scratch and kept[1][0].size >= size_P:
         return kept
     buffers = np.empty(scratch), (np.empty(size_P), np.empty(size_P))
-    if 8 * (scratch + 2 * size_P) <= RETAIN_BYTES:
+    if buffers[0].nbytes + 2 * buffers[1][0].nbytes <= RETAIN_BYTES:
         _retained.buffers = buffers
     return buffers
 

@@ -6,6 +6,7 @@ section 2) is done once in the constructor; products and solves reuse it, and th
 factorization of each method is kept so that further right-hand sides with the same damping
 cost only the substitutions.
 """
+import functools
 import numbers
 import warnings
 from typing import NamedTuple
@@ -57,7 +58,7 @@ _SOLVERS = {
     "banded": (banded_factor, banded_solve),
     BANDED: (lambda blocks, shift: banded_factor(blocks, shift, check=False), banded_solve),
     UNCHECKED: (lambda blocks, shift: riccati_factor(blocks, shift, inertia=True),
-                riccati_solve),
+                functools.partial(riccati_solve, past_singular=True)),
 }
 
 

@@ -356,7 +356,7 @@ def _sum(*terms):
 
 
 @sweep_threads()
-def riccati_solve(fac, gs):
+def riccati_solve(fac, gs, past_singular=False):
     """Solve with the factored sweep: the backward pass for ``k_l`` and ``p_{l-1}``, then
     the forward pass ``x_l = K_l y_{l-1} + k_l`` (docs/math.md section 4.6).
 
@@ -366,6 +366,11 @@ def riccati_solve(fac, gs):
         From :func:`riccati_factor`.
     gs : list of arrays ``(n_l, q_l, r)``
         Per-layer right-hand sides, the layout of :meth:`tallskinny_np.model.MLP.split`.
+    past_singular : bool
+        Solve even with a counting factorization made past pivots singular to working
+        precision: the last resort of :meth:`tallskinny_np.Curvature.solve`, whose
+        certificate judges the result (a pivot that is only nearly singular gives finite
+        x that refinement and GMRES may make accurate; an exactly zero one, inf or nan).
 
     Returns
     -------
@@ -375,10 +380,11 @@ def riccati_solve(fac, gs):
     Raises
     ------
     SingularPivotError
-        ``fac`` was made with ``inertia=True`` past a pivot singular to working precision:
-        it counts, but its substitution would divide by that pivot's zeros.
+        ``fac`` was made with ``inertia=True`` past a pivot singular to working precision
+        (and ``past_singular`` is False): it counts, but its substitution would divide by
+        that pivot's (near) zeros.
     """
-    if fac.singular is not None:
+    if fac.singular is not None and not past_singular:
         l = fac.singular
         raise SingularPivotError(
             l, float(np.nan_to_num(fac.stages[l - 1].factor.rcond)), "Riccati pivot block Qxx",

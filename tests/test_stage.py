@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tallskinny_np import MLP, Curvature, SingularPivotError, backend, pivot, stage
-from tallskinny_np.blocks import to_dense
+from tallskinny_np import MLP, Curvature, SingularPivotError, backend, curvature, pivot, stage
+from tallskinny_np.blocks import dense_A, to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
 
 
@@ -242,3 +242,31 @@ def test_counting_factorization_past_a_singular_pivot_refuses_to_solve(structure
     assert fac.singular == len(net.sizes) - 1 and sum(fac.inertia) == net.n_params
     with pytest.raises(SingularPivotError, match=f"layer {fac.singular} .*inertia=True"):
         riccati_solve(fac, net.split(curv.grad[:, None]))
+
+
+def test_certified_solve_falls_back_on_the_sweep_past_a_singular_pivot(monkeypatch):
+    """At the shift ``-lambda_max(A_L)`` the loss layer's pivot ``A_L + shift I`` is
+    singular to rounding, so the pivot of the layer below it, which it feeds, is refused
+    while ``H + shift I`` is well conditioned. With the banded LU refused too (as where it
+    does not certify), the solve's last resort, the counting sweep past that pivot, must
+    solve: its rough x is refined by GMRES to a certified one, where its substitution
+    once raised the refusal meant for users who solve with a counting factorization."""
+    net = MLP([3, 4, 4, 3], activation="tanh", bias=True)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((5, 3)), rng.integers(0, 3, 5)
+    curv = Curvature(net, net.init_params(seed=1, gain=2.0), X, y)
+    shift = -np.linalg.eigvalsh(dense_A(curv.blocks.layers[-1]))[-1]
+    H = curv.hvp(np.eye(net.n_params)) + shift * np.eye(net.n_params)
+    assert np.linalg.cond(H) < 1e3
+    with pytest.raises(SingularPivotError, match="layer 2"):
+        riccati_factor(curv.blocks, shift)
+
+    def refuse(blocks, shift):
+        raise SingularPivotError(None, 0.0, "banded system", "refused by the test")
+
+    banded = curvature._SOLVERS[curvature.BANDED]
+    monkeypatch.setitem(curvature._SOLVERS, curvature.BANDED, (refuse, banded[1]))
+    b = rng.standard_normal(net.n_params)
+    x, info = curv.solve(b, shift, return_info=True)
+    assert info.path == (("factor", "gmres"),) and info.backward_error[0] <= info.bound
+    assert np.linalg.norm(x - np.linalg.solve(H, b)) <= 1e-12 * np.linalg.norm(x)

@@ -7,7 +7,18 @@ trailing axis r of right-hand sides: ``x_l`` is ``(n_l, q_l, r)``, an activation
 ``y_l`` is ``(B, n_l, r)``. Every product uses the compact blocks of
 :mod:`tallskinny_np.blocks`, so nothing of size (total params)^2 or (total activations)^2,
 and no structural zero, is ever formed.
+
+On NumPy in float64 the hidden layers' part of :func:`hvp` runs compiled, a stack of
+layers of equal shapes (a segment of :class:`tallskinny_np.blocks.Blocks`) per call
+(:func:`segment_forward`, :func:`segment_backward`): at width 8 the array-module products
+are a dozen NumPy calls of a few microseconds each per layer, for about as many
+microseconds of arithmetic. The two round differently, so they agree to rounding.
 """
+import numpy as np
+from numba import njit
+
+from . import lapack
+from .backend import array_module
 from .blocks import FirstLayer, HiddenLayer, LossLayer
 
 
@@ -69,35 +80,134 @@ def CT_mv(blk, x):
     return (blk.C.reshape(p, -1).T @ x.reshape(p, r)).reshape(blk.C.shape[2:] + (r,))
 
 
-def hvp(blocks, xs):
+def hvp(blocks, xs, compiled=None):
     """``H x`` in O(L) (docs/math.md section 3, Pearlmutter's algorithm as matrices).
 
     Forward ``y = M^{-1} Dx x`` (``y_l = Dx_l x_l + Dz_l y_{l-1}``); backward
     ``z = M^{-T} P^T (C^T x + S P y)`` (``z_L = 0``,
     ``z_{l-1} = C_l^T x_l + S_l y_{l-1} + Dz_l^T z_l``); then
     ``H x = A x + C P y + Dx^T z``.
+
+    ``compiled`` runs the hidden layers by the compiled segment kernels (module
+    docstring); None does so on NumPy in float64, False never (the array-module
+    products, as on CuPy and in float32).
     """
     layers = blocks.layers
-    ys = []
-    for blk, x in zip(layers[:-1], xs):
-        y = Dx_mv(blk, x)
-        if ys:
-            y = y + Dz_mv(blk, ys[-1])
-        ys.append(y)
+    if compiled is None:
+        compiled = array_module(xs[0]) is np and xs[0].dtype == np.float64
+    hidden = blocks.segments[:-1]
+    ys = [None] * (len(layers) - 1)
+    stacked = {}                       # a compiled segment's first layer: its (X, Y)
+    for indices, seg in hidden:
+        if compiled and isinstance(seg, HiddenLayer):
+            # C-order for the kernels' gemm: np.stack keeps F-ordered blocks F-ordered
+            X = np.ascontiguousarray(np.stack([xs[l] for l in indices]))
+            Y = segment_forward(seg.Dx, seg.Dz, X, np.ascontiguousarray(ys[indices[0] - 1]))
+            stacked[indices[0]] = X, Y
+            ys[indices[0]:indices[-1] + 1] = list(Y)
+            continue
+        for l in indices:
+            y = Dx_mv(layers[l], xs[l])
+            ys[l] = y if l == 0 else y + Dz_mv(layers[l], ys[l - 1])
     loss, x = layers[-1], xs[-1]
     out = [None] * len(layers)
     out[-1] = A_mv(loss, x) + C_mv(loss, ys[-1])
     z = CT_mv(loss, x) + S_mv(loss, ys[-1])
-    for l in range(len(layers) - 2, -1, -1):
-        blk, x = layers[l], xs[l]
-        Hx = DxT_mv(blk, z)
-        if blk.A is not None:
-            Hx = Hx + A_mv(blk, x)
-        if l > 0:
-            z_prev = DzT_mv(blk, z)
-            if blk.C is not None:
-                Hx = Hx + C_mv(blk, ys[l - 1])
-                z_prev = z_prev + CT_mv(blk, x) + S_mv(blk, ys[l - 1])
-            z = z_prev
-        out[l] = Hx
+    for indices, seg in reversed(hidden):
+        if indices[0] in stacked:
+            X, Y = stacked[indices[0]]
+            HX, z = segment_backward(seg.Dx, seg.Dz, seg.A, seg.S, seg.C, X, Y,
+                                     np.ascontiguousarray(ys[indices[0] - 1]),
+                                     np.ascontiguousarray(z))
+            out[indices[0]:indices[-1] + 1] = list(HX)
+            continue
+        for l in reversed(indices):
+            out[l], z = _backward_layer(layers[l], xs[l], ys[l - 1] if l > 0 else None, z)
     return out
+
+
+def _backward_layer(blk, x, y_prev, z):
+    """Layer l's ``(H x)_l`` (eq. (3.7)) and ``z_{l-1}`` (eq. (3.6); None for layer 1)
+    from ``z_l``, by the array-module products."""
+    Hx = DxT_mv(blk, z)
+    if blk.A is not None:
+        Hx = Hx + A_mv(blk, x)
+    if y_prev is None:
+        return Hx, None
+    z_prev = DzT_mv(blk, z)
+    if blk.C is not None:
+        Hx = Hx + C_mv(blk, y_prev)
+        z_prev = z_prev + CT_mv(blk, x) + S_mv(blk, y_prev)
+    return Hx, z_prev
+
+
+@njit(cache=True, error_model="numpy")
+def segment_forward(Dx, Dz, X, y):
+    """``y_l = Dx_l x_l + Dz_l y_{l-1}`` (docs/math.md eq. (3.2)) through a stack of hidden
+    layers of equal shapes: Dx ``(Ls, B, m, q)``, Dz ``(Ls, B, m, n)``, X ``(Ls, m, q, r)``
+    and the first layer's ``y_{l-1}`` ``(B, n, r)``; returns Y ``(Ls, B, m, r)``."""
+    Ls, B, m, q = Dx.shape
+    n, r = Dz.shape[3], X.shape[3]
+    Y = np.zeros((Ls, B, m, r))
+    for l in range(Ls):
+        yp = y if l == 0 else Y[l - 1]
+        for s in range(B):
+            for i in range(m):
+                for c in range(r):
+                    acc = 0.0
+                    for j in range(q):
+                        acc += Dx[l, s, i, j] * X[l, i, j, c]
+                    for k in range(n):
+                        acc += Dz[l, s, i, k] * yp[s, k, c]
+                    Y[l, s, i, c] = acc
+    return Y
+
+
+@njit(cache=True, error_model="numpy")
+def segment_backward(Dx, Dz, A, S, C, X, Y, y, z):
+    """Eqs. (3.6) and (3.7) down a stack of hidden layers of equal shapes, from ``z`` of
+    its last layer ``(B, m, r)``: returns ``(HX, z)``, HX ``(Ls, m, q, r)`` the layers'
+    ``(H x)_l`` and z ``(B, n, r)`` the one below the stack. X and Y are those of
+    :func:`segment_forward` and y the first layer's ``y_{l-1}``; A ``(Ls, m, q, q)``,
+    S ``(Ls, B, n, n)`` and C ``(Ls, m, q, B, n)`` may be None (the GGN's). The C products
+    are ``gemm``: C's C-order storage is ``C^T``'s F-order one, and a C-order
+    ``(p, r)`` or ``(a, r)`` block is the F-order ``r x p`` or ``r x a`` of its rows."""
+    Ls, B, m, q = Dx.shape
+    n, r = Dz.shape[3], X.shape[3]
+    p, a1 = m * q, B * n
+    HX = np.zeros((Ls, m, q, r))
+    for l in range(Ls - 1, -1, -1):
+        yp = y if l == 0 else Y[l - 1]
+        zn = np.zeros((B, n, r))
+        for s in range(B):                     # Dx^T z and Dz^T z
+            for i in range(m):
+                for c in range(r):
+                    zc = z[s, i, c]
+                    for j in range(q):
+                        HX[l, i, j, c] += Dx[l, s, i, j] * zc
+                    for k in range(n):
+                        zn[s, k, c] += Dz[l, s, i, k] * zc
+        if A is not None:
+            for i in range(m):
+                for j in range(q):
+                    for c in range(r):
+                        acc = 0.0
+                        for jj in range(q):
+                            acc += A[l, i, j, jj] * X[l, i, jj, c]
+                        HX[l, i, j, c] += acc
+        if S is not None:
+            for s in range(B):
+                for k in range(n):
+                    for c in range(r):
+                        acc = 0.0
+                        for kk in range(n):
+                            acc += S[l, s, k, kk] * yp[s, kk, c]
+                        zn[s, k, c] += acc
+        if C is not None:
+            # (C y)^T = y^T C^T and (C^T x)^T = x^T C, as r-row blocks
+            lapack.gemm(lapack.N, lapack.N, r, p, a1, 1.0, yp, 0, r, C, l * p * a1, a1, 1.0,
+                        HX, l * p * r, r)
+            lapack.gemm(lapack.N, lapack.T, r, a1, p, 1.0, X, l * p * r, r, C, l * p * a1, a1,
+                        1.0, zn, 0, r)
+        z = zn
+    return HX, z

@@ -19,8 +19,11 @@ C       (m, q, B, n)       dense ``p x a_{l-1}``:
 ======  =================  ===========================================================
 
 Hidden layers also keep their input ``Zt`` (B, q), whose rows span the range of the batch,
-and ``bS1 = b * S1`` (B, m), the coefficients of C's ``delta_jm`` term, the part of Qxy
-outside that range (:mod:`tallskinny_np.wide`).
+``bS1 = b * S1`` (B, m), the coefficients of C's ``delta_jm`` term, the part of Qxy
+outside that range, and for the Hessian R and W, of which A and C are built: the range
+stages form ``V^T A V`` and ``V^T C`` in a basis V of that range from these factors, in
+``O(B m r (r + n))`` where the blocks would cost ``O(m q r (q + B n))``
+(:mod:`tallskinny_np.wide`).
 
 The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
 Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), S (B, n, n),
@@ -77,6 +80,8 @@ class HiddenLayer(NamedTuple):
     C: object       # (m, q, B, n): the dense p x a_{l-1} block; None for kind="ggn"
     Zt: object = None   # (B, q): the layer's input vectors zt_s (rows)
     bS1: object = None  # (B, m): b * S1, the coefficients of C's delta term; None for "ggn"
+    R: object = None    # (B, m): b * S2, the coefficients in A and C; None for "ggn"
+    W: object = None    # (m, n): the layer's weights; None for "ggn"
 
 
 class LossLayer(NamedTuple):
@@ -192,8 +197,8 @@ def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
     Dz = S1[..., :, None] * W[:, None]
     if kind == "ggn":
         return HiddenLayer(Dx, Dz, None, None, None, Zt)
-    bS1 = b * S1
-    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, b * S2, bS1), Zt, bS1)
+    bS1, R = b * S1, b * S2
+    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, R, bS1), Zt, bS1, R, W)
 
 
 def softmax_hessians(xp, pi):

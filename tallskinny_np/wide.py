@@ -40,6 +40,7 @@ stage only where it saves most of the flops
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from . import pivot, stage
 from .backend import array_module
@@ -124,7 +125,7 @@ def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
     compiled factorization that solves and counts; otherwise by the array-module
     congruence and :func:`sym_factor`."""
     xp = array_module(blk.Dx)
-    V, DxV, AV = _in_range(blocks, blk)
+    V, _, DxV, AV = _in_range(blocks, blk)
     m, r = DxV.shape[1], V.shape[1]
     if xp is np and DxV.dtype == np.float64 and strategy is None:
         T = stage.pivot_block(DxV, AV, stage.fortran_symmetric(P), eps)
@@ -139,16 +140,18 @@ def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
 
 
 def _in_range(blocks, blk):
-    """``(V, Dx V, A in the basis)``: the basis of :func:`range_basis` and the layer's Dx
-    ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it."""
+    """``(V, Zt V, Dx V, A in the basis)``: the basis of :func:`range_basis`, the layer's
+    input rows ``(B, r)``, Dx ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it,
+    ``V^T A_k V = (Zt V)^T diag(R[:, k]) (Zt V)`` by eq. (2.11) (``2 B m r^2`` flops
+    where ``V^T A_k V`` costs ``2 m q r (q + r)``)."""
     V = range_basis(blocks, blk)
+    ZtV = (blocks.input if isinstance(blk, FirstLayer) else blk.Zt) @ V
     B, m, q = blk.Dx.shape
     DxV = (blk.Dx.reshape(B * m, q) @ V).reshape(B, m, -1)   # one gemm, not B small ones
-    if isinstance(blk.A, GramA):
-        AV = gram_blocks(blk.A.R, blk.A.Zt @ V)
-    else:
-        AV = None if blk.A is None else V.T @ blk.A @ V
-    return V, DxV, AV
+    AV = None
+    if blk.A is not None:
+        AV = gram_blocks(blk.A.R if isinstance(blk.A, GramA) else blk.R, ZtV)
+    return V, ZtV, DxV, AV
 
 
 def _range_factor(V, fT, m, eps, tnorm):
@@ -184,19 +187,35 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
     (``Dx V``, ``V^T A V``, ``V^T C``), so Qxy (``p x a'``) is never formed and ``Y``
     costs ``2 a' nnz(Dx V)`` where ``Q^T Qxy`` would cost ``2 a' nnz(Dx) + 2 p r a'``;
     then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps`` is subtracted."""
-    V, DxV, AV = _in_range(blocks, blk)
-    B, m, r = DxV.shape
-    q, n = V.shape[0], blk.Dz.shape[2]
+    V, ZtV, DxV, AV = _in_range(blocks, blk)
     CV = None
     if blk.C is not None:
-        CV = (V.T @ np.ascontiguousarray(blk.C).reshape(m, q, B * n)).reshape(m, r, B, n)
+        CV = cross_in_range(blk.R, blk.W, np.ascontiguousarray(ZtV), blk.bS1, V)
     arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
                                         stage.fortran_symmetric(P), eps, positive_definite,
                                         stage.two_threads(), scratch, P_out)
     fT = pivot.PivotFactor.of(arrays)
-    f = _range_factor(V, fT, m, eps, fT.anorm)
+    f = _range_factor(V, fT, DxV.shape[1], eps, fT.anorm)
     Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric
     return f, RangeRows(Wt, DxV, Pp), Pn
+
+
+@njit(cache=True, error_model="numpy")
+def cross_in_range(R, W, ZtV, bS1, V):
+    """``V^T C`` ``(m, r, B, n)`` of a hidden layer (``V^T`` on each unit's block) from
+    the factors of C, eq. (2.13): ``(V^T C)[k, c, t, i] = R[t, k] W[k, i] (Zt V)[t, c] +
+    bS1[t, k] V[i, c]``, ``3 m r B n`` flops where the product with C costs
+    ``2 m q r B n``."""
+    B, m = R.shape
+    n, r = W.shape[1], V.shape[1]
+    CV = np.empty((m, r, B, n))
+    for k in range(m):
+        for c in range(r):
+            for t in range(B):
+                a, g = R[t, k] * ZtV[t, c], bS1[t, k]
+                for i in range(n):
+                    CV[k, c, t, i] = a * W[k, i] + g * V[i, c]
+    return CV
 
 
 def _outside_range(blk, V, eps, Qyy):
@@ -212,12 +231,29 @@ def _outside_range(blk, V, eps, Qyy):
     Pp[xp.arange(n), xp.arange(n)] += 1.0
     G = blk.bS1 @ blk.bS1.T
     B = G.shape[0]
-    Qyy4 = Qyy.reshape(B, n, B, n)                         # a view: Qyy is C-order
     # eps = 0: Qxx is singular off range(Q) (rcond 0, so the sweep stops there, or counts
     # on past it with inf, as past any zero pivot)
     with np.errstate(divide="ignore", invalid="ignore"):
-        Qyy4 -= G[:, None, :, None] * (Pp[:n] / eps)[None, :, None, :]
+        F = Pp[:n] / eps
+        if xp is np:
+            _subtract_kronecker(Qyy, G, F)
+        else:
+            Qyy.reshape(B, n, B, n)[...] -= G[:, None, :, None] * F[None, :, None, :]
     return Pp
+
+
+@njit(cache=True, error_model="numpy")
+def _subtract_kronecker(Qyy, G, F):
+    """``Qyy -= G (x) F`` in place for the C-order ``Qyy`` (``B n x B n``), G ``(B, B)``
+    and F ``(n, n)``: one pass over Qyy, where the broadcast product makes a temporary as
+    large and passes over both."""
+    B, n = G.shape[0], F.shape[0]
+    for s in range(B):
+        for i in range(n):
+            for t in range(B):
+                g = G[s, t]
+                for j in range(n):
+                    Qyy[s * n + i, t * n + j] -= g * F[i, j]
 
 
 def _outside_product(bS1, Pp, y, eps):

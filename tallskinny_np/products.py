@@ -188,21 +188,9 @@ def segment_backward(Dx, Dz, A, S, C, X, Y, y, z):
                     for k in range(n):
                         zn[s, k, c] += Dz[l, s, i, k] * zc
         if A is not None:
-            for i in range(m):
-                for j in range(q):
-                    for c in range(r):
-                        acc = 0.0
-                        for jj in range(q):
-                            acc += A[l, i, j, jj] * X[l, i, jj, c]
-                        HX[l, i, j, c] += acc
+            _add_block_products(A[l], X[l], HX[l])
         if S is not None:
-            for s in range(B):
-                for k in range(n):
-                    for c in range(r):
-                        acc = 0.0
-                        for kk in range(n):
-                            acc += S[l, s, k, kk] * yp[s, kk, c]
-                        zn[s, k, c] += acc
+            _add_block_products(S[l], yp, zn)
         if C is not None:
             # (C y)^T = y^T C^T and (C^T x)^T = x^T C, as r-row blocks
             lapack.gemm(lapack.N, lapack.N, r, p, a1, 1.0, yp, 0, r, C, l * p * a1, a1, 1.0,
@@ -211,3 +199,17 @@ def segment_backward(Dx, Dz, A, S, C, X, Y, y, z):
                         1.0, zn, 0, r)
         z = zn
     return HX, z
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _add_block_products(M, x, out):
+    """``out[b] += M[b] x[b]`` for the square blocks M ``(nb, k, k)`` and x, out
+    ``(nb, k, r)``: A's blocks (one per output unit) and S's (one per sample)."""
+    nb, k, r = x.shape
+    for b in range(nb):
+        for j in range(k):
+            for c in range(r):
+                acc = 0.0
+                for i in range(k):
+                    acc += M[b, j, i] * x[b, i, c]
+                out[b, j, c] += acc

@@ -184,9 +184,11 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
 
     T, ``Y = Q^T Qxy`` and ``P_{l-1} = Qyy - W^T S W`` are the compiled dense stage
     (:func:`tallskinny_np.stage.factor_stage`) run on the layer's blocks in the basis
-    (``Dx V``, ``V^T A V``, ``V^T C``), so Qxy (``p x a'``) is never formed and ``Y``
-    costs ``2 a' nnz(Dx V)`` where ``Q^T Qxy`` would cost ``2 a' nnz(Dx) + 2 p r a'``;
-    then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps`` is subtracted."""
+    (``Dx V``, and ``V^T A V`` and ``V^T C`` from the factors of A and C,
+    :func:`_in_range` and :func:`cross_in_range`), so neither Qxy (``p x a'``) nor C is
+    read and ``Y`` costs ``2 a' nnz(Dx V)`` where ``Q^T Qxy`` would cost
+    ``2 a' nnz(Dx) + 2 p r a'``; then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps``
+    is subtracted."""
     V, ZtV, DxV, AV = _in_range(blocks, blk)
     CV = None
     if blk.C is not None:

@@ -237,7 +237,7 @@ def _outside_range(blk, V, eps, Qyy):
     # on past it with inf, as past any zero pivot)
     with np.errstate(divide="ignore", invalid="ignore"):
         F = Pp[:n] / eps
-        if xp is np:
+        if xp is np and Qyy.dtype == np.float64:           # compiled, as the stages
             _subtract_kronecker(Qyy, G, F)
         else:
             Qyy.reshape(B, n, B, n)[...] -= G[:, None, :, None] * F[None, :, None, :]

@@ -186,7 +186,7 @@ class Curvature:
 
         Parameters
         ----------
-        v : array, shape ``(n_params,)`` or ``(n_params, k)``
+        v : array, shape ``(n_params,)`` or ``(n_params, k)``, ``k = 0`` included
 
         Returns
         -------
@@ -198,6 +198,8 @@ class Curvature:
             For a wrong shape, a complex or non-numeric dtype, or non-finite entries.
         """
         V, vector = self._columns(v, "v")
+        if V.shape[1] == 0:                       # no columns: an empty product
+            return V.copy()
         return self._result(hvp(self.blocks, self.net.split(V)), vector)
 
     def _check_damping(self, damping):
@@ -254,7 +256,8 @@ class Curvature:
         Parameters
         ----------
         b : array, shape ``(n_params,)`` or ``(n_params, k)``
-            Right-hand side(s).
+            Right-hand side(s). With ``k = 0`` the result is empty and nothing is factored
+            (so a singular ``H + damping I`` is not reported).
         damping : float
             The shift. For ``kind="hessian"`` any finite value (a negative one solves with
             ``H - |damping| I``, as shift-invert and spectrum slicing do); for
@@ -337,6 +340,11 @@ class Curvature:
             raise ValueError("damping must be one number; use solve_dampings for several")
         damping = self._check_damping(damping)
         Bm, vector = self._columns(b, "b")
+        if Bm.shape[1] == 0:                      # no columns: nothing to factor or certify
+            X = Bm.copy()
+            info = SolveInfo(np.zeros(0), (), backward_error_bound(self.n_params,
+                                                                   self.net.dtype))
+            return (X, info) if return_info else X
         with sweep_threads():
             X, info = self._certified_solve(Bm, damping, method, refine, uncertified,
                                             fallback=fallback)
@@ -405,6 +413,10 @@ class Curvature:
                   for e, x in zip(E, xs)]
             return self._shifted_product(V, damping) + self.net.join(Ex)
 
+        e_norm = max((float(np.linalg.norm(to_numpy(e), 2)) for e in E if e is not None),
+                     default=0.0)
+        if Bm.shape[1] == 0:
+            return Bm.copy(), e_norm
         bound = backward_error_bound(self.n_params, self.net.dtype)
         X = self._substitute(fac, "riccati", Bm)
         X, R, _ = _refine(apply_F, lambda V: self._substitute(fac, "riccati", V), Bm, X,
@@ -412,8 +424,6 @@ class Curvature:
         eta = backward_errors(R, X, Bm)
         if not np.all(eta <= bound):
             raise UncertifiedSolveError(eta, bound, "refine")
-        e_norm = max((float(np.linalg.norm(to_numpy(e), 2)) for e in E if e is not None),
-                     default=0.0)
         return (X[:, 0] if vector else X), e_norm
 
     def solve_dampings(self, b, dampings, method="riccati", refine=3):

@@ -100,6 +100,23 @@ def test_bad_vectors(problem, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_no_columns_give_empty_results(problem, kind):
+    """``(n_params, 0)`` is a matrix of no vectors, as in NumPy and SciPy: the product and
+    the solves return ``(n_params, 0)`` (once an obscure reshape error), the solve's info
+    has no columns, and ``modified_solve`` still reports its modification's norm."""
+    net, params, X, y = problem
+    curv = Curvature(net, params, X, y, kind=kind)
+    empty = np.zeros((net.n_params, 0))
+    assert curv.hvp(empty).shape == (net.n_params, 0)
+    x, info = curv.solve(empty, 0.1, return_info=True)
+    assert x.shape == (net.n_params, 0) and info.backward_error.shape == (0,)
+    assert info.path == () and info.bound > 0
+    x, e_norm = curv.modified_solve(empty, 0.1, floor=1e-2)
+    assert x.shape == (net.n_params, 0) and e_norm >= 0
+    assert curv.to_scipy().matmat(empty).shape == (net.n_params, 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("damping", [np.nan, np.inf, -np.inf, "0.1", None, True, 1 + 1j])
 def test_damping_not_a_finite_real(problem, kind, damping):
     curv = Curvature(*problem, kind=kind)

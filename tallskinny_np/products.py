@@ -8,11 +8,12 @@ trailing axis r of right-hand sides: ``x_l`` is ``(n_l, q_l, r)``, an activation
 :mod:`tallskinny_np.blocks`, so nothing of size (total params)^2 or (total activations)^2,
 and no structural zero, is ever formed.
 
-On NumPy in float64 the hidden layers' part of :func:`hvp` runs compiled, a stack of
-layers of equal shapes (a segment of :class:`tallskinny_np.blocks.Blocks`) per call
-(:func:`segment_forward`, :func:`segment_backward`): at width 8 the array-module products
-are a dozen NumPy calls of a few microseconds each per layer, for about as many
-microseconds of arithmetic. The two round differently, so they agree to rounding.
+On NumPy in float64, for up to :data:`COMPILED_COLUMNS` vectors, the hidden layers' part
+of :func:`hvp` runs compiled, a stack of layers of equal shapes (a segment of
+:class:`tallskinny_np.blocks.Blocks`) per call (:func:`segment_forward`,
+:func:`segment_backward`): at width 8 the array-module products are a dozen NumPy calls of
+a few microseconds each per layer, for about as many microseconds of arithmetic. The two
+round differently, so they agree to rounding.
 """
 import numpy as np
 from numba import njit
@@ -20,6 +21,12 @@ from numba import njit
 from . import lapack
 from .backend import array_module
 from .blocks import FirstLayer, HiddenLayer, LossLayer
+
+COMPILED_COLUMNS = 2
+"""The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
+one and two (memorisation problem, GGN: 0.26 against 0.38 ms and 0.36 against 0.43; width
+16, batch 16, L = 64: 5.6 against 7.3 and 5.6 against 6.5), the array-module products'
+batched BLAS calls from four (0.44 against 0.53 ms; 8.0 against 8.6)."""
 
 
 def Dx_mv(blk, x):
@@ -89,12 +96,13 @@ def hvp(blocks, xs, compiled=None):
     ``H x = A x + C P y + Dx^T z``.
 
     ``compiled`` runs the hidden layers by the compiled segment kernels (module
-    docstring); None does so on NumPy in float64, False never (the array-module
-    products, as on CuPy and in float32).
+    docstring); None does so on NumPy in float64 for up to :data:`COMPILED_COLUMNS`
+    vectors, False never (the array-module products, as on CuPy and in float32).
     """
     layers = blocks.layers
     if compiled is None:
-        compiled = array_module(xs[0]) is np and xs[0].dtype == np.float64
+        compiled = (array_module(xs[0]) is np and xs[0].dtype == np.float64
+                    and xs[0].shape[-1] <= COMPILED_COLUMNS)
     hidden = blocks.segments[:-1]
     ys = [None] * (len(layers) - 1)
     stacked = {}                       # a compiled segment's first layer: its (X, Y)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import GRID, KINDS, OPERATOR_ROUNDING, U64, dense_curvature
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.products import hvp
+from tallskinny_np.products import COMPILED_COLUMNS, hvp
 
 
 def _both(curv, V):
@@ -60,3 +60,16 @@ def test_float32_takes_the_array_module_products():
     xs = net.split(v)
     assert np.array_equal(net.join(hvp(curv.blocks, xs)),
                           net.join(hvp(curv.blocks, xs, compiled=False)))
+
+
+def test_default_path_by_number_of_vectors():
+    """The compiled kernels take up to COMPILED_COLUMNS vectors, the array-module products
+    more (bit for bit the explicit choice either way)."""
+    net = MLP([3, 5, 5, 5, 2], activation="tanh", bias=True)
+    rng = np.random.default_rng(4)
+    curv = Curvature(net, net.init_params(seed=3), rng.standard_normal((6, 3)),
+                     rng.integers(0, 2, 6))
+    for r in (1, COMPILED_COLUMNS, COMPILED_COLUMNS + 1):
+        xs = net.split(rng.standard_normal((net.n_params, r)))
+        chosen = net.join(hvp(curv.blocks, xs, compiled=r <= COMPILED_COLUMNS))
+        assert np.array_equal(net.join(hvp(curv.blocks, xs)), chosen)

@@ -105,13 +105,14 @@ def hvp(blocks, xs, compiled=None):
                     and xs[0].shape[-1] <= COMPILED_COLUMNS)
     hidden = blocks.segments[:-1]
     ys = [None] * (len(layers) - 1)
-    stacked = {}                       # a compiled segment's first layer: its (X, Y)
+    stacked = {}                 # a compiled segment's first layer: its (X, Y, y_{l-1})
     for indices, seg in hidden:
         if compiled and isinstance(seg, HiddenLayer):
             # C-order for the kernels' gemm: np.stack keeps F-ordered blocks F-ordered
             X = np.ascontiguousarray(np.stack([xs[l] for l in indices]))
-            Y = segment_forward(seg.Dx, seg.Dz, X, np.ascontiguousarray(ys[indices[0] - 1]))
-            stacked[indices[0]] = X, Y
+            y = np.ascontiguousarray(ys[indices[0] - 1])
+            Y = segment_forward(seg.Dx, seg.Dz, X, y)
+            stacked[indices[0]] = X, Y, y
             ys[indices[0]:indices[-1] + 1] = list(Y)
             continue
         for l in indices:
@@ -123,10 +124,8 @@ def hvp(blocks, xs, compiled=None):
     z = CT_mv(loss, x) + S_mv(loss, ys[-1])
     for indices, seg in reversed(hidden):
         if indices[0] in stacked:
-            X, Y = stacked[indices[0]]
-            HX, z = segment_backward(seg.Dx, seg.Dz, seg.A, seg.S, seg.C, X, Y,
-                                     np.ascontiguousarray(ys[indices[0] - 1]),
-                                     np.ascontiguousarray(z))
+            HX, z = segment_backward(seg.Dx, seg.Dz, seg.A, seg.S, seg.C,
+                                     *stacked[indices[0]], np.ascontiguousarray(z))
             out[indices[0]:indices[-1] + 1] = list(HX)
             continue
         for l in reversed(indices):

@@ -92,7 +92,8 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
     is counted and summed and the sweep goes on past near-zero pivots (counted as zero
-    eigenvalues); :func:`riccati_solve` then refuses the factors.
+    eigenvalues); past such a pivot :func:`riccati_solve` refuses the factors unless told
+    ``past_singular``.
 
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
     the compiled stages of :mod:`tallskinny_np.stage`, and the other stages form their

@@ -105,13 +105,12 @@ def _inertia_of_eps(n, eps):
     return (n, 0, 0) if eps < 0 else (0, 0, n) if eps > 0 else (0, n, 0)
 
 
-def range_basis(blocks, blk):
-    """V (``q x r``): an orthonormal basis of the span of the layer's input vectors
-    ``zt_s``, in which Dx's rows, A's blocks and all of C but its ``delta`` term live
-    (module docstring, "Range of the batch"): the right singular vectors of ``Zt``
-    (B x q) above ``max(B, q) eps_mach sv_max``."""
-    xp = array_module(blk.Dx)
-    rows = blocks.input if isinstance(blk, FirstLayer) else blk.Zt
+def range_basis(rows):
+    """V (``q x r``): an orthonormal basis of the span of a layer's input vectors
+    ``zt_s``, the rows of ``Zt`` (B x q), in which Dx's rows, A's blocks and all of C but
+    its ``delta`` term live (module docstring, "Range of the batch"): the right singular
+    vectors of ``Zt`` above ``max(B, q) eps_mach sv_max``."""
+    xp = array_module(rows)
     _, sv, VT = xp.linalg.svd(rows, full_matrices=False)
     tol = max(rows.shape) * np.finfo(rows.dtype).eps * float(sv[0]) if sv.size else 0.0
     return VT[:int((sv > tol).sum())].T
@@ -144,8 +143,9 @@ def _in_range(blocks, blk):
     input rows ``(B, r)``, Dx ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it,
     ``V^T A_k V = (Zt V)^T diag(R[:, k]) (Zt V)`` by eq. (2.11) (``2 B m r^2`` flops
     where ``V^T A_k V`` costs ``2 m q r (q + r)``)."""
-    V = range_basis(blocks, blk)
-    ZtV = (blocks.input if isinstance(blk, FirstLayer) else blk.Zt) @ V
+    rows = blocks.input if isinstance(blk, FirstLayer) else blk.Zt
+    V = range_basis(rows)
+    ZtV = rows @ V
     B, m, q = blk.Dx.shape
     DxV = (blk.Dx.reshape(B * m, q) @ V).reshape(B, m, -1)   # one gemm, not B small ones
     AV = None
@@ -192,7 +192,7 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
     V, ZtV, DxV, AV = _in_range(blocks, blk)
     CV = None
     if blk.C is not None:
-        CV = cross_in_range(blk.R, blk.W, np.ascontiguousarray(ZtV), blk.bS1, V)
+        CV = cross_in_range(blk.R, blk.W, ZtV, blk.bS1, V)
     arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
                                         stage.fortran_symmetric(P), eps, positive_definite,
                                         stage.two_threads(), scratch, P_out)

@@ -15,7 +15,8 @@ loss, ``a_L = 1``), so its Dx and Dz are dense rows and its A is dense.
 """
 from collections import namedtuple
 
-from tallskinny_np.riccati import loss_stage_flops, range_pays, stage_flops, woodbury_pays
+from tallskinny_np.loss_stage import loss_stage_flops
+from tallskinny_np.riccati import loss_pays, range_pays, stage_flops
 
 Layer = namedtuple("Layer", "p a a_in n_in m q B loss")
 Layer.__doc__ = """Sizes of one layer: ``p`` parameters, ``a`` output activations (1 for the
@@ -142,15 +143,16 @@ def riccati_factor_flops(lys):
     triangle) plus the shared ``Dz`` terms. The loss layer
     (``P_L = 0``, no congruences) runs the array-module stage as written: LU
     ``2 p^3 / 3``, ``K = -Qxx^{-1} Qxy`` ``2 p^2 a_in`` and ``Qxy^T K`` ``2 a_in^2 p``, or
-    Woodbury where :func:`tallskinny_np.riccati.riccati_factor` picks it.
+    the Hessian's structured loss stage where :func:`tallskinny_np.riccati.riccati_factor`
+    picks it.
     """
     total = 0
     for ly in lys:
         Dx, Dz, _, _, _ = nnz(ly)
         p, a, a_in = ly.p, ly.a, ly.a_in
         if ly.loss:
-            if woodbury_pays(ly.m, ly.q, ly.B):
-                total += loss_stage_flops(ly.m, ly.q, ly.B)[1]
+            if loss_pays(ly.m, ly.q, ly.B, ly.n_in, True):
+                total += loss_stage_flops(ly.m, ly.q, ly.B, ly.n_in, True)[1]
             else:
                 total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
             continue

@@ -1,4 +1,5 @@
-"""Analytic per-layer derivative blocks Dx, Dz, A, S, C (docs/math.md section 2).
+"""Analytic per-layer derivative blocks Dx, Dz, A, S and the factors of C (docs/math.md
+section 2).
 
 Blocks are stored in compact form, without the structural zeros, with the parameters of a
 layer laid out as ``(k, j)`` = (output unit, input unit or bias), see
@@ -14,31 +15,29 @@ Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) 
 A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``;
                            for layer 1 kept as its factors ``GramA(Zt, R)``
 S       (B, n, n)          block-diagonal over samples, block s = ``W^T diag(R[s]) W``
-C       (m, q, B, n)       dense ``p x a_{l-1}``:
-                           ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm``
+C       factors            the dense ``p x a_{l-1}`` block
+                           ``R[t,k] W[k,m] Zt[t,j] + b[t,k] S1[t,k] delta_jm`` (eq. (2.13)),
+                           kept as ``(R, W, Zt, bS1)``
 ======  =================  ===========================================================
 
-Hidden layers also keep their input ``Zt`` (B, q), whose rows span the range of the batch,
-``bS1 = b * S1`` (B, m), the coefficients of C's ``delta_jm`` term, the part of Qxy
-outside that range, and for the Hessian R and W, of which A and C are built: the range
-stages form ``V^T A V`` and ``V^T C`` in a basis V of that range from these factors, in
-``O(B m r (r + n))`` where the blocks would cost ``O(m q r (q + B n))``
-(:mod:`tallskinny_np.wide`).
+C is never stored densely: at width 128, batch 32 it would hold 541 MB a layer. Its
+products (:func:`tallskinny_np.products.C_mv`, ``CT_mv``), the range stages of
+:mod:`tallskinny_np.wide` and the compiled dense stage read it through its factors; only
+:func:`dense_C` forms it, for one layer at a time (the dense stages, verification).
 
-The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``):
-Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row), S (B, n, n),
-C (c, q, B, n), and A as ``LossA(Dblk, pi, Zt)``: ``A = sum_s Lambda_s (x) zt_s zt_s^T`` is
-block-diagonal over classes, ``Dblk[k] = sum_s pi[s,k] zt_s zt_s^T / B``, minus the rank-B
-term ``sum_s u_s u_s^T`` with ``u_s = (pi_s (x) zt_s) / sqrt(B)`` (docs/math.md section 4,
-"Wide end layers"). Neither end layer's A is ever stored densely: at ImageNet scale layer
-1's would hold ``m q^2`` and the loss layer's ``(c q)^2`` numbers.
+The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``,
+docs/math.md section 2.4) keeps Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W``
+(the 1 x Bn row), S (B, n, n) and the factors of its A and C: ``pi``, ``Zt``, ``W`` and
+``G`` (the coefficients of C's ``delta`` term; None for the GGN). Neither ``Lambda_s`` nor
+A (``(c q)^2`` numbers) nor C (``c q B n``) is ever formed: at ImageNet scale they would take
+gigabytes (:mod:`tallskinny_np.loss_stage` works with the factors).
 
 Each layer's blocks are a record of its kind: :class:`FirstLayer`, :class:`HiddenLayer`
 or :class:`LossLayer`. Layer 1 has no Dz, S, C: its input is the data, ``(P y)_1 = 0``, so
 they never enter H (docs/math.md section 3) and would cost O(B n_0) per parameter. For
-``kind="ggn"`` the A, S, C of layers 1..L-1 are identically zero and stored as None, and
-the loss layer's C drops its ``G delta`` term. The functions whose work differs by kind
-(:func:`layer_size`, :func:`to_dense`, :func:`dense_A`,
+``kind="ggn"`` the A, S, C of layers 1..L-1 are identically zero and their factors stored
+as None, and the loss layer's C drops its ``G delta`` term. The functions whose work
+differs by kind (:func:`layer_size`, :func:`to_dense`, :func:`dense_A`, :func:`dense_C`,
 :func:`tallskinny_np.products.A_mv`, :func:`tallskinny_np.congruences.congruences`)
 dispatch on the record type.
 
@@ -60,9 +59,6 @@ from .model import cross_entropy
 
 GramA = namedtuple("GramA", "Zt R")
 GramA.__doc__ = "Layer 1's A: ``A[k] = Zt^T diag(R[:, k]) Zt``, Zt (B, q), R (B, m)."
-LossA = namedtuple("LossA", "Dblk pi Zt")
-LossA.__doc__ = ("The loss layer's A: ``blockdiag_k(Dblk[k]) - (1/B) sum_s "
-                 "(pi_s (x) zt_s)(pi_s (x) zt_s)^T``, Dblk (c, q, q), pi (B, c), Zt (B, q).")
 
 
 class FirstLayer(NamedTuple):
@@ -72,25 +68,33 @@ class FirstLayer(NamedTuple):
 
 
 class HiddenLayer(NamedTuple):
-    """The blocks of a hidden layer 2..L-1."""
+    """The blocks of a hidden layer 2..L-1, with C as its factors (eq. (2.13))."""
     Dx: object      # (B, m, q): Dx[s, i, j] = S1[s, i] Zt[s, j]
     Dz: object      # (B, m, n): block s = diag(S1[s]) W
     A: object       # (m, q, q): A[k] = sum_s R[s, k] zt_s zt_s^T; None for kind="ggn"
     S: object       # (B, n, n): S[s] = W^T diag(R[s]) W; None for kind="ggn"
-    C: object       # (m, q, B, n): the dense p x a_{l-1} block; None for kind="ggn"
-    Zt: object = None   # (B, q): the layer's input vectors zt_s (rows)
+    Zt: object      # (B, q): the layer's input vectors zt_s (rows)
     bS1: object = None  # (B, m): b * S1, the coefficients of C's delta term; None for "ggn"
     R: object = None    # (B, m): b * S2, the coefficients in A and C; None for "ggn"
     W: object = None    # (m, n): the layer's weights; None for "ggn"
 
 
 class LossLayer(NamedTuple):
-    """The blocks of the cross-entropy loss layer L (c classes, ``a_L = 1``)."""
+    """The blocks of the cross-entropy loss layer L (c classes, ``a_L = 1``), with A and C
+    as their factors (eqs. (2.15), (2.17))."""
     Dx: object      # (c, q): the 1 x p row G^T Zt
     Dz: object      # (B, n): the 1 x Bn row G W
-    A: object       # LossA(Dblk (c, q, q), pi (B, c), Zt (B, q))
     S: object       # (B, n, n): S[s] = W^T Lambda_s W
-    C: object       # (c, q, B, n): the dense p x a_{L-1} block
+    pi: object      # (B, c): the softmax of the logits
+    Zt: object      # (B, q): the layer's input vectors zt_s (rows)
+    W: object       # (c, n): the loss layer's weights
+    G: object = None    # (B, c): (pi - Y)/B, the coefficients of C's delta term; None: GGN
+
+    @property
+    def A(self):
+        """The factors ``(pi, Zt)`` of ``A_L = sum_s Lambda_s (x) zt_s zt_s^T``; never None
+        (A_L is the same for the Hessian and the GGN)."""
+        return self.pi, self.Zt
 
 
 class DenseBlocks(NamedTuple):
@@ -170,21 +174,18 @@ def gradient(net, lin):
     return [d.T @ with_ones(xp, Z, net.bias) for d, Z in zip(deltas, lin.Z)]
 
 
-def second_derivative_blocks(xp, Zt, W, R, bS1, use_numba=None):
-    """``(A, S, C)`` of a stack of hidden layers 2..L-1. By the numba kernels of
-    :mod:`tallskinny_np.kernels` (loops that write each output once, faster than the
-    einsums at these small widths), on other array modules (and with ``use_numba=False``,
-    so the GPU path is tested on the CPU) by einsum."""
+def second_derivative_blocks(xp, Zt, W, R, use_numba=None):
+    """``(A, S)`` of a stack of hidden layers 2..L-1 (eqs. (2.11), (2.12)). By the numba
+    kernels of :mod:`tallskinny_np.kernels` (loops that write each output once, faster
+    than the einsums at these small widths), on other array modules (and with
+    ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
     if use_numba is None:
         use_numba = xp is np
     if use_numba:
-        return (kernels.block_A(Zt, R),) + kernels.blocks_S_C(Zt, W, R, bS1)
+        return kernels.block_A(Zt, R), kernels.block_S(W, R)
     A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)
     S = xp.einsum("lki,lsk,lkj->lsij", W, R, W)
-    C = xp.einsum("ltk,lkm,ltj->lkjtm", R, W, Zt)
-    diag = xp.arange(W.shape[-1])
-    C[:, :, diag, :, diag] += bS1.transpose(0, 2, 1)[None]
-    return A, S, C
+    return A, S
 
 
 def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
@@ -196,40 +197,34 @@ def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
         return FirstLayer(Dx, None if kind == "ggn" else GramA(Zt, b * S2))
     Dz = S1[..., :, None] * W[:, None]
     if kind == "ggn":
-        return HiddenLayer(Dx, Dz, None, None, None, Zt)
-    bS1, R = b * S1, b * S2
-    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, R, bS1), Zt, bS1, R, W)
+        return HiddenLayer(Dx, Dz, None, None, Zt)
+    R = b * S2
+    return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, R), Zt, b * S1, R, W)
 
 
-def softmax_hessians(xp, pi):
-    """``Lambda_s = (diag(pi_s) - pi_s pi_s^T) / B`` ``(B, c, c)``: the Hessians of the
-    mean cross-entropy in the logits of each sample, for the softmax outputs pi (B, c)."""
-    B, c = pi.shape
-    return (xp.einsum("sk,kl->skl", pi, xp.eye(c, dtype=pi.dtype))
-            - pi[:, :, None] * pi[:, None, :]) / B
+def softmax_hessian_action(pi, v):
+    """``Lambda_s v_s = pi_s * (v_s - pi_s . v_s) / B`` (eq. (2.14)) for every sample s,
+    for pi ``(B, c)`` and v ``(B, c, r)``, without forming Lambda_s."""
+    p = pi[:, :, None]
+    return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
 
 
 def loss_blocks(xp, Z, W, pi, G, bias, kind):
     """The :class:`LossLayer` record of the cross-entropy loss layer (docs/math.md
-    section 2, loss layer table)."""
+    section 2.4): Dx, Dz, ``S_s = W^T Lambda_s W = sum_k pi_sk a_sk a_sk^T / B`` with the
+    centred rows ``a_sk = W_k - W^T pi_s`` (eq. (2.16), a batched matmul: ``B c n^2`` flops,
+    no ``c x c`` matrix), and the factors of A and C."""
     Zt = with_ones(xp, Z, bias)
     B = pi.shape[0]
-    Lam = softmax_hessians(xp, pi)
-    Dx = G.T @ Zt
-    Dz = G @ W
-    with np.errstate(over="ignore", invalid="ignore"):
-        # |zt_s|^2 may overflow where the softmax saturates: Dblk is then inf, which
-        # dense_A and the products do not use (dense_A's comment)
-        A = LossA(gram_blocks(pi, Zt) / B, pi, Zt)
-    # batched matmuls and a broadcast product: einsum sums three operands by a plain loop
-    LamW = Lam @ W                                   # (B, c, n)
-    S = W.T @ LamW
-    C = LamW.transpose(1, 0, 2)[:, None] * Zt.T[None, :, :, None]
-    if kind == "hessian":
-        n = Z.shape[-1]
-        diag = xp.arange(n)
-        C[:, diag, :, diag] += G.T[None]
-    return LossLayer(Dx, Dz, A, S, C)
+    Ac = centred_rows(pi, W)                          # (B, c, n)
+    S = (Ac * (pi[:, :, None] / B)).transpose(0, 2, 1) @ Ac
+    return LossLayer(G.T @ Zt, G @ W, S, pi, Zt, W, G if kind == "hessian" else None)
+
+
+def centred_rows(pi, W):
+    """``a[s, k] = W_k - W^T pi_s`` ``(B, c, n)``: the rows of W centred on their softmax
+    mean, so that ``Lambda_s W = pi_s * a_s / B`` (eq. (2.14))."""
+    return W[None] - (pi @ W)[:, None, :]
 
 
 class Blocks:
@@ -327,11 +322,10 @@ def to_dense(blk):
             Dx, Dz = _dense_Dx(xp, blk.Dx), block_diagonal(xp, blk.Dz)
             if blk.S is None:                   # kind="ggn": A, S, C are zero
                 return DenseBlocks(Dx, Dz, None, None, None)
-            return DenseBlocks(Dx, Dz, dense_A(blk), block_diagonal(xp, blk.S),
-                               blk.C.reshape(Dx.shape[1], -1))
+            return DenseBlocks(Dx, Dz, dense_A(blk), block_diagonal(xp, blk.S), dense_C(blk))
         case LossLayer():
             return DenseBlocks(blk.Dx.reshape(1, -1), blk.Dz.reshape(1, -1), dense_A(blk),
-                               block_diagonal(xp, blk.S), blk.C.reshape(blk.Dx.size, -1))
+                               block_diagonal(xp, blk.S), dense_C(blk))
 
 
 def _dense_Dx(xp, Dx):
@@ -345,28 +339,48 @@ def _dense_Dx(xp, Dx):
 
 def dense_A(blk):
     """The dense ``p x p`` matrix of a layer's A, or None where it is zero (kind="ggn")."""
-    A = blk.A
-    if A is None:
+    if blk.A is None:
         return None
     match blk:
         case FirstLayer():
-            xp = array_module(A.Zt)
-            return block_diagonal(xp, gram_blocks(A.R, A.Zt))
+            xp = array_module(blk.A.Zt)
+            return block_diagonal(xp, gram_blocks(blk.A.R, blk.A.Zt))
         case HiddenLayer():
-            return block_diagonal(array_module(A), A)
+            return block_diagonal(array_module(blk.A), blk.A)
         case LossLayer():
             # sum_s Lambda_s (x) zt_s zt_s^T with Lambda_s applied before either zt_s: the
-            # difference blockdiag(Dblk) - U U^T is inf - inf where |zt_s|^2 overflows
-            # although Lambda_s zt_s zt_s^T does not (a saturated softmax: Lambda_s = 0).
-            xp = array_module(A.Zt)
-            B, (c, q) = A.pi.shape[0], A.Dblk.shape[:2]
-            Lam = softmax_hessians(xp, A.pi)
-            LamZ = Lam[:, :, None, :] * A.Zt[:, None, :, None]          # (B, c, q, c)
+            # difference of the class-diagonal and rank-B parts is inf - inf where
+            # |zt_s|^2 overflows although Lambda_s zt_s zt_s^T does not (a saturated
+            # softmax: Lambda_s = 0).
+            xp = array_module(blk.pi)
+            (B, c), q = blk.pi.shape, blk.Zt.shape[1]
+            eye = xp.eye(c, dtype=blk.pi.dtype)
+            Lam = (blk.pi[:, :, None] * eye - blk.pi[:, :, None] * blk.pi[:, None, :]) / B
+            LamZ = Lam[:, :, None, :] * blk.Zt[:, None, :, None]         # (B, c, q, c)
             # sum over s of LamZ[s, k, i, l] Zt[s, j], one matmul: einsum does not use BLAS
-            return (LamZ.reshape(B, -1).T @ A.Zt).reshape(c * q, c * q)
+            return (LamZ.reshape(B, -1).T @ blk.Zt).reshape(c * q, c * q)
 
 
-def loss_A_low_rank(A):
-    """The rank-B factor ``U[k, j, s] = pi[s,k] zt_s[j] / sqrt(B)`` of a ``LossA``."""
-    B = A.pi.shape[0]
-    return A.pi.T[:, None, :] * A.Zt.T[None, :, :] / B ** 0.5
+def dense_C(blk):
+    """The dense ``p x a_{l-1}`` matrix of a hidden or loss layer's C from its factors
+    (eqs. (2.13), (2.17)), or None where it is zero (a hidden layer of the GGN):
+    ``C[(k,j),(t,i)] = F[t,k,i] Zt[t,j] + g[t,k] delta_ji`` with ``F[t] = diag(R[t]) W``
+    and ``g = b S1`` for a hidden layer, ``F[t] = Lambda_t W`` and ``g = G`` (Hessian
+    only) for the loss layer. For one layer at a time: it is what the blocks never
+    store."""
+    match blk:
+        case HiddenLayer():
+            if blk.R is None:
+                return None
+            F, g = blk.R[:, :, None] * blk.W[None], blk.bS1
+        case LossLayer():
+            F = blk.pi[:, :, None] * centred_rows(blk.pi, blk.W) / blk.pi.shape[0]
+            g = blk.G
+    B, m, n = F.shape
+    q = blk.Zt.shape[1]
+    C = F.transpose(1, 0, 2)[:, None] * blk.Zt.T[None, :, :, None]      # (m, q, B, n)
+    if g is not None:
+        xp = array_module(F)
+        diag = xp.arange(n)
+        C[:, diag, :, diag] += g.T[None]
+    return C.reshape(m * q, B * n)

@@ -606,10 +606,10 @@ class Curvature:
         whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
         lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
         if self._loss_diagonal is None:
-            A = self.blocks.layers[-1].A
-            var = A.pi * (1 - A.pi) / A.pi.shape[0]
+            loss = self.blocks.layers[-1]
+            var = loss.pi * (1 - loss.pi) / loss.pi.shape[0]
             # var before either zt: zt^2 alone overflows where a saturated softmax is 0
-            diagonal = ((var[:, :, None] * A.Zt[:, None, :]) * A.Zt[:, None, :]).sum(axis=0)
+            diagonal = ((var[:, :, None] * loss.Zt[:, None, :]) * loss.Zt[:, None, :]).sum(axis=0)
             self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))
         lo, hi = self._loss_diagonal
         return max(abs(lo + shift), abs(hi + shift))

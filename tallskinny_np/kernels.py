@@ -5,7 +5,7 @@ of layers, written as loops that touch each output once::
 
     A[l,k,i,j]   = sum_s R[l,s,k] Zt[l,s,i] Zt[l,s,j]
     S[l,s,i,j]   = sum_k W[l,k,i] R[l,s,k] W[l,k,j]
-    C[l,k,j,t,m] = R[l,t,k] W[l,k,m] Zt[l,t,j] + delta_jm b[l,t,k] S1[l,t,k]
+    C[k,j,t,m]   = R[t,k] W[k,m] Zt[t,j] + delta_jm b[t,k] S1[t,k]     (one layer)
 
 Compiled on first use and cached on disk (``cache=True``).
 """
@@ -31,12 +31,11 @@ def block_A(Zt, R):
 
 
 @njit(cache=True)
-def blocks_S_C(Zt, W, R, bS1):
-    """``(S, C)`` of a stack of hidden layers, ``(L, B, n, n)`` and ``(L, m, q, B, n)``."""
-    L, B, q = Zt.shape
-    m, n = W.shape[1], W.shape[2]
-    S = np.zeros((L, B, n, n), dtype=Zt.dtype)
-    C = np.empty((L, m, q, B, n), dtype=Zt.dtype)
+def block_S(W, R):
+    """``S`` of a stack of hidden layers, ``(L, B, n, n)``."""
+    L, B, m = R.shape
+    n = W.shape[2]
+    S = np.zeros((L, B, n, n), dtype=W.dtype)
     for l in range(L):
         for s in range(B):
             for k in range(m):
@@ -45,12 +44,24 @@ def blocks_S_C(Zt, W, R, bS1):
                     ri = r * W[l, k, i]
                     for j in range(n):
                         S[l, s, i, j] += ri * W[l, k, j]
-        for k in range(m):
-            for j in range(q):
-                for t in range(B):
-                    rz = R[l, t, k] * Zt[l, t, j]
-                    for mm in range(n):
-                        C[l, k, j, t, mm] = rz * W[l, k, mm]
-                    if j < n:
-                        C[l, k, j, t, j] += bS1[l, t, k]
-    return S, C
+    return S
+
+
+@njit(cache=True)
+def cross_block(Zt, W, R, bS1):
+    """One hidden layer's dense ``C`` ``(p, a')`` = ``(m q, B n)``, C-order, from its factors
+    (docs/math.md eq. (2.13)): the transient input of the compiled dense stage, which
+    takes it over as ``Qxy^T``'s storage."""
+    B, q = Zt.shape
+    m, n = W.shape
+    C = np.empty((m * q, B * n), dtype=Zt.dtype)
+    for k in range(m):
+        for j in range(q):
+            row = k * q + j
+            for t in range(B):
+                rz = R[t, k] * Zt[t, j]
+                for mm in range(n):
+                    C[row, t * n + mm] = rz * W[k, mm]
+                if j < n:
+                    C[row, t * n + j] += bS1[t, k]
+    return C

@@ -18,9 +18,8 @@ round differently, so they agree to rounding.
 import numpy as np
 from numba import njit
 
-from . import lapack
 from .backend import array_module
-from .blocks import FirstLayer, HiddenLayer, LossLayer
+from .blocks import FirstLayer, HiddenLayer, LossLayer, softmax_hessian_action
 
 COMPILED_COLUMNS = 2
 """The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
@@ -53,21 +52,16 @@ def A_mv(blk, x):
     """``A_l x_l``: block-diagonal over output units; for layer 1 through its factors
     (O(B m q)); for the loss layer as ``sum_s (Lambda_s v_s) zt_s^T`` with
     ``v_s = x zt_s`` (O(B c q)). Applying ``Lambda_s`` before the second ``zt_s`` keeps the
-    product finite where ``Lambda_s`` vanishes and ``|zt_s|^2`` overflows: the stored
-    ``Dblk`` minus the rank-B term is then inf - inf."""
-    A = blk.A
+    product finite where ``Lambda_s`` vanishes and ``|zt_s|^2`` overflows."""
     match blk:
         case FirstLayer():
-            v = A.Zt @ x                                    # v[k, s] = zt_s . x_k
-            return A.Zt.T @ (A.R.T[:, :, None] * v)
+            v = blk.A.Zt @ x                                # v[k, s] = zt_s . x_k
+            return blk.A.Zt.T @ (blk.A.R.T[:, :, None] * v)
         case HiddenLayer():
-            return A @ x
+            return blk.A @ x
         case LossLayer():
-            B = A.pi.shape[0]
-            v = A.Zt @ x                                    # v[k, s] = zt_s . x_k
-            pi = A.pi.T[:, :, None]
-            Lv = pi * (v - (pi * v).sum(axis=0, keepdims=True)) / B
-            return A.Zt.T @ Lv
+            v = (blk.Zt @ x).transpose(1, 0, 2)             # v[s, k] = x_k . zt_s
+            return blk.Zt.T @ softmax_hessian_action(blk.pi, v).transpose(1, 0, 2)
 
 
 def S_mv(blk, y):
@@ -75,16 +69,41 @@ def S_mv(blk, y):
     return blk.S @ y
 
 
+def _cross_factors(blk):
+    """C's factors (:func:`tallskinny_np.blocks.dense_C`) as the products use them: the
+    function that maps ``v = W y`` ``(B, m, r)`` to ``F_t y_t`` (``R[t] * v_t`` for a
+    hidden layer, ``Lambda_t v_t`` for the loss layer), and the delta term's coefficients
+    g (None for the GGN's loss layer)."""
+    match blk:
+        case HiddenLayer():
+            return (lambda Wy: blk.R[:, :, None] * Wy), blk.bS1
+        case LossLayer():
+            return (lambda Wy: softmax_hessian_action(blk.pi, Wy)), blk.G
+
+
 def C_mv(blk, y):
-    """``C_l y_{l-1}``: (p x a_{l-1}) times (a_{l-1} x r)."""
-    p, r = blk.C.shape[0] * blk.C.shape[1], y.shape[-1]
-    return (blk.C.reshape(p, -1) @ y.reshape(-1, r)).reshape(blk.C.shape[:2] + (r,))
+    """``C_l y_{l-1}`` ``(m, q, r)`` for y ``(B, n, r)`` from C's factors (eqs. (2.13),
+    (2.17)): ``sum_t (F_t W y_t) zt_t^T`` plus the delta term ``g^T y`` in the weight
+    columns, ``O(B m (n + q))`` per column instead of the dense ``m q B n``."""
+    coef, g = _cross_factors(blk)
+    F = coef(blk.W @ y)                                     # (B, m, r)
+    Cy = (F.transpose(1, 2, 0) @ blk.Zt).transpose(0, 2, 1)  # (m, q, r)
+    if g is not None:
+        B, n, r = y.shape
+        Cy[:, :n] += (g.T @ y.reshape(B, n * r)).reshape(-1, n, r)
+    return Cy
 
 
 def CT_mv(blk, x):
-    """``C_l^T x_l``."""
-    p, r = blk.C.shape[0] * blk.C.shape[1], x.shape[-1]
-    return (blk.C.reshape(p, -1).T @ x.reshape(p, r)).reshape(blk.C.shape[2:] + (r,))
+    """``C_l^T x_l`` ``(B, n, r)`` for x ``(m, q, r)`` from C's factors (:func:`C_mv`'s
+    transpose): ``W^T F_t (x zt_t)`` plus ``x[:, :n]^T g_t``."""
+    coef, g = _cross_factors(blk)
+    xz = (blk.Zt @ x).transpose(1, 0, 2)                    # (B, m, r): x_k . zt_t
+    out = blk.W.T @ coef(xz)                                # (B, n, r)
+    if g is not None:
+        m, n, r = x.shape[0], blk.W.shape[1], x.shape[-1]
+        out += (g @ x[:, :n].reshape(m, n * r)).reshape(-1, n, r)
+    return out
 
 
 def hvp(blocks, xs, compiled=None):
@@ -124,8 +143,8 @@ def hvp(blocks, xs, compiled=None):
     z = CT_mv(loss, x) + S_mv(loss, ys[-1])
     for indices, seg in reversed(hidden):
         if indices[0] in stacked:
-            HX, z = segment_backward(seg.Dx, seg.Dz, seg.A, seg.S, seg.C,
-                                     *stacked[indices[0]], np.ascontiguousarray(z))
+            HX, z = segment_backward(seg.Dx, seg.Dz, seg.A, seg.S, seg.Zt, seg.R, seg.W,
+                                     seg.bS1, *stacked[indices[0]], np.ascontiguousarray(z))
             out[indices[0]:indices[-1] + 1] = list(HX)
             continue
         for l in reversed(indices):
@@ -142,7 +161,7 @@ def _backward_layer(blk, x, y_prev, z):
     if y_prev is None:
         return Hx, None
     z_prev = DzT_mv(blk, z)
-    if blk.C is not None:
+    if blk.R is not None:
         Hx = Hx + C_mv(blk, y_prev)
         z_prev = z_prev + CT_mv(blk, x) + S_mv(blk, y_prev)
     return Hx, z_prev
@@ -171,18 +190,19 @@ def segment_forward(Dx, Dz, X, y):
 
 
 @njit(cache=True, error_model="numpy")
-def segment_backward(Dx, Dz, A, S, C, X, Y, y, z):
+def segment_backward(Dx, Dz, A, S, Zt, R, W, bS1, X, Y, y, z):
     """Eqs. (3.6) and (3.7) down a stack of hidden layers of equal shapes, from ``z`` of
     its last layer ``(B, m, r)``: returns ``(HX, z)``, HX ``(Ls, m, q, r)`` the layers'
     ``(H x)_l`` and z ``(B, n, r)`` the one below the stack. X and Y are those of
     :func:`segment_forward` and y the first layer's ``y_{l-1}``; A ``(Ls, m, q, q)``,
-    S ``(Ls, B, n, n)`` and C ``(Ls, m, q, B, n)`` may be None (the GGN's). The C products
-    are ``gemm``: C's C-order storage is ``C^T``'s F-order one, and a C-order
-    ``(p, r)`` or ``(a, r)`` block is the F-order ``r x p`` or ``r x a`` of its rows."""
+    S ``(Ls, B, n, n)`` and C's factors Zt ``(Ls, B, q)``, R ``(Ls, B, m)``, W
+    ``(Ls, m, n)``, bS1 ``(Ls, B, m)`` are None for the GGN. C's products come from its
+    factors (eq. (2.13)), ``O(B m (n + q))`` per column and layer."""
     Ls, B, m, q = Dx.shape
     n, r = Dz.shape[3], X.shape[3]
-    p, a1 = m * q, B * n
     HX = np.zeros((Ls, m, q, r))
+    wy = np.empty(r)
+    xz = np.empty(r)
     for l in range(Ls - 1, -1, -1):
         yp = y if l == 0 else Y[l - 1]
         zn = np.zeros((B, n, r))
@@ -198,12 +218,26 @@ def segment_backward(Dx, Dz, A, S, C, X, Y, y, z):
             _add_block_products(A[l], X[l], HX[l])
         if S is not None:
             _add_block_products(S[l], yp, zn)
-        if C is not None:
-            # (C y)^T = y^T C^T and (C^T x)^T = x^T C, as r-row blocks
-            lapack.gemm(lapack.N, lapack.N, r, p, a1, 1.0, yp, 0, r, C, l * p * a1, a1, 1.0,
-                        HX, l * p * r, r)
-            lapack.gemm(lapack.N, lapack.T, r, a1, p, 1.0, X, l * p * r, r, C, l * p * a1, a1,
-                        1.0, zn, 0, r)
+        if R is not None:                      # C y and C^T x, sample by sample, unit by unit
+            for t in range(B):
+                for k in range(m):
+                    for c in range(r):
+                        acc_y, acc_x = 0.0, 0.0
+                        for i in range(n):
+                            acc_y += W[l, k, i] * yp[t, i, c]
+                        for j in range(q):
+                            acc_x += X[l, k, j, c] * Zt[l, t, j]
+                        wy[c], xz[c] = R[l, t, k] * acc_y, R[l, t, k] * acc_x
+                    g = bS1[l, t, k]
+                    for j in range(q):
+                        ztj = Zt[l, t, j]
+                        for c in range(r):
+                            HX[l, k, j, c] += wy[c] * ztj
+                    for i in range(n):
+                        wki = W[l, k, i]
+                        for c in range(r):
+                            HX[l, k, i, c] += g * yp[t, i, c]
+                            zn[t, i, c] += wki * xz[c] + g * X[l, k, i, c]
         z = zn
     return HX, z
 

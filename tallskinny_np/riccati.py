@@ -33,25 +33,27 @@ import numpy as np
 
 from . import pivot, stage, tolerance
 from .backend import array_module, sweep_threads
+from . import kernels
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
-                     gram_blocks, layer_size)
-from .congruences import congruences, dz_congruences
+                     dense_C, gram_blocks, layer_size)
+from .congruences import congruences
 from .errors import SingularPivotError, check_pivot
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
-from .wide import (RangeRows, compiled_range_stage, loss_stage, range_backward, range_forward,
-                   range_gain, range_stage, woodbury_update)
+from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
+from .wide import (RangeRows, compiled_range_stage, range_backward, range_forward, range_gain,
+                   range_stage)
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
-(and a factor :data:`RANGE_SAVING` or :data:`WOODBURY_SAVING`): on tiny layers the saving
+(and a factor :data:`RANGE_SAVING` or :data:`LOSS_SAVING`): on tiny layers the saving
 is nothing, and the unrefined solve through the range stage can lose accuracy (its
 ``(I - Q Q^T) u / eps`` term, measured on the test grid at damping 1e-3)."""
 RANGE_SAVING = 2
-WOODBURY_SAVING = 8
-"""Woodbury must save more: it loses accuracy when its D is ill-conditioned
-(:mod:`tallskinny_np.wide`)."""
+LOSS_SAVING = 8
+"""The structured loss stage must save more: on small layers the dense stage's
+Bunch-Kaufman factor is the more accurate one (:mod:`tallskinny_np.loss_stage`)."""
 
 
 class Stage(NamedTuple):
@@ -98,12 +100,13 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
     the compiled stages of :mod:`tallskinny_np.stage`, and the other stages form their
     pivots and updates of P by its compiled kernels (:func:`_schur_stage`,
-    :func:`tallskinny_np.wide.woodbury_update`); otherwise (CuPy, float32, or an
+    :func:`tallskinny_np.loss_stage.loss_update`); otherwise (CuPy, float32, or an
     explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
-    stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`): None
-    by flop count (:func:`_use_structured`: the range of the batch at layer 1 and at the
-    hidden layers where the batch is smaller than the layer's fan-in, Woodbury at the loss
-    layer, each where it saves enough), True always, False never.
+    stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`,
+    :mod:`tallskinny_np.loss_stage`): None by flop count (:func:`_use_structured`: the
+    range of the batch at layer 1 and at the hidden layers where the batch is smaller than
+    the layer's fan-in, the loss layer by its structure, each where it saves enough), True
+    always, False never.
 
     ``modify=delta`` (> 0) runs the modified sweep of docs/math.md section 8.3: each pivot
     ``Qxx_l``, as soon as it is formed, is replaced by the positive definite
@@ -180,16 +183,13 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 if l == 0:
                     st, P = Stage(f, None, None, None), None
                 else:
-                    Qxy, Qyy = _qxy_qyy(xp, blk, dz_congruences(blk.Dx, blk.Dz, P))
-                    K, P = range_gain(f, blk, Qxy, Qyy)
+                    K, Qxy, P = range_gain(blocks, f, blk, P)
                     st = Stage(f, Qxy, K, None)
             case LossLayer() if by_structure:
                 f = loss_stage(blk, eps, pd, strategy)
-                if compiled and l > 0:
-                    Qxy, Qyy = _qxy_qyy(xp, blk, (None, None))
-                    st, P = Stage(f, Qxy, -f.solve(Qxy), None), woodbury_update(f, Qxy, Qyy)
-                else:
-                    st, P = _array_stage(xp, blk, f, P, None, l)
+                st, P = Stage(f, LossCross(blk), LossGain(f, blk), None), None
+                if l > 0:
+                    P = loss_update(f, blk, compiled)
             case HiddenLayer() | FirstLayer() if compiled:
                 st, P = _compiled_stage(blk, P, eps, pd, *buffers)
             case _:
@@ -222,7 +222,7 @@ def _use_structured(blk, structured):
     if structured is not None:
         return structured
     if isinstance(blk, LossLayer):
-        return woodbury_pays(*blk.Dx.shape, blk.A.pi.shape[0])
+        return loss_pays(*blk.Dx.shape, *blk.Dz.shape, blk.G is not None)
     B, m, q = blk.Dx.shape
     return range_pays(B, m, q, 0 if isinstance(blk, FirstLayer) else B * blk.Dz.shape[2])
 
@@ -235,12 +235,12 @@ def range_pays(B, m, q, a_in):
     return dense >= RANGE_SAVING * ranged and dense - ranged >= MIN_SAVING
 
 
-@functools.lru_cache
-def woodbury_pays(c, q, B):
-    """Whether the Woodbury loss stage saves :data:`WOODBURY_SAVING` times and
-    :data:`MIN_SAVING` flops over the dense one (:func:`loss_stage_flops`)."""
-    dense, woodbury = loss_stage_flops(c, q, B)
-    return dense >= WOODBURY_SAVING * woodbury and dense - woodbury >= MIN_SAVING
+def loss_pays(c, q, B, n, hessian):
+    """Whether the structured loss stage saves :data:`LOSS_SAVING` times and
+    :data:`MIN_SAVING` flops over the dense one
+    (:func:`tallskinny_np.loss_stage.loss_stage_flops`)."""
+    dense, structured = loss_stage_flops(c, q, B, n, hessian)
+    return dense >= LOSS_SAVING * structured and dense - structured >= MIN_SAVING
 
 
 def stage_flops(B, m, q, a_in):
@@ -265,12 +265,6 @@ def stage_flops(B, m, q, a_in):
         ranged += (3 * m * r * a_in + 2 * a_in * B * m * r + (m * r) ** 2 * a_in
                    + m * r * a_in ** 2 + B * B * m)
     return dense, ranged
-
-
-def loss_stage_flops(c, q, B):
-    """``(dense, woodbury)``: the flops of the loss layer's dense factor and of its
-    Woodbury stage (c classes, q inputs per class, batch B)."""
-    return (c * q) ** 3 / 3, c * q ** 3 + 2 * c * q ** 2 * B + B ** 3
 
 
 def _array_stage(xp, blk, f, P, congruence_terms, l):
@@ -318,7 +312,7 @@ def _qxy_qyy(xp, blk, congruence_terms):
     ``(Dx^T P Dz, Dz^T P Dz)`` (None for zero ones), as fresh arrays."""
     DxPDz, DzPDz = congruence_terms
     p = layer_size(blk)[0]
-    Qxy = _sum(None if blk.C is None else blk.C.reshape(p, -1), DxPDz)
+    Qxy = _sum(dense_C(blk), DxPDz)
     if blk.S is None or DzPDz is None:
         return Qxy, _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
     B, n = blk.S.shape[:2]
@@ -337,7 +331,7 @@ def _compiled_stage(blk, P, eps, pd, scratch, P_out):
             A = gram_blocks(A.R, A.Zt)
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
         return Stage(f, None, None, None), None
-    C = None if blk.C is None else np.ascontiguousarray(blk.C)
+    C = None if blk.R is None else kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1)
     arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd,
                                        stage.two_threads(), scratch, P_out)
     return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P

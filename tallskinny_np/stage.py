@@ -86,7 +86,9 @@ def workspace(shapes):
 @njit(cache=True, error_model="numpy", parallel=True)
 def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split, scratch, P_out):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
-    full; A, S, C may be None (zero blocks); ``scratch`` and ``P_out`` are buffers of
+    full; A, S, C may be None (zero blocks); C, the dense ``(p, a')`` C-order block of
+    :func:`tallskinny_np.kernels.cross_block`, is overwritten (it becomes ``Wt``);
+    ``scratch`` and ``P_out`` are buffers of
     :func:`workspace` (``P_out`` not P's). Returns ``(factor, Wt, P_prev)``: ``factor``
     the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix first, ``Wt``
     (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full, in ``P_out``).
@@ -103,7 +105,8 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split, scratch, P_o
     ZT = scratch[a * p:a * (p + a1)].reshape((a, a1)).T
     Pn = P_out[:a1 * a1].reshape((a1, a1)).T
     Qxx = np.zeros((p, p)).T
-    Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).copy().T
+    # C is the transient dense block of kernels.cross_block: Qxy^T is formed in its storage
+    Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).T
     for task in prange(2):
         if task == 0:
             _fill_pivot_block(Dx, A, P, eps, YT, Qxx)
@@ -144,7 +147,8 @@ def schur_update(factor, Wt, Pn, split):
     """``Wt <- (G^{-1} Qxy)^T = W^T`` and ``Pn <- Pn - W^T S W`` (``Qxy^T Qxx^{-1} Qxy``
     subtracted on the lower triangle, then mirrored) for the factor ``Qxx = G S G^T`` and
     F-order ``Wt = Qxy^T`` (``a' x p``), ``Pn`` (``a' x a'``; its lower triangle is read).
-    Also the loss stages' update, with their factor and ``Qxy``.
+    Also the loss stages' update: the dense one's with its factor and ``Qxy``, the
+    structured one's capacitance term (:func:`tallskinny_np.loss_stage.loss_update`).
 
     With ``split`` (:func:`two_threads`; module docstring, "Threads") two threads each
     solve half of Wt's rows; then one updates the two diagonal blocks of ``Pn``'s lower
@@ -176,23 +180,6 @@ def _signed_syrk(Y, iy, n, n_pos, k, ld, Pn, ip):
     lapack.syrk(lapack.L, lapack.N, n, n_pos, -1.0, Y, iy, ld, 1.0, Pn, ip, ld)
     lapack.syrk(lapack.L, lapack.N, n, k - n_pos, 1.0, Y, iy + n_pos * ld, ld, 1.0, Pn, ip,
                 ld)
-
-
-@njit(cache=True, error_model="numpy")
-def diagonal_update(Zt, w, Pn):
-    """``Pn <- Pn - Z^T diag(w)^{-1} Z`` on the lower triangle of the F-order ``Pn``
-    (``a' x a'``) for the F-order ``Zt = Z^T`` (``a' x k``): the columns of Zt scaled by
-    ``|w|^{-1/2}``, those of positive w first, then one ``syrk`` per sign (the Woodbury
-    loss stage's ``Qxy^T D^{-1} Qxy``, :func:`tallskinny_np.wide.woodbury_update`)."""
-    a1, k = Zt.shape
-    cols = np.concatenate((np.flatnonzero(w > 0), np.flatnonzero(~(w > 0))))
-    n_pos = int((w > 0).sum())
-    Y = np.empty((k, a1)).T
-    for c in range(k):
-        s = 1.0 / np.sqrt(abs(w[cols[c]]))
-        for i in range(a1):
-            Y[i, c] = Zt[i, cols[c]] * s
-    _signed_syrk(Y, 0, a1, n_pos, k, a1, Pn, 0)
 
 
 @njit(cache=True, error_model="numpy", parallel=True)

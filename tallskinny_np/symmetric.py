@@ -17,7 +17,7 @@ singular blocks follow :mod:`tallskinny_np.tolerance`. :func:`sym_factor` picks:
   NumPy.
 
 The structured stages of :mod:`tallskinny_np.wide` have factors of their own
-(:class:`~tallskinny_np.wide.RangeFactor`, :class:`~tallskinny_np.wide.WoodburyFactor`)
+(:class:`~tallskinny_np.wide.RangeFactor`, :class:`~tallskinny_np.loss_stage.LossFactor`)
 with the same three members.
 """
 from typing import NamedTuple

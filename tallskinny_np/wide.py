@@ -1,10 +1,10 @@
-"""Riccati stages of the wide end layers (docs/math.md section 4, "Wide end layers").
+"""Riccati stages in the range of the batch (docs/math.md section 4.8, "Wide end layers").
 
-At ImageNet scale layer 1 (``3 r^2`` inputs) and the loss layer (up to 1000 classes) have far
-more parameters than the tall-skinny middle, so their Qxx must not be formed, let alone
-factored densely (O(p^3)). The stages return a :class:`RangeFactor` and a
-:class:`WoodburyFactor`, with the ``solve``, ``inertia`` and ``rcond`` of the factors of
-:mod:`tallskinny_np.symmetric`, so the Riccati sweep uses them like any other factor.
+At ImageNet scale layer 1 (``3 r^2`` inputs) has far more parameters than the tall-skinny
+middle, so its Qxx must not be formed, let alone factored densely (O(p^3)); nor must a
+hidden layer's whose fan-in exceeds the batch. The stages return a :class:`RangeFactor`,
+with the ``solve``, ``inertia`` and ``rcond`` of the factors of
+:mod:`tallskinny_np.symmetric`, so the Riccati sweep uses it like any other factor.
 
 **Stage 1** (no gain: ``y_0 = 0``). ``Qxx_1 = A_1 + eps I + Dx_1^T P_1 Dx_1`` with
 ``A_1 = Phi diag(R) Phi^T`` and ``Dx_1^T = Phi diag(S1)`` for ``Phi = I_m (x) Zt^T``: apart from
@@ -27,15 +27,7 @@ Kronecker product, so ``Qxy^T Qxx^{-1} Qxy = Y^T T^{-1} Y + Xp^T Xp / eps`` and 
 the batch is smaller than the fan-in this replaces the ``p^3/3`` factor, the ``p^2 a``
 solve and the ``p a^2`` update of P by ``(m r)^3/3``, ``(m r)^2 a`` and ``m r a^2``.
 
-**Loss stage** (``P_L = 0``). ``Qxx_L = A_L + eps I = D - U U^T`` with D block-diagonal over
-classes (``Dblk[k] + eps I``, c blocks of ``q x q``) and U the rank-B factor of
-:func:`tallskinny_np.blocks.loss_A_low_rank`. Woodbury gives
-``Qxx_L^{-1} = D^{-1} + D^{-1} U Cap^{-1} U^T D^{-1}`` with ``Cap = I_B - U^T D^{-1} U``, and
-Haynsworth's inertia additivity (both Schur complements of ``[[D, U], [U^T, I]]``) gives
-``In(Qxx_L) = In(D) + In(Cap) - (0, 0, B)``. Cost O(c q^3 + c q B^2 + B^3). Woodbury loses
-accuracy when D is ill-conditioned (the subtraction in Cap cancels), so the sweep takes this
-stage only where it saves most of the flops
-(:data:`tallskinny_np.riccati.WOODBURY_SAVING`).
+The loss layer's structured stage is :mod:`tallskinny_np.loss_stage`.
 """
 from typing import NamedTuple
 
@@ -44,10 +36,9 @@ from numba import njit
 
 from . import pivot, stage
 from .backend import array_module
-from .blocks import FirstLayer, GramA, block_diagonal, gram_blocks, loss_A_low_rank
-from .congruences import dx_congruence
+from .blocks import FirstLayer, GramA, block_diagonal, gram_blocks
+from .congruences import dx_congruence, dz_congruences
 from .symmetric import sym_factor
-from .tolerance import eigenvalue_signs, zero_tolerance
 
 
 class RangeFactor(NamedTuple):
@@ -72,32 +63,6 @@ class RangeFactor(NamedTuple):
         if r < q:
             x += (uq - V @ c) / self.eps
         return x.reshape(m * q, nr)
-
-
-class WoodburyFactor(NamedTuple):
-    """``Qxx_L = D - U U^T`` (module docstring, "Loss stage"): D's blocks ``Dblk[k] + eps I
-    = V[k] diag(w[k]) V[k]^T``, U, ``D^{-1} U`` and the factor of
-    ``Cap = I_B - U^T D^{-1} U``, with the ``inertia`` and ``rcond`` of Qxx_L."""
-    w: object                 # (c, q)
-    V: object                 # (c, q, q)
-    U: object                 # (c, q, B)
-    DinvU: object             # (c, q, B)
-    fC: object                # the factor of Cap (B x B), from sym_factor
-    inertia: tuple
-    rcond: float
-
-    def solve(self, u):
-        """``Qxx_L^{-1} u = D^{-1} u + D^{-1} U Cap^{-1} U^T D^{-1} u`` for u (c q, nr)."""
-        c, q, B = self.U.shape
-        nr = u.shape[-1]
-        X = _block_solve(self.w, self.V, u.reshape(c, q, nr)).reshape(c * q, nr)
-        corr = self.fC.solve(self.U.reshape(c * q, B).T @ X)
-        return X + self.DinvU.reshape(c * q, B) @ corr
-
-
-def _block_solve(w, V, X):
-    """``D^{-1} X`` for ``D = blockdiag_k(V[k] diag(w[k]) V[k]^T)`` and X (c, q, r)."""
-    return V @ ((V.transpose(0, 2, 1) @ X) / w[:, :, None])
 
 
 def _inertia_of_eps(n, eps):
@@ -191,7 +156,7 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
     is subtracted."""
     V, ZtV, DxV, AV = _in_range(blocks, blk)
     CV = None
-    if blk.C is not None:
+    if blk.R is not None:
         CV = cross_in_range(blk.R, blk.W, ZtV, blk.bS1, V)
     arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
                                         stage.fortran_symmetric(P), eps, positive_definite,
@@ -302,30 +267,73 @@ def range_forward(f, rows, blk, k, y):
     return x, yn
 
 
-def range_gain(f, blk, Qxy, Qyy):
-    """``(K_l, P_{l-1})`` of a hidden layer's array-module range stage f (module docstring,
-    "Range of the batch"), ``Qxy`` (``p x a'``) and ``Qyy`` (``a' x a'``, symmetric, C-order;
-    overwritten); ``K_l`` as the operator :class:`RangeGain`.
+def range_gain(blocks, f, blk, P):
+    """``(K_l, Qxy_l, P_{l-1})`` of a hidden layer's array-module range stage f (module
+    docstring, "Range of the batch") from ``P = P_l``; ``K_l`` as the operator
+    :class:`RangeGain`, ``Qxy_l`` as :class:`RangeCross`, neither formed: only
+    ``Y = Q^T Qxy = V^T C + (Dx V)^T P Dz`` (``m r x a'``), from C's factors
+    (:func:`cross_in_range_xp`) and the congruence with ``Dx V``, is kept.
 
     ``Dx^T P Dz`` and the first term of C lie in ``range(Q)``; the rest of Qxy, the part
     ``Xp = (I - Q Q^T) Qxy`` outside it, comes from C's ``b S1 delta`` term alone: unit k's
-    block is ``Xp_k[j, (t, i)] = bS1[t, k] (I - V V^T)[j, i]``. With ``Y = Q^T Qxy``::
+    block is ``Xp_k[j, (t, i)] = bS1[t, k] (I - V V^T)[j, i]``. So::
 
         Qxy^T Qxx^{-1} Qxy = Y^T T^{-1} Y + (bS1 bS1^T) (x) (I - V V^T)[:n, :n] / eps
 
-    Cost ``2 p r a' + 2 (m r)^2 a' + 2 m r a'^2`` where the dense stage's
+    Cost ``2 B m r a' (B + 1) + 2 (m r)^2 a' + 2 m r a'^2`` where the dense stage's is
     ``2 p^3 / 3 + 2 p^2 a' + 2 p a'^2`` (on NumPy in float64,
     :func:`compiled_range_stage` instead).
     """
-    V = f.V
-    q, r = V.shape
-    m = blk.Dx.shape[1]
-    a1 = Qxy.shape[1]
-    Y = (V.T @ Qxy.reshape(m, q, a1)).reshape(m * r, a1)
+    xp = array_module(P)
+    V, ZtV, DxV, _ = _in_range(blocks, blk)
+    m, r = DxV.shape[1], V.shape[1]
+    DxPDz, Qyy = dz_congruences(DxV, blk.Dz, P)
+    Y = DxPDz
+    if blk.R is not None:
+        Y += cross_in_range_xp(blk.R, blk.W, ZtV, blk.bS1, V).reshape(m * r, -1)
+        B, n = blk.S.shape[:2]
+        idx = xp.arange(B)
+        Qyy.reshape(B, n, B, n)[idx, :, idx, :] += blk.S
     Pp = _outside_range(blk, V, f.eps, Qyy)
     Qyy -= Y.T @ f.fT.solve(Y)
     Qyy = 0.5 * (Qyy + Qyy.T)                              # exactly symmetric against drift
-    return RangeGain(f, Y, None if Pp is None else blk.bS1, Pp), Qyy
+    bS1 = None if Pp is None else blk.bS1
+    return RangeGain(f, Y, bS1, Pp), RangeCross(f, Y, bS1, Pp), Qyy
+
+
+def cross_in_range_xp(R, W, ZtV, bS1, V):
+    """:func:`cross_in_range` as array-module code (``V^T C``, ``(m, r, B, n)``)."""
+    return (R.T[:, None, :, None] * ZtV.T[None, :, :, None] * W[:, None, None, :]
+            + bS1.T[:, None, :, None] * V[:W.shape[1]].T[None, :, None, :])
+
+
+class RangeCross(NamedTuple):
+    """``Qxy_l`` of an array-module range stage as an operator whose ``.T @ k`` is
+    ``Qxy^T k = Y^T Q^T k + Xp^T k`` (k ``(m q, nr)``): what the backward substitution
+    needs of it (:func:`range_gain`)."""
+    factor: RangeFactor
+    Y: object
+    bS1: object
+    Pp: object
+
+    @property
+    def T(self):
+        return _CrossTransposed(self)
+
+
+class _CrossTransposed(NamedTuple):
+    cross: RangeCross
+
+    def __matmul__(self, k):
+        f, Y, bS1, Pp = self.cross
+        q, r = f.V.shape
+        nr = k.shape[-1]
+        kq = k.reshape(f.m, q, nr)
+        out = Y.T @ (f.V.T @ kq).reshape(f.m * r, nr)
+        if Pp is not None:                                 # Xp^T k, from (I - V V^T) kq
+            B = bS1.shape[0]
+            out += (bS1 @ (Pp.T @ kq).reshape(f.m, -1)).reshape(B * Pp.shape[1], nr)
+        return out
 
 
 class RangeGain(NamedTuple):
@@ -346,45 +354,3 @@ class RangeGain(NamedTuple):
         if self.Pp is not None:
             x += _outside_product(self.bS1, self.Pp, y, eps)
         return -x.reshape(m * q, nr)
-
-
-def woodbury_update(f, Qxy, Qyy):
-    """``P_{L-1} = Qyy - Qxy^T Qxx_L^{-1} Qxy`` of the Woodbury loss stage f (module
-    docstring, "Loss stage") on NumPy in float64, for ``Qxy`` (``c q x a'``) and the
-    C-order ``Qyy`` (symmetric; overwritten and returned). With
-    ``Z = blockdiag_k(V[k])^T Qxy`` and ``R = (D^{-1} U)^T Qxy``::
-
-        Qxy^T Qxx_L^{-1} Qxy = Z^T diag(w)^{-1} Z + R^T Cap^{-1} R
-
-    two symmetric rank updates, on one triangle (:func:`tallskinny_np.stage.diagonal_update`
-    and :func:`tallskinny_np.stage.schur_update` through Cap's factor): ``(c q + B) a'^2``
-    flops where ``Qxy^T K`` takes ``2 c q a'^2`` and its symmetrization a pass over P."""
-    c, q, B = f.U.shape
-    a1 = Qxy.shape[1]
-    Z = (f.V.transpose(0, 2, 1) @ Qxy.reshape(c, q, a1)).reshape(c * q, a1)
-    R = f.DinvU.reshape(c * q, B).T @ Qxy
-    # the C-order Z, R are their transposes in F-order, and Qyy is its own
-    stage.diagonal_update(Z.T, f.w.reshape(-1), Qyy.T)
-    stage.schur_update(f.fC.arrays, R.T, Qyy.T, stage.two_threads())
-    return Qyy
-
-
-def loss_stage(blk, eps, positive_definite=False, strategy=None):
-    """The :class:`WoodburyFactor` of ``Qxx_L = A_L + eps I`` (module docstring, "Loss
-    stage")."""
-    A = blk.A
-    xp = array_module(A.Dblk)
-    q = A.Dblk.shape[1]
-    B = A.pi.shape[0]
-    w, V = xp.linalg.eigh(A.Dblk + eps * xp.eye(q, dtype=A.Dblk.dtype))
-    U = loss_A_low_rank(A)                                 # (c, q, B)
-    DinvU = _block_solve(w, V, U)
-    c = U.shape[0]
-    Cap = xp.eye(B, dtype=U.dtype) - U.reshape(c * q, B).T @ DinvU.reshape(c * q, B)
-    fC = sym_factor(Cap, positive_definite=positive_definite, strategy=strategy)
-    absw = xp.abs(w)
-    wmax = float(absw.max())
-    rcond = min(float(absw.min()) / wmax if wmax > 0 else 0.0, fC.rcond)
-    In_D = eigenvalue_signs(w, zero_tolerance(q, wmax, np.finfo(w.dtype).eps))
-    counts = tuple(a + b - d for a, b, d in zip(In_D, fC.inertia, (0, 0, B)))
-    return WoodburyFactor(w, V, U, DinvU, fC, counts, rcond)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.blocks import (FirstLayer, GramA, block_diagonal, dense_A,
-                                  second_derivative_blocks, with_ones)
+from tallskinny_np import kernels
+from tallskinny_np.blocks import (FirstLayer, GramA, HiddenLayer, block_diagonal, dense_A,
+                                  dense_C, second_derivative_blocks, with_ones)
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 
 
@@ -25,10 +26,14 @@ def test_einsum_blocks_equal_numba_kernels(bias):
     L, B, m, n = 3, 4, 5, 3
     Zt = with_ones(np, rng.standard_normal((L, B, n)), bias)
     W, R, bS1 = (rng.standard_normal(s) for s in [(L, m, n), (L, B, m), (L, B, m)])
-    fast = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=True)
-    generic = second_derivative_blocks(np, Zt, W, R, bS1, use_numba=False)
+    fast = second_derivative_blocks(np, Zt, W, R, use_numba=True)
+    generic = second_derivative_blocks(np, Zt, W, R, use_numba=False)
     for a, b in zip(fast, generic):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+    # C's compiled dense form (the dense stage's input) is that of its factors
+    blk = HiddenLayer(None, None, None, None, Zt[0], bS1[0], R[0], W[0])
+    np.testing.assert_allclose(kernels.cross_block(Zt[0], W[0], R[0], bS1[0]), dense_C(blk),
+                               rtol=1e-13, atol=1e-13)
     # Layer 1 keeps A as its factors; expanded, they are the same A.
     np.testing.assert_allclose(dense_A(FirstLayer(None, GramA(Zt[0], R[0]))),
                                block_diagonal(np, fast[0][0]), rtol=1e-13, atol=1e-13)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tallskinny_np import MLP, Curvature, SingularPivotError, backend, curvature, pivot, stage
+from tallskinny_np import (MLP, Curvature, SingularPivotError, backend, curvature, kernels,
+                           pivot, stage)
 from tallskinny_np.blocks import dense_A, to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
 
@@ -27,8 +28,9 @@ def _layer(kind, bias, B=5, width=4):
     return blk, to_dense(blk), M @ M.T / a - 0.3 * np.eye(a)
 
 
-def _none_if_absent(x):
-    return None if x is None else np.ascontiguousarray(x)
+def _dense_C(blk):
+    """The stage's transient C (None for the GGN), from the layer's factors."""
+    return None if blk.R is None else kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1)
 
 
 def _factor_stage(blk, P, eps, split):
@@ -37,7 +39,7 @@ def _factor_stage(blk, P, eps, split):
     scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:]])
     scratch.fill(np.nan)
     P_bufs[0].fill(np.nan)
-    return stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+    return stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _dense_C(blk),
                               np.asfortranarray(P), eps, False, split, scratch, P_bufs[0])
 
 
@@ -67,7 +69,7 @@ def test_factor_stage_refuses_a_small_workspace():
     a, a1 = B * m, B * blk.Dz.shape[2]
     for scratch, P_out in [(a * (m * q + a1) - 1, a1 * a1), (a * (m * q + a1), a1 * a1 - 1)]:
         with pytest.raises(ValueError, match="workspace too small"):
-            stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _none_if_absent(blk.C),
+            stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _dense_C(blk),
                                np.asfortranarray(P), 0.1, False, False, np.empty(scratch),
                                np.empty(P_out))
 

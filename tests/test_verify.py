@@ -81,7 +81,7 @@ def drop_bias(curv):
     blk.Dx[..., n] = 0
     blk.A[:, n, :] = 0
     blk.A[:, :, n] = 0
-    blk.C[:, n] = 0
+    blk.Zt[:, n] = 0                 # C's bias rows: C is kept as its factors
 
 
 CORRUPTIONS = {
@@ -92,8 +92,9 @@ CORRUPTIONS = {
                          {"3.A"} | DOWNSTREAM),
     "S diagonal entry": (lambda c: bump(c.blocks.layers[LAYER].S, (0, 1, 1)),
                          {"3.S"} | DOWNSTREAM),
-    "C entry": (lambda c: bump(c.blocks.layers[LAYER].C, (1, 2, 0, 1)),
-                {"3.C"} | DOWNSTREAM),
+    # b S1 enters only C's delta term (eq. (2.13)): C is kept as its factors
+    "C's delta term": (lambda c: bump(c.blocks.layers[LAYER].bS1, (0, 1)),
+                       {"3.C"} | DOWNSTREAM),
     "sign of a Dz block of M": (
         flip_dz, {"2.Dz", "4.grad_blocks", "5.M", "5.tangents"} | DOWNSTREAM),
     "bias term dropped": (
@@ -132,7 +133,7 @@ def test_ggn_corruption_fails_step_11(problem):
     net, params, X, y = problem
     curv = Curvature(net, params, X, y, kind="ggn")
     hessian = Curvature(net, params, X, y, kind="hessian")
-    curv.blocks.layers[-1].C[...] = hessian.blocks.layers[-1].C
+    curv.blocks.layers[-1] = curv.blocks.layers[-1]._replace(G=hessian.blocks.layers[-1].G)
     report = verify.check_all(net, params, X, y, kind="ggn", damping=0.1, curv=curv)
     assert set(report.failed) == {"3.C", "11.ggn"} | DOWNSTREAM, str(report)
 

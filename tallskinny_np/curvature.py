@@ -22,6 +22,7 @@ from .certify import (BOUND_FLOOR, backward_error_bound, backward_errors, column
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
+from .plan import BASE_BYTES, available_bytes, check_fits, plan
 from .products import hvp
 from .riccati import riccati_factor, riccati_solve
 
@@ -32,6 +33,9 @@ GMRES_OUTER = 5        # GMRES-IR: corrections at most (each from one GMRES run)
 GMRES_RESTART = 30     # GMRES steps per correction
 GMRES_RTOL = 1e-10     # the inner GMRES's relative residual target
 OMEGA_MAX = 0.25       # a sweep's count is trusted when ||I - A F^{-1}|| estimates below this
+CHECKED_BYTES = 2 ** 28
+"""Memory needs of at least this many bytes (256 MiB) are checked against the memory
+available before they are allocated (:mod:`tallskinny_np.plan`)."""
 DENSE_INERTIA_MAX = 3000
 """The largest network (parameters) whose inertia falls back to dense eigenvalues when the
 sweeps cannot certify a count."""
@@ -144,6 +148,9 @@ class Curvature:
         self.net = net
         self.kind = kind
         self.params = params
+        xp = array_module(params)
+        self.plan = plan(net, X.shape[0], kind, backend="numpy" if xp is np else "cupy")
+        self._check_memory(self.plan.blocks, "the derivative blocks of this batch")
         self.linearization = linearize(net, params, X, y)
         self.blocks = Blocks(net, params, self.linearization, kind)
         self.loss = float(self.linearization.loss)
@@ -241,9 +248,21 @@ class Curvature:
         """
         return self._factor(self._check_damping(damping), self._check_method(method))
 
+    def _check_memory(self, need, what):
+        """:class:`~tallskinny_np.errors.PlanMemoryError` when ``need`` bytes of the
+        plan (:mod:`tallskinny_np.plan`) do not fit in the memory available; needs below
+        :data:`CHECKED_BYTES` are not checked."""
+        if need >= CHECKED_BYTES:
+            check_fits(need, available_bytes(array_module(self.params)), self.plan, what)
+
     def _factor(self, shift, method):
         cached = self._factors.get(method)
         if cached is None or cached[0] != shift:
+            if method in ("riccati", UNCHECKED):
+                # the last factorization of each method is dropped first: it is replaced
+                held = sum(p.kept for p in self.plan.layers) if "riccati" in self._factors else 0
+                self._check_memory(self.plan.peak - BASE_BYTES - self.plan.blocks - held,
+                                   "the Riccati factorization of this batch")
             # Store only after a successful factorization: a failure leaves no state.
             with sweep_threads():
                 self._factors[method] = (shift, _SOLVERS[method][0](self.blocks, shift))

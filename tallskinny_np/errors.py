@@ -64,3 +64,16 @@ class UncertifiedInertiaError(np.linalg.LinAlgError):
         self.shift = shift
         what = "H" if shift is None else f"H + {shift:.6g} I"
         super().__init__(f"the inertia of {what} cannot be certified: {why}")
+
+
+class PlanMemoryError(MemoryError):
+    """An exact step refused before its arrays are allocated: it needs ``need`` bytes
+    where ``available`` are free. ``plan`` is its :class:`tallskinny_np.plan.Plan`, with the
+    stage, kept bytes and flops of every layer."""
+
+    def __init__(self, plan, need, available, what):
+        self.plan, self.need, self.available = plan, need, available
+        super().__init__(
+            f"{what} needs about {need / 1e9:.1f} GB and {available / 1e9:.1f} GB is "
+            f"available ({plan.summary()}); use a smaller batch, float32, or a GPU "
+            f"(backend='cupy')")

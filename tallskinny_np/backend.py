@@ -5,6 +5,8 @@ the same code path runs on the CPU with NumPy (and is tested there) and on an NV
 with CuPy.
 """
 import contextlib
+import ctypes
+import itertools
 import threading
 
 import numba
@@ -67,7 +69,7 @@ the default; set 2 on cores of your own."""
 
 _local = threading.local()                 # in_sweep: this thread runs a sweep
 _blas_lock = threading.Lock()
-_blas = {"controller": None, "limiter": None, "sweeps": 0}   # shared by all threads
+_blas = {"libraries": None, "restore": None, "sweeps": 0}   # shared by all threads
 
 
 @contextlib.contextmanager
@@ -77,7 +79,8 @@ def sweep_threads():
     the outermost one sets the limits (tens of microseconds, as much as a substitution of
     a small net). Sweeps may run in several threads at once: numba's thread count is a
     setting of each thread, and BLAS's, which is the process's, is limited from the first
-    sweep that starts until the last one ends."""
+    sweep that starts until the last one ends, whichever threads they run in
+    (:func:`_blas_libraries`)."""
     if getattr(_local, "in_sweep", False):
         yield
         return
@@ -97,11 +100,12 @@ def _limit_blas():
     """Count a sweep in; the first of the sweeps running at once limits BLAS's threads."""
     with _blas_lock:
         if _blas["sweeps"] == 0 and SWEEP_BLAS_THREADS is not None:
-            if _blas["controller"] is None:
-                from threadpoolctl import ThreadpoolController
-                _blas["controller"] = ThreadpoolController()
-            _blas["limiter"] = _blas["controller"].limit(limits=SWEEP_BLAS_THREADS,
-                                                         user_api="blas")
+            if _blas["libraries"] is None:
+                _blas["libraries"] = _blas_libraries()
+            _blas["restore"] = [(set_threads, get_threads())
+                                for get_threads, set_threads in _blas["libraries"]]
+            for _, set_threads in _blas["libraries"]:
+                set_threads(SWEEP_BLAS_THREADS)
         _blas["sweeps"] += 1
 
 
@@ -109,6 +113,51 @@ def _release_blas():
     """Count a sweep out; the last one restores BLAS's threads."""
     with _blas_lock:
         _blas["sweeps"] -= 1
-        if _blas["sweeps"] == 0 and _blas["limiter"] is not None:
-            _blas["limiter"].restore_original_limits()
-            _blas["limiter"] = None
+        if _blas["sweeps"] == 0 and _blas["restore"] is not None:
+            for set_threads, n in _blas["restore"]:
+                if n is not None:
+                    set_threads(n)
+            _blas["restore"] = None
+
+
+def _blas_libraries():
+    """``(get, set)`` of the number of threads of each BLAS library in the process (NumPy's
+    and SciPy's wheels bring an OpenBLAS each; the compiled stages call SciPy's), found by
+    threadpoolctl.
+
+    An OpenBLAS on a thread pool of its own (not OpenMP's, whose limits are the calling
+    thread's) is set through its own functions, not threadpoolctl's: from threadpoolctl
+    3.8 on, only one thread, the first to set its limit, may change such a pool, and the
+    calls of any other thread do nothing, without a word, while that thread lives. A sweep
+    whose thread was not that one (the main thread's, say, after its first sweep or while
+    it holds a ``threadpool_limits``) would run on all of BLAS's threads, whose products
+    round differently from one thread's, and a sweep's last one in such a thread would not
+    restore the limit."""
+    from threadpoolctl import ThreadpoolController
+    libraries = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        own = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp":
+            own = _openblas_threads(lib)
+        libraries.append(own or (lib.get_num_threads, lib.set_num_threads))
+    return libraries
+
+
+def _openblas_threads(lib):
+    """``(get, set)`` of an OpenBLAS's ``openblas_get_num_threads`` and
+    ``openblas_set_num_threads``, under any of the prefixes and suffixes of the builds that
+    threadpoolctl knows (``scipy_``, ``64_``); None if it has none of them."""
+    try:
+        dynlib = getattr(lib, "dynlib", None) or ctypes.CDLL(lib.filepath)
+    except OSError:                          # pragma: no cover - depends on the machine
+        return None
+    for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+        try:   # indexing makes new function objects: threadpoolctl's cached ones stay as set
+            get = dynlib[f"{prefix}openblas_get_num_threads{suffix}"]
+            set_ = dynlib[f"{prefix}openblas_set_num_threads{suffix}"]
+        except AttributeError:
+            continue
+        get.argtypes, get.restype = [], ctypes.c_int
+        set_.argtypes, set_.restype = [ctypes.c_int], None
+        return get, set_
+    return None

@@ -6,7 +6,7 @@ singular and refused."""
 import numpy as np
 import pytest
 
-from tallskinny_np import MLP, Curvature, SingularPivotError
+from tallskinny_np import MLP, Curvature, SingularPivotError, riccati
 from tallskinny_np.blocks import LossLayer, to_dense
 from tallskinny_np.loss_stage import LossCross, LossFactor, LossGain, loss_stage, loss_update
 from tallskinny_np.riccati import _use_structured, riccati_factor, riccati_solve
@@ -61,18 +61,21 @@ def test_structured_loss_stage_matches_dense(kind, bias, size, eps):
     assert f.inertia == (int((w < 0).sum()), 0, int((w > 0).sum()))
 
 
+@pytest.mark.parametrize("strategy", [None, "eigh"])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
 @pytest.mark.parametrize("size", [(10, 5, 4), (10, 3, 8)])
-def test_sweep_with_the_structured_loss_stage_solves(kind, size):
-    """The whole sweep with the structured loss stage (``structured=True``) solves like
-    the dense sweep, and counts alike."""
+def test_sweep_with_the_structured_loss_stage_solves(kind, size, strategy, monkeypatch):
+    """The whole sweep with the structured loss stage (and the dense stages elsewhere)
+    solves like the dense sweep, and counts alike; also with the GPU path's factorization
+    (``strategy="eigh"``: the array-module stages, as CuPy runs them)."""
+    monkeypatch.setattr(riccati, "_use_structured", lambda blk, _: isinstance(blk, LossLayer))
     c, n, B = size
     rng = np.random.default_rng(3)
     net = MLP([7, n, n, n, c], activation="softplus")
     curv = Curvature(net, net.init_params(seed=3, gain=1.5), rng.standard_normal((B, 7)),
                      rng.integers(0, c, B), kind=kind)
     eps = 0.05
-    fac = riccati_factor(curv.blocks, eps, structured=True)
+    fac = riccati_factor(curv.blocks, eps, strategy=strategy)
     assert isinstance(fac.stages[-1].factor, LossFactor)
     M = curv.hvp(np.eye(net.n_params)) + eps * np.eye(net.n_params)
     b = rng.standard_normal((net.n_params, 2))
@@ -81,8 +84,34 @@ def test_sweep_with_the_structured_loss_stage_solves(kind, size):
     cond = np.abs(w).max() / np.abs(w).min()
     x = net.join(riccati_solve(fac, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)
-    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
+    assert (riccati_factor(curv.blocks, eps, inertia=True, strategy=strategy).inertia
             == (int((w < 0).sum()), 0, int((w > 0).sum())))
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_structured_loss_stage_in_float32(kind):
+    """The array-module loss stage in float32 (the GPU path's arithmetic on the CPU), at
+    1000 classes: the sweep's solution within ``100 cond u32`` of the float64 dense solve."""
+    rng = np.random.default_rng(4)
+    sizes, B = [7, 4, 4, 1000], 6
+    X, y = rng.standard_normal((B, 7)), rng.integers(0, 1000, B)
+    nets = [MLP(sizes, dtype=d) for d in (np.float64, np.float32)]
+    params = nets[0].init_params(seed=4, gain=1.3)
+    c64, c32 = (Curvature(net, params.astype(net.dtype), X.astype(net.dtype), y, kind=kind)
+                for net in nets)
+    eps = 0.05
+    n = nets[0].n_params
+    M = c64.hvp(np.eye(n)) + eps * np.eye(n)
+    w = np.linalg.eigvalsh(M)
+    cond = np.abs(w).max() / np.abs(w).min()
+    b = rng.standard_normal((n, 2))
+    fac = riccati_factor(c32.blocks, eps, structured=True)
+    assert isinstance(fac.stages[-1].factor, LossFactor)
+    x = nets[1].join(riccati_solve(fac, nets[1].split(b.astype(np.float32))))
+    x_ref = np.linalg.solve(M, b)
+    assert x.dtype == np.float32
+    u32 = np.finfo(np.float32).eps / 2
+    assert np.linalg.norm(x - x_ref) <= 100 * cond * u32 * np.linalg.norm(x_ref)
 
 
 @pytest.mark.parametrize("size", [(10, 5, 4), (10, 3, 8), (1000, 3, 6)])

@@ -60,6 +60,7 @@ from tallskinny_np import curvature as curvature_module
 from tallskinny_np.blocks import to_dense
 from tallskinny_np.augmented import pivot_blocks
 from tallskinny_np.ldu import ldu_factor
+from tallskinny_np.riccati import riccati_factor, riccati_solve
 
 from . import assemble, dense, fd, reference
 
@@ -467,7 +468,18 @@ def step9_solve(ctx):
             continue
         steps.append(record(9, f"solve[{method}]", quantity, ref, [("x", x, x_ref)],
                             kappa * ctx.ref_tol))
-    return steps
+    # every structured stage (range of the batch, the loss layer's, docs/math.md 4.8, 4.9),
+    # unrefined, where by flop count small networks take the dense ones
+    quantity = "riccati_solve(riccati_factor(blocks, eps, structured=True), g)"
+    ref = "numpy.linalg.solve(H_ref + eps I, g)"
+    net = ctx.curv.net
+    try:
+        fac = riccati_factor(ctx.curv.blocks, ctx.damping, structured=True)
+        x = net.join(riccati_solve(fac, net.split(np.asarray(ctx.g_ref)[:, None])))[:, 0]
+    except np.linalg.LinAlgError as e:
+        return steps + [failure(9, "solve[structured]", quantity, ref, e)]
+    return steps + [record(9, "solve[structured]", quantity, ref, [("x", x, x_ref)],
+                           kappa * ctx.ref_tol)]
 
 
 def step10_inertia(ctx):

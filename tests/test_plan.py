@@ -110,3 +110,27 @@ def test_train_refuses_before_step_zero_and_names_what_fits(monkeypatch, tmp_pat
     assert "exact step: about" in captured.out
     assert captured.err.count("\n") == 1 and "--curvature-batch 16" in captured.err
     assert not (out / "memorise" / "ggn" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_train_says_when_it_compiles_the_kernels(monkeypatch, tmp_path, capsys, cached):
+    """The first run, whose numba cache is cold, says that it compiles for a minute; a run
+    that finds the kernels cached does not, and neither does a first-order run."""
+    monkeypatch.setattr(train, "kernels_compiled", lambda: cached)
+    run = ["--depth", "3", "--width", "4", "--batch", "8", "--task", "memorise", "--steps",
+           "2", "--second-order-steps", "1"]
+    assert train.main(run + ["--optimizer", "ggn", "--out", str(tmp_path / "a")]) == 0
+    said = "compiling the solver's kernels once" in capsys.readouterr().out
+    assert said is not cached
+    assert train.main(run + ["--optimizer", "adam", "--out", str(tmp_path / "b")]) == 0
+    assert "compiling" not in capsys.readouterr().out
+
+
+def test_kernels_compiled_reads_numba_s_cache():
+    """After a factorization in this process the compiled stage is in numba's disk cache
+    (the tests run with caching on)."""
+    rng = np.random.default_rng(0)
+    net = MLP([4, 4, 4, 3])
+    Curvature(net, net.init_params(), rng.standard_normal((5, 4)), [0, 1, 2, 0, 1]).solve(
+        np.ones(net.n_params), 0.1)
+    assert train.kernels_compiled()

@@ -42,8 +42,8 @@ from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
 from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
-from .wide import (RangeRows, compiled_range_stage, range_backward, range_forward, range_gain,
-                   range_stage)
+from .wide import (RangeFactor, RangeRows, compiled_range_stage, range_backward, range_forward,
+                   range_gain, range_stage)
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -402,7 +402,10 @@ def riccati_solve(fac, gs, past_singular=False):
         qx = -gs[l]
         if pv is not None:
             qx = qx + DxT_mv(blk, pv)
-        k[l] = -st.factor.solve(qx.reshape(-1, r))           # Qxx acts on (p_l, r)
+        if isinstance(st.factor, RangeFactor):               # Qxx acts on (p_l, r)
+            k[l] = -st.factor.solve(qx.reshape(-1, r), outside=-gs[l].reshape(-1, r))
+        else:
+            k[l] = -st.factor.solve(qx.reshape(-1, r))
         if l > 0:
             pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
             pv = pl if pv is None else pl + DzT_mv(blk, pv)
@@ -422,6 +425,8 @@ def riccati_solve(fac, gs, past_singular=False):
         x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
         xs.append(x)
         if l < L - 1:
+            if isinstance(st.factor, RangeFactor):
+                x = st.factor.in_range(x)
             y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs
 

@@ -51,9 +51,12 @@ class RangeFactor(NamedTuple):
     inertia: tuple
     rcond: float
 
-    def solve(self, u):
+    def solve(self, u, outside=None):
         """``Qxx^{-1} u = Q T^{-1} Q^T u + (I - Q Q^T) u / eps`` for u (m q, nr), by batched
-        products (matmul), one per output unit."""
+        products (matmul), one per output unit. ``outside`` (the shape of u) gives the part
+        outside ``range(Q)`` in u's stead: the substitution passes ``-g_l`` for
+        ``qx = -g_l + Dx^T p_l``, whose second term lies in ``range(Q)``, where its
+        computed part outside it is rounding that ``1 / eps`` would amplify."""
         V, m = self.V, self.m
         q, r = V.shape
         nr = u.shape[-1]
@@ -61,8 +64,16 @@ class RangeFactor(NamedTuple):
         c = V.T @ uq                                       # Q^T u, (m, r, nr)
         x = V @ self.fT.solve(c.reshape(m * r, nr)).reshape(m, r, nr)
         if r < q:
+            if outside is not None:
+                uq = outside.reshape(m, q, nr)
+                c = V.T @ uq
             x += (uq - V @ c) / self.eps
         return x.reshape(m * q, nr)
+
+    def in_range(self, x):
+        """``Q Q^T x`` for x ``(m, q, nr)``: what Dx sees of x (``Dx (I - Q Q^T) = 0``),
+        without the rounding of x's large part outside ``range(Q)``."""
+        return self.V @ (self.V.T @ x)
 
 
 def _inertia_of_eps(n, eps):

@@ -32,6 +32,9 @@ than ``--cpu-row-seconds`` at the machine's single-threaded dgemm rate is skippe
 training with ``--backend numpy``; ``--quick`` runs tiny settings instead (seconds on a
 laptop; the test suite runs ``--cpu-only --quick``). ``benchmarks/gpu/run.sh`` installs the
 package with its GPU, training and test extras and runs this module within 8 minutes.
+
+Exit status: 0; 1 when a test or a row failed (the report says which and why); 2 when the
+run cannot start (no CuPy or no device without ``--cpu-only``, an unusable ``--out``).
 """
 import argparse
 import csv
@@ -58,6 +61,7 @@ IMAGENET_CLASSES = 1000
 DTYPES = ("float64", "float32")
 STEP_KINDS = ("ggn", "hessian")
 TRAIN_OPTIMIZERS = ("adam", "ggn")
+TRAIN_COMMITS = 4             # a training run commits its rows (and evaluates) 4 times
 ROW_REPEAT_SECONDS = 10.0     # no further repeat once a row has taken this long
 MIN_ROW_SECONDS = 5.0         # a row is not started with less time left than this
 SHARES = {"tests": 0.25, "solve": 0.3, "step": 0.3, "train": 0.15}   # of the budget left
@@ -318,7 +322,8 @@ class Run:
         self.write()
 
     def train(self, optimizer):
-        """One ``tallskinny-train`` run on synthetic data and its throughput."""
+        """One ``tallskinny-train`` run on synthetic data and its throughput; of the steps
+        it committed if it was stopped."""
         (depth, width, batch), p = self.plan.train, self.plan
         backend = "numpy" if self.args.cpu_only else "cupy"
         steps = p.train_steps[optimizer]
@@ -329,7 +334,8 @@ class Run:
                             str(p.train_images), "--depth", str(depth), "--width", str(width),
                             "--batch", str(batch), "--optimizer", optimizer, "--task", "train",
                             "--steps", str(steps), "--second-order-steps", str(steps),
-                            "--eval-every", str(steps), "--out", str(folder), "--overwrite",
+                            "--eval-every", str(max(1, steps // TRAIN_COMMITS)), "--out",
+                            str(folder), "--overwrite",
                             "--quiet", "--backend", backend])
         limit = self.time_left()
         if limit < MIN_ROW_SECONDS:
@@ -343,10 +349,11 @@ class Run:
                     lines = (done.stderr or done.stdout).strip().splitlines()
                     row.update(status="failed", reason=(lines or ["(no output)"])[-1])
                 else:
-                    row.update(throughput(folder, optimizer, batch))
+                    row.update(status="ok")
             except subprocess.TimeoutExpired:
-                row.update(status="failed",
-                           reason=f"stopped after {limit:.0f} s, the time left for it")
+                row.update(status="failed", reason=f"stopped after {limit:.0f} s, the time "
+                                                    f"left for it")
+            row.update(throughput(folder, optimizer, batch))
         self.training.append(row)
         self.write()
 
@@ -373,12 +380,17 @@ class Run:
 def throughput(folder, optimizer, batch):
     """Images per second of a training run, from its metrics.csv: the ``wall`` column is
     the training time before each step (evaluations and checkpoints excluded), so its last
-    row is the time of all steps. Also over the steps after the first, which alone pays
-    for one-time costs."""
-    with open(folder / "train" / optimizer / "metrics.csv", newline="") as f:
-        rows = [(int(r["step"]), float(r["wall"])) for r in csv.DictReader(f)]
-    (n, wall), out = rows[-1], dict(status="ok")
-    out.update(steps_done=n, seconds=wall, images_per_second=n * batch / wall if wall else None)
+    row is the time of the steps before it. Also over the steps after the first, which
+    alone pays for one-time costs. Empty before the run has committed a step."""
+    try:
+        with open(folder / "train" / optimizer / "metrics.csv", newline="") as f:
+            rows = [(int(r["step"]), float(r["wall"])) for r in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if len(rows) < 2:
+        return {}
+    n, wall = rows[-1]
+    out = dict(steps_done=n, seconds=wall, images_per_second=n * batch / wall if wall else None)
     if n >= 2:
         first = dict(rows)[1]
         out["images_per_second_after_first"] = (n - 1) * batch / (wall - first)
@@ -625,9 +637,10 @@ def markdown(d):
     out.append(ratio_table(d["ratios"], "step"))
     out.append("## Training throughput\n")
     out.append("`tallskinny-train --data synthetic` (32x32x3 images, 1000 classes), task "
-               "train, one evaluation of the splits at the start and the end. Images/s: "
-               "steps x batch over the training time of metrics.csv (evaluations and "
-               "checkpoints excluded), over all steps and over those after the first.\n")
+               "train, the splits evaluated every quarter of the steps. Images/s: steps x "
+               "batch over the training time of metrics.csv (evaluations and checkpoints "
+               "excluded), over all steps and over those after the first; of the steps "
+               "committed, where a run was stopped.\n")
     if d["training"]:
         out.append("| optimizer | backend | (depth, width, batch) | steps | seconds of training "
                    "| images/s | images/s after the first step | peak GPU memory (pool) | "

@@ -22,11 +22,12 @@ processes' messages, ``DIR/train/`` the training runs.
 
 Each measured row runs in a process of its own with a time limit, so that one that runs
 out of memory or time is recorded with its one-line reason and the rest go on, and each
-row's peak memory is its own. A row first runs a tiny problem of the same backend, dtype
-and kind untimed (compilation and kernel loading stay out of the timings), then up to
-``--repeats`` timed repeats (fewer once a row has taken ``ROW_REPEAT_SECONDS``); seconds
-are the median. A CPU row whose analytic flop count (:mod:`benchmarks.flops`) predicts more
-than ``--cpu-row-seconds`` at the machine's single-threaded dgemm rate is skipped.
+row's peak memory is its own. A row first runs its net cut to 3 layers untimed
+(compilation and kernel loading stay out of the timings), then up to ``--repeats`` timed
+repeats (fewer once a row has taken ``ROW_REPEAT_SECONDS``); seconds are the median. A CPU
+row whose analytic flop count (:mod:`benchmarks.flops`) predicts more than
+``--cpu-row-seconds`` at the machine's single-threaded dgemm rate is skipped, and one
+still running after three times that is stopped.
 
 ``--cpu-only`` runs everything but the GPU rows, which the report lists as skipped, and
 training with ``--backend numpy``; ``--quick`` runs tiny settings instead (seconds on a
@@ -61,7 +62,7 @@ IMAGENET_CLASSES = 1000
 DTYPES = ("float64", "float32")
 STEP_KINDS = ("ggn", "hessian")
 TRAIN_OPTIMIZERS = ("adam", "ggn")
-TRAIN_COMMITS = 4             # a training run commits its rows (and evaluates) 4 times
+TRAIN_COMMITS = 4             # a training run commits (and evaluates) every quarter of its steps
 ROW_REPEAT_SECONDS = 10.0     # no further repeat once a row has taken this long
 MIN_ROW_SECONDS = 5.0         # a row is not started with less time left than this
 SHARES = {"tests": 0.25, "solve": 0.3, "step": 0.3, "train": 0.15}   # of the budget left
@@ -105,14 +106,11 @@ def sizes_of(spec):
     return [spec["features"]] + [spec["width"]] * (spec["depth"] - 1) + [spec["classes"]]
 
 
-def build(xp, spec, tiny=False):
+def build(xp, spec):
     """``(net, params, X, y)`` of a row on the array module ``xp``: the tanh MLP with bias
     at ``init_params(seed=0)``, a standard normal batch and labels in range, all on the
-    device already (copying them there is not part of the timings). ``tiny``: a 3-layer
-    net of width 2 on 2 samples with the row's dtype and kind (the warm-up)."""
+    device already (copying them there is not part of the timings)."""
     from tallskinny_np import MLP
-    if tiny:
-        spec = dict(spec, depth=3, width=2, batch=2, features=3, classes=3)
     net = MLP(sizes_of(spec), activation="tanh", bias=True, dtype=np.dtype(spec["dtype"]))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((spec["batch"], spec["features"])).astype(net.dtype)
@@ -145,7 +143,9 @@ def measure_row(spec):
     xp = backend_module(spec["backend"])
     gpu = xp is not np
     sync = xp.cuda.Device().synchronize if gpu else (lambda: None)
-    timed_run(xp, spec, build(xp, spec, tiny=True), sync)
+    # The row's net cut to 3 layers, untimed: its layers have the row's shapes, so the
+    # kernels they need are compiled and loaded before the timings.
+    timed_run(xp, spec, build(xp, dict(spec, depth=3)), sync)
     if gpu:
         pool = xp.get_default_memory_pool()
         pool.free_all_blocks()
@@ -619,8 +619,9 @@ def markdown(d):
                f"with bias, input size = width, {SOLVE_CLASSES} classes, `init_params(seed=0)`, "
                "standard normal batch, arrays already on the device. Seconds: setup + solve, "
                f"median of the repeats (up to {d['repeats']}, fewer once a row has taken "
-               f"{ROW_REPEAT_SECONDS:g} s), after an untimed run of a tiny problem. Backward "
-               "error: `info.backward_error` (its certified bound). Peak GPU memory: the "
+               f"{ROW_REPEAT_SECONDS:g} s), after an untimed run of the net cut to 3 "
+               "layers. Backward error: `info.backward_error` (its certified bound). Peak "
+               "GPU memory: the "
                "CuPy pool's size after the repeats (it keeps what it held) and the device's "
                "used memory then (context and libraries included).\n")
     solve = [r for r in d["rows"] if r["section"] == "solve"]

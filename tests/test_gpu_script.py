@@ -185,3 +185,14 @@ def test_targets_judge_the_measured_rows(cpu_seconds, verdict):
     speed, large = check.targets(run)
     assert speed["verdict"] == "NOT MEASURED" and speed["figures"] == "not run yet"
     assert large["verdict"] == "MISSED" and "OutOfMemoryError" in large["figures"]
+
+
+def test_a_row_out_of_time_is_stopped_and_one_without_time_skipped(tmp_path):
+    run = check.Run(check.parse_args(["--out", str(tmp_path), "--cpu-only", "--quick"]))
+    spec = next(s for s in run.row_specs() if s["backend"] == "numpy")
+    out = run.in_worker(dict(spec, max_repeats=1), limit=0.01)
+    assert out == dict(status="stopped", reason="after 0 s, the time left for it")
+    run.section_deadline = 0.0
+    row = run.measure(spec)
+    assert (row["status"], row["reason"]) == ("skipped", "the run's time budget ran out")
+    assert read(tmp_path)[0]["rows"] == [row]

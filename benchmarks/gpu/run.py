@@ -394,8 +394,8 @@ def throughput(folder, optimizer, batch):
         return {}
     n, wall = rows[-1]
     out = dict(steps_done=n, seconds=wall, images_per_second=n * batch / wall if wall else None)
-    if n >= 2:
-        first = dict(rows)[1]
+    first = dict(rows).get(1)
+    if n >= 2 and first is not None and wall > first:
         out["images_per_second_after_first"] = (n - 1) * batch / (wall - first)
     summary = folder / "summary.txt"
     for line in summary.read_text().splitlines() if summary.exists() else ():
@@ -417,11 +417,12 @@ def ratios(rows):
 
 
 def find(rows, **match):
+    """The first row whose fields equal ``match``, or None."""
     return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
 
 
 def targets(run):
-    """The issue's two targets, each MET, MISSED or NOT MEASURED with its figures."""
+    """The two GPU targets, each MET, MISSED or NOT MEASURED with its figures."""
     L, w, B = SPEEDUP_POINT
     point = dict(depth=L, width=w, batch=B, dtype="float64")
     gpu = find(run.rows, section="solve", backend="cupy", **point)
@@ -459,6 +460,7 @@ def targets(run):
 
 
 def why_not(run, row):
+    """Why a target's row gave no figure."""
     if row is None:
         return "--quick runs other settings" if run.args.quick else "not run yet"
     return row.get("reason", row["status"])

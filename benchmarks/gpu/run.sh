@@ -35,14 +35,15 @@ else
         || echo "gpu check: pip install failed; going on with what is installed" >&2
 fi
 
-# 20 s for starting up and the guard below.
+# The run keeps to its budget; the guard below stops it at most 15 s later, 5 s before the
+# total is up.
 left=$(( total - (SECONDS - started) - 20 ))
 if [ "$left" -lt 60 ]; then
     echo "gpu check: only $left s left after the install; not enough for a run" >&2
     exit 1
 fi
 echo "== python -m benchmarks.gpu.run --budget $left $*"
-timeout --kill-after=10 $(( left + 15 )) "$python" -m benchmarks.gpu.run --budget "$left" "$@"
+timeout --kill-after=5 $(( left + 10 )) "$python" -m benchmarks.gpu.run --budget "$left" "$@"
 status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     echo "gpu check: stopped by the time guard; $out/report.md holds what was measured" >&2

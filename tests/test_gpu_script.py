@@ -47,6 +47,9 @@ class _Pool:
     def total_bytes(self):
         return 3 * 2 ** 20
 
+    def free_bytes(self):
+        return 2 ** 20
+
 
 def get_default_memory_pool():
     return _Pool()

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backend import backend_module
 from ..model import MLP, cross_entropy
+from . import signals
 from .cli import HelpFormatter, error
 from .datasets import SOURCES, load_data, standardize
 from .files import describe_os_error
@@ -96,7 +97,10 @@ def evaluate(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return evaluate(args)
+        with signals.handling():
+            return evaluate(args)
+    except signals.Interrupted as e:
+        return error(PROG, f"interrupted by {e.name}", e.status)
     except OSError as e:
         return error(PROG, describe_os_error(e))
     except (ValueError, ImportError) as e:

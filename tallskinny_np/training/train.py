@@ -46,6 +46,11 @@ trajectory with every row (:mod:`tallskinny_np.training.store`); ``config.json``
 figures and the summaries. An ``--out`` that holds runs needs ``--resume`` (continue them:
 the data order is a function of the seed and the step only) or ``--overwrite``.
 
+Interrupts. SIGINT (Ctrl-C) and SIGTERM end a run at the next step boundary (compiled
+code is never interrupted, :mod:`tallskinny_np.training.signals`): the steps so far are
+committed, one line names the signal and the ``--resume`` command, and the exit status is
+130 or 143.
+
 Divergence. A run stops, with a message and exit status 1, at the first step whose batch
 loss is not finite or exceeds :data:`DIVERGENCE_FACTOR` times the batch loss of step 0;
 the checkpoint keeps the last parameters before it.
@@ -60,6 +65,7 @@ import csv
 import glob
 import math
 import os
+import shlex
 import sys
 import time
 
@@ -71,6 +77,7 @@ from ..curvature import Curvature
 from ..model import MLP, cross_entropy
 from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
                      ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
+from . import signals
 from .cli import HelpFormatter, error, integer, nonnegative_float, positive_float
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
@@ -327,10 +334,11 @@ class Problem:
         LAPACK wrappers) outside the timed steps: a curvature of each kind on two samples,
         with a solve and an inertia."""
         X, y = self.batch("memorise", 0)
-        for kind in kinds:
-            curv = Curvature(self.net, self.initial_params(), X[:2], y[:2], kind=kind)
-            curv.solve(curv.grad, 1.0)
-            curv.is_positive_definite(1.0)
+        with signals.deferred():      # compiled code must not see an exception
+            for kind in kinds:
+                curv = Curvature(self.net, self.initial_params(), X[:2], y[:2], kind=kind)
+                curv.solve(curv.grad, 1.0)
+                curv.is_positive_definite(1.0)
 
     def initial_params(self):
         return self.xp.asarray(self.net.init_params(seed=self.args.seed))
@@ -464,8 +472,14 @@ def run(problem, task, name, out_dir, lr=None):
     evaluate = task == "train"
     bar = tqdm(total=steps, initial=step, desc=f"{task} {name}", unit="step", leave=False,
                dynamic_ncols=True, disable=not args.progress)
-    try:
+    with bar, signals.deferred():
         while True:
+            if signals.pending():
+                # A signal arrived during the last step: save up to here, then stop.
+                if step != committed:
+                    commit(out_dir, pending, len(rows),
+                           problem.checkpoint(params, opt, step, wall, loss0, config))
+                signals.raise_pending()
             X, y = problem.batch(task, step, size)
             last = step >= steps
             row = {"step": step}
@@ -511,8 +525,6 @@ def run(problem, task, name, out_dir, lr=None):
             params, wall, step = new, wall + elapsed + time.perf_counter() - start, step + 1
             bar.update()
             bar.set_postfix(loss=f"{loss:.3g}", acc=f"{row['batch_acc']:.2f}", refresh=False)
-    finally:
-        bar.close()
     if not args.quiet:
         print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
               f"{rows[-1]['batch_loss']:.4g}")
@@ -667,6 +679,16 @@ def train(args):
     return 0
 
 
+def interrupted(e, args, argv):
+    """The message of a run stopped by a signal: which, and how to go on."""
+    if not existing_runs(args.out):
+        return f"interrupted by {e.name} before any step was saved"
+    again = [a for a in argv if a != "--overwrite"]
+    again += [] if "--resume" in again else ["--resume"]
+    return (f"interrupted by {e.name}; the checkpoints under {args.out} are intact, "
+            f"continue with: {shlex.join([PROG, *again])}")
+
+
 def main(argv=None):
     """Entry point of ``tallskinny-train`` (``tallskinny-train evaluate ...`` scores a
     checkpoint) and ``python -m tallskinny_np.training.train``."""
@@ -676,15 +698,16 @@ def main(argv=None):
         return evaluate(argv[1:])
     args = parse_args(argv)
     try:
-        return train(args)
+        with signals.handling():
+            return train(args)
+    except signals.Interrupted as e:
+        return error(PROG, interrupted(e, args, argv), e.status)
     except (FloatingPointError, MemoryError) as e:
         return error(PROG, e, status=1)
     except OSError as e:
         return error(PROG, describe_os_error(e))
     except (ValueError, ImportError, RuntimeError) as e:
         return error(PROG, e)
-    except KeyboardInterrupt:
-        return error(PROG, "interrupted; --resume continues from the last checkpoint", 130)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tallskinny_np.training import train
+from tallskinny_np.training.files import locked
 from tallskinny_np.training.train import main
 
 TINY = ["--depth", "3", "--width", "4", "--batch", "16", "--eval-every", "2"]
@@ -109,6 +110,63 @@ def test_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
     assert metrics(tmp_path / "train" / "adam" / "metrics.csv") == before
     assert main(args + ["--steps", "3", "--overwrite"]) == 0
     assert len(metrics(tmp_path / "train" / "adam" / "metrics.csv")) == 4
+
+
+def test_an_out_holding_other_files_needs_overwrite(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("mine")
+    (tmp_path / "config.json").write_text("my own config")
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                   "--out", str(tmp_path)]
+    for extra in ([], ["--resume"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert err == (f"tallskinny-train: error: --out {tmp_path} holds 2 file(s) that are "
+                       f"not outputs of tallskinny-train (first: {tmp_path / 'config.json'}); "
+                       f"choose an empty or new folder, or pass --overwrite to write beside "
+                       f"them\n")
+        assert (tmp_path / "config.json").read_text() == "my own config"
+        assert not (tmp_path / "train").exists()
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "mine"
+    # Its own outputs, a sweep's included, are no reason to refuse.
+    again = TINY + ["--compare", "adam", "--lr-sweep", "0.01", "--task", "train",
+                    "--steps", "2", "--out", str(tmp_path / "own")]
+    assert main(again) == 0
+    assert (tmp_path / "own" / "sweep" / "train" / "adam-lr0.01" / "metrics.csv").exists()
+    assert main(again + ["--resume"]) == 0
+
+
+def test_resume_refuses_rows_whose_checkpoint_is_missing(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "4",
+                   "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = tmp_path / "train" / "adam"
+    before = (run / "metrics.csv").read_bytes()
+    (run / "checkpoint.npz").unlink()
+    assert main(args + ["--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"tallskinny-train: error: {run / 'metrics.csv'} holds 5 row(s) but the "
+        f"checkpoint.npz they were committed with is missing; pass --overwrite to start "
+        f"this run over\n")
+    assert (run / "metrics.csv").read_bytes() == before
+    # A header alone (a run stopped before its first commit) resumes from step 0.
+    (run / "metrics.csv").write_bytes(before.splitlines(keepends=True)[0])
+    assert main(args + ["--resume"]) == 0
+    assert len(metrics(run / "metrics.csv")) == 5
+
+
+def test_a_second_writer_of_an_out_is_refused_naming_the_first(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                   "--out", str(tmp_path)]
+    with locked(str(tmp_path), "--out"):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+    assert err.startswith(f"tallskinny-train: error: --out {tmp_path} is in use by process "
+                          f"{os.getpid()} (")
+    assert err.endswith("); wait for it to end or choose another folder\n")
+    assert not (tmp_path / "train").exists()
+    assert main(args) == 0                       # the lock went with its holder
 
 
 def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):

@@ -4,12 +4,21 @@ A file is written under a temporary name in its own folder and moved over the fi
 with :func:`os.replace`, so a reader (or a process killed half-way) sees either the old
 file or the new one, never a truncated one. The temporary name is fixed (``<name>.partial``)
 rather than per process, so a leftover from a killed writer is overwritten by the next
-write instead of piling up.
+write instead of piling up. That is safe because each folder has one writer at a time:
+:func:`locked` holds an exclusive lock on the folder's ``.lock`` file (``flock``, released
+by the kernel when the process ends, however it ends) and refuses a second writer.
 """
+import contextlib
+import fcntl
 import json
 import os
+import shlex
+import sys
+import time
 
 import numpy as np
+
+LOCK = ".lock"
 
 
 def partial_name(path):
@@ -79,3 +88,36 @@ def output_folder(path, option="--out"):
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def locked(folder, what):
+    """Hold the exclusive lock of ``folder`` (``what``, e.g. ``'--out'``, names it in the
+    message) for the block, with this process's id and command written in the lock file;
+    a ValueError naming the holder if another process holds it."""
+    path = os.path.join(folder, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{what} {folder} is in use by {lock_holder(fd)}; "
+                             f"wait for it to end or choose another folder") from None
+        command = shlex.join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} ({command})\n".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def lock_holder(fd):
+    """What the lock file ``fd`` says of its holder. The holder writes it just after taking
+    the lock, so an empty file is read again for up to a second."""
+    for _ in range(50):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.02)
+    return "another process"

@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .datasets import Data, check_classes, split_train_val, whole
-from .files import atomic_save, atomic_write_text
+from .files import atomic_save, atomic_write_text, locked, output_folder
 
 DEVKIT = "ILSVRC2012_devkit_t12"
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", f"{DEVKIT}.tar.gz")
@@ -241,13 +241,17 @@ def build_cache(paths, labels, resolution, directory, workers, progress):
 def cached_images(paths, labels, resolution, cache_dir, workers, progress):
     """``(images, labels, meta)`` of ``paths``: images as a read-only uint8 memmap from
     the cache, built on first use. The cache is keyed by the files' absolute paths and
-    labels and the resolution."""
+    labels and the resolution. One process builds a cache at a time: another one wanting
+    it meanwhile is refused, naming the builder (:func:`files.locked`)."""
     key = hashlib.sha1(json.dumps([resolution, [os.path.abspath(p) for p in paths],
                                    labels.tolist()]).encode()).hexdigest()[:16]
     directory = os.path.join(cache_dir, f"images-{resolution}-{key}")
     meta_path = os.path.join(directory, "meta.json")
     if not os.path.exists(meta_path):
-        build_cache(paths, labels, resolution, directory, workers, progress)
+        output_folder(directory, "--cache-dir")
+        with locked(directory, "the image cache"):
+            if not os.path.exists(meta_path):     # another process may have built it since
+                build_cache(paths, labels, resolution, directory, workers, progress)
     with open(meta_path) as f:
         meta = json.load(f)
     return (np.load(os.path.join(directory, "images.npy"), mmap_mode="r"),

@@ -44,7 +44,10 @@ evaluations every ``--eval-every`` steps) and ``checkpoint.npz``, committed toge
 ``--eval-every`` steps so that a run killed at any moment resumes on the identical
 trajectory with every row (:mod:`tallskinny_np.training.store`); ``config.json``, the
 figures and the summaries. An ``--out`` that holds runs needs ``--resume`` (continue them:
-the data order is a function of the seed and the step only) or ``--overwrite``.
+the data order is a function of the seed and the step only) or ``--overwrite``; one that
+holds other files than these needs ``--overwrite``. One process at a time writes to an
+``--out``: a second one is refused with the first one's process id and command (the lock
+file ``--out/.lock``, :func:`tallskinny_np.training.files.locked`).
 
 Interrupts. SIGINT (Ctrl-C) and SIGTERM end a run at the next step boundary (compiled
 code is never interrupted, :mod:`tallskinny_np.training.signals`): the steps so far are
@@ -63,8 +66,10 @@ competing for cores slow it down many times over.
 import argparse
 import csv
 import glob
+import json
 import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -82,10 +87,11 @@ from .cli import HelpFormatter, error, integer, nonnegative_float, positive_floa
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
 from .evaluate import split_metrics
-from .files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
+from .files import (atomic_write, atomic_write_text, describe_os_error, json_text,
+                    locked, output_folder)
 from .folders import default_cache_dir
-from .store import (CHECKPOINT, METRICS, append_rows, commit, read_checkpoint,
-                    resume_metrics, start_metrics)
+from .store import (CHECKPOINT, METRICS, RunFileError, append_rows, commit,
+                    read_checkpoint, resume_metrics, start_metrics)
 from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
 
 PROG = "tallskinny-train"
@@ -97,6 +103,13 @@ DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
 DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None,   # None: steps // 5
                               "precision": 300}
 DIVERGENCE_FACTOR = 10.0
+# The files this program writes under --out (relative, with '/'): an --out holding others
+# needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
+OWN_FILE = re.compile(
+    r"(\.lock|config\.json|summary\.txt|summary-(memorise|train|precision)\.csv"
+    r"|(memorise|train|precision)\.png"
+    r"|((memorise|train|precision)/[^/]+|sweep/(memorise|train|precision)/[^/]+)"
+    r"/(metrics\.csv|checkpoint\.npz))(\.partial)?")
 
 # The learning-rate grid of --lr-sweep, and the rates it picked for the embedded default
 # (digits, depth 16, width 8, tanh, batch 32, seed 0, float64; momentum 0.9 for SGD) with
@@ -464,6 +477,8 @@ def run(problem, task, name, out_dir, lr=None):
         params, step, wall, loss0, rows = resume(problem, out_dir, opt, config)
         committed = step
     else:
+        if args.resume:
+            check_no_rows(out_dir)
         start_metrics(out_dir)
         params, step, wall = problem.initial_params(), 0, 0.0
         loss0, rows, committed = None, [], None
@@ -529,6 +544,19 @@ def run(problem, task, name, out_dir, lr=None):
         print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
               f"{rows[-1]['batch_loss']:.4g}")
     return rows
+
+
+def check_no_rows(out_dir):
+    """A RunFileError if ``metrics.csv`` in ``out_dir`` holds rows: without the checkpoint
+    they were committed with, resuming would silently start over and rewrite them."""
+    path = os.path.join(out_dir, METRICS)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            n_rows = sum(1 for line in f if line.strip()) - 1
+        if n_rows > 0:
+            raise RunFileError(f"{path} holds {n_rows} row(s) but the {CHECKPOINT} they were "
+                               f"committed with is missing; pass --overwrite to start this "
+                               f"run over")
 
 
 def stop(out_dir, rows, name, opt, committed, what):
@@ -647,12 +675,47 @@ def write_csv(f, summary):
     w.writerows(summary)
 
 
-def train(args):
-    output_folder(args.out)
+def foreign_files(out):
+    """Files under ``out`` that are not this program's outputs (see the module docstring),
+    sorted. The names of the top-level outputs (``summary.txt``, ``train.png`` ...) count
+    as its own only beside a ``config.json`` that this program wrote."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            ours = {"data", "out", "optimizers"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    found = []
+    for folder, _, files in os.walk(out):
+        for name in files:
+            rel = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+            if not (OWN_FILE.fullmatch(rel) and (ours or "/" in rel or rel == ".lock")):
+                found.append(os.path.join(out, rel))
+    return sorted(found)
+
+
+def check_out(args):
+    """Refuse an ``--out`` holding other files than this program's, or holding runs, unless
+    ``--overwrite`` (or ``--resume`` for runs) says what to do with them."""
+    foreign = foreign_files(args.out)
+    if foreign and not args.overwrite:
+        raise ValueError(f"--out {args.out} holds {len(foreign)} file(s) that are not "
+                         f"outputs of {PROG} (first: {foreign[0]}); choose an empty or new "
+                         f"folder, or pass --overwrite to write beside them")
     runs = existing_runs(args.out)
     if runs and not (args.resume or args.overwrite):
         raise ValueError(f"{args.out} already holds {len(runs)} run(s) (first: {runs[0]}); "
                          f"pass --resume to continue them or --overwrite to replace them")
+
+
+def train(args):
+    output_folder(args.out)
+    with locked(args.out, "--out"):
+        check_out(args)
+        return train_locked(args)
+
+
+def train_locked(args):
+    """:func:`train` with the lock of ``--out`` held."""
     data, problem = load(args)
     atomic_write_text(os.path.join(args.out, "config.json"),
                       json_text(vars(args), indent=1))

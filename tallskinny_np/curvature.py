@@ -18,8 +18,9 @@ from scipy.sparse.linalg import LinearOperator
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
-from .certify import (BOUND_FLOOR, backward_error_bound, backward_errors, column_norms,
-                      factor_distance, gmres, lanczos_interval)
+from .certify import (BOUND_FLOOR, PRODUCT_ROUNDING, backward_error_bound, backward_errors,
+                      column_norms, factor_distance, gmres, lanczos_interval,
+                      product_rounding)
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
@@ -43,7 +44,8 @@ FAR_SHIFT = 8.0
 
 class SolveInfo(NamedTuple):
     """What :meth:`Curvature.solve` certified, per right-hand side (column)."""
-    backward_error: np.ndarray   # (k,): upper bounds on the normwise backward errors
+    backward_error: np.ndarray   # (k,): bounds on the normwise backward errors against the
+    #                              exact H: the residual's and the product's rounding
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
@@ -468,6 +470,8 @@ class Curvature:
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
+        # The residual's share of the bound: the product's rounding takes the rest.
+        residual_bound = bound - PRODUCT_ROUNDING * float(np.finfo(self.net.dtype).eps / 2)
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
@@ -476,7 +480,7 @@ class Curvature:
             chain += ([BANDED] if xp is np else []) + [UNCHECKED]
         singular = None
         for m in chain:
-            todo = np.flatnonzero(~(eta <= bound))
+            todo = np.flatnonzero(~(eta <= residual_bound))
             if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
             # A poor factorization (past a singular pivot, or in float32) can overflow:
@@ -489,7 +493,7 @@ class Curvature:
                 continue
             Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
             with np.errstate(all="ignore"):
-                solved = self._solve_with(m, Bt, shift, refine, bound)
+                solved = self._solve_with(m, Bt, shift, refine, residual_bound)
             if solved is None:
                 continue                         # an exactly singular pivot
             Xt, eta_t, steps = solved
@@ -502,6 +506,7 @@ class Curvature:
             if singular is not None:             # a singular pivot: the first one says
                 raise singular
             raise UncertifiedSolveError(eta, bound, "factor")
+        eta = eta + self._product_rounding(X, B, shift, eta, bound)
         if check:
             self._check_singular(B, X, shift, bound, method)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
@@ -574,6 +579,17 @@ class Curvature:
         if np.all(eta <= bound):
             return eta
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
+
+    def _product_rounding(self, X, B, shift, eta, bound):
+        """:func:`certify.product_rounding` of the columns, with the free lower bound on
+        ``||H + shift I||`` of :meth:`_probe_norm`, or the larger of it and the Lanczos
+        one where that certifies nothing (docs/math.md section 7.1)."""
+        nu = self._probe_norm(shift)
+        rho = product_rounding(X, B, shift, nu, self.net.dtype)
+        if np.all(eta + rho <= bound):
+            return rho
+        nu = max(nu, self._norm_lower_bound(shift))
+        return product_rounding(X, B, shift, nu, self.net.dtype)
 
     def _check_singular(self, B, X, shift, bound, method):
         """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``

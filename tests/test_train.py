@@ -387,6 +387,60 @@ def test_evaluate_reports_the_checkpoint_on_a_split(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
 
 
+def rewrite_checkpoint(path, **fields):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(fields)
+    np.savez(path, **arrays)
+
+
+def test_evaluate_checks_the_checkpoint_against_itself_and_the_data(tmp_path, capsys):
+    assert main(TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                        "--out", str(tmp_path)]) == 0
+    path = tmp_path / "train" / "adam" / "checkpoint.npz"
+    original = path.read_bytes()
+    network = '{{"sizes": {}, "activation": "{}", "dtype": "float64"}}'.format
+    for fields, words in [
+            (dict(network=network([64, 5, 4, 10], "tanh")), "its layer sizes [64, 5, 4, 10] "
+             "take 399 parameters, but its 'params' field holds 330"),
+            (dict(network=network([64, 4, 4, 10], "relu")), "its 'network' field does not "
+             "describe a network of this program"),
+            (dict(mean=np.zeros(3), std=np.ones(3)), "its normalisation ('mean' and 'std', "
+             "3 channels) does not fit its 64 inputs"),
+            (dict(std=np.ones((1, 1))), "its 'std' field ((1, 1)) is not a finite vector"),
+            (dict(std=np.zeros(1)), "does not fit its 64 inputs with std > 0"),
+            (dict(mean=np.zeros(2), std=np.ones(2)), "the data's images have 1 colour "
+             "channels; the normalisation of"),
+            (dict(classes='["a", "b"]'), "its 'classes' field names 2 classes, its network "
+             "has 10 outputs")]:
+        path.write_bytes(original)
+        rewrite_checkpoint(path, **fields)
+        capsys.readouterr()
+        assert main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        assert words in err and str(path) in err, err
+
+
+def test_evaluate_finds_relative_data_paths_from_where_the_run_started(tmp_path, capsys,
+                                                                       monkeypatch):
+    rng = np.random.default_rng(0)
+    (tmp_path / "work" / "npz").mkdir(parents=True)
+    np.savez(tmp_path / "work" / "npz" / "train_data_batch_1.npz",
+             data=rng.integers(0, 256, (30, 3 * 9), dtype=np.uint8),
+             labels=rng.integers(1, 4, 30))
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                        "--batch", "8", "--data", "imagenet-npz", "npz",
+                        "--out", "run"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "work" / "run" / "train" / "adam")]) == 0
+    out = capsys.readouterr().out
+    assert f"imagenet-npz {tmp_path / 'work' / 'npz'}: val split, 6 images" in out
+
+
 def test_every_option_has_help_and_the_help_shows_defaults(capsys):
     parser_actions = []
     real = train.argparse.ArgumentParser.parse_args

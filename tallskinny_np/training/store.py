@@ -134,7 +134,9 @@ def read_checkpoint(path):
     """The checkpoint at ``path`` as a dict: ``params`` (float array), ``opt`` (optimizer
     state), ``step``, ``wall``, ``loss0``, ``metrics_bytes``, ``metrics_rows``, ``config``
     (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``),
-    ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names).
+    ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names),
+    ``cwd`` (the folder the run started in, against which relative data paths resolve;
+    None in checkpoints written before it was recorded).
     A :class:`RunFileError` naming the file for anything damaged, truncated or foreign."""
     try:
         # np.load reads each array's bytes without reaching the CRC check at the end of its
@@ -165,6 +167,7 @@ def read_checkpoint(path):
         out.update({k: int(ck[k]) for k in ("step", "metrics_bytes", "metrics_rows")})
         out.update({k: float(ck[k]) for k in ("wall", "loss0")})
         out.update({k: json.loads(str(ck[k])) for k in ("config", "network", "classes")})
+        out["cwd"] = str(ck["cwd"]) if "cwd" in ck else None
     except (TypeError, ValueError) as e:
         raise RunFileError(f"{path}: damaged checkpoint ({e})") from None
     if out["params"].ndim != 1 or not np.all(np.isfinite(out["params"])):

@@ -376,6 +376,7 @@ class Problem:
         """What :func:`tallskinny_np.training.store.commit` stores for this problem."""
         return {"params": params, "opt": opt.state, "step": step, "wall": wall,
                 "loss0": loss0, "config": config, "mean": self.mean, "std": self.std,
+                "cwd": os.getcwd(),
                 "classes": list(self.data.classes),
                 "network": {"sizes": list(self.net.sizes), "activation": self.net.activation,
                             "dtype": str(self.dtype)}}

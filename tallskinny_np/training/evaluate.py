@@ -59,6 +59,11 @@ def parse_args(argv):
                                     "validation folder")
     p.add_argument("--workers", type=int, help="DataLoader processes decoding image files "
                                                "(default: up to 8, one per core)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be decoded (default: stop at "
+                        "the first, naming it)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="keep class folders without images as classes")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library (cupy: on the GPU)")
     return p.parse_args(argv)
@@ -112,7 +117,9 @@ def evaluate(args):
         config["source"], data_paths(ck, config["paths"]))
     data = load_data(source, paths, config["resolution"], config["classes"],
                      config["val_fraction"], config["seed"], args.cache_dir,
-                     config["synthetic_size"], args.devkit, args.workers)
+                     config["synthetic_size"], args.devkit, args.workers,
+                     skip_unreadable=args.skip_unreadable,
+                     allow_empty_classes=args.allow_empty_classes)
     sizes = list(net.sizes)
     if data.n_features != sizes[0] or len(data.classes) != sizes[-1]:
         raise ValueError(f"the data have {data.n_features} inputs and {len(data.classes)} "

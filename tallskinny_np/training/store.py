@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 
 from ..backend import to_numpy
-from .files import atomic_write, partial_name
+from .files import atomic_write, disk_full, partial_name
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
@@ -109,11 +109,16 @@ def resume_metrics(directory, ck):
 
 def append_rows(directory, rows):
     """Append rows to ``metrics.csv`` and flush them to disk; its new length in bytes."""
-    with open(os.path.join(directory, METRICS), "ab") as f:
-        f.write(rows_text(rows).encode())
-        f.flush()
-        os.fsync(f.fileno())
-        return f.tell()
+    path = os.path.join(directory, METRICS)
+    data = rows_text(rows).encode()
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+    except OSError as e:      # a half-written row lies beyond what the checkpoint records
+        raise disk_full(e, path, len(data)) from None
 
 
 def commit(directory, rows, n_rows, state):

@@ -170,6 +170,12 @@ def parse_args(argv):
                                     "flat val/ folder (default: looked for beside val/)")
     p.add_argument("--workers", type=integer(0), help="DataLoader processes decoding image "
                    "files (default: one per core, at most 8)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be decoded, each named in a "
+                        "warning (default: stop at the first, naming it)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="keep class folders without images as classes, with a warning "
+                        "(default: refuse them)")
     p.add_argument("--augment", choices=("none", "crop-flip"), default="none",
                    help="training-batch augmentation of the train task: crop-flip pads by "
                         "r/8, crops back at a random offset and mirrors half the images")
@@ -624,7 +630,8 @@ def load(args):
     """The data and the problem, checked against the options."""
     data = load_data(args.source, args.paths, args.resolution, args.classes,
                      args.val_fraction, args.seed, args.cache_dir, args.synthetic_size,
-                     args.devkit, args.workers, args.progress)
+                     args.devkit, args.workers, args.progress, args.skip_unreadable,
+                     args.allow_empty_classes)
     for line in data.warnings:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     check_batch(args.batch, data)
@@ -727,7 +734,9 @@ def train_locked(args):
               f"{len(data.classes)} classes"
               + (f"; skipped {data.skipped} unreadable image files" if data.skipped else ""))
         for d in data.decode:
-            print(f"decoded {d['files']} image files in {d['seconds']:.1f} s "
+            print(f"read {d['files']} decoded images from the cache {d['cache']}"
+                  if d["cached"] else
+                  f"decoded {d['files']} image files in {d['seconds']:.1f} s "
                   f"({d['images_per_s']:.0f} images/s, {d['workers']} workers)")
         print(f"network: {problem.describe()}")
     report = compare(args, problem)

@@ -1,0 +1,102 @@
+"""Image files decoded to 8-bit RGB without torch (Pillow alone): 16-bit greyscale scaled,
+not clipped; palette, CMYK, greyscale and alpha sources converted (alpha over white);
+files that cannot be decoded named; and the image cache's free-space check and its
+refusal of files an earlier build skipped. The DataLoader side: test_folders.py."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tallskinny_np.training import folders
+from tallskinny_np.training.folders import Decoded, cached_images, read_image
+
+
+def saved(tmp_path, image, name, **kwargs):
+    path = tmp_path / name
+    image.save(path, **kwargs)
+    return str(path)
+
+
+@pytest.mark.parametrize("make, name, rgb", [
+    # 16-bit greyscale: 30000 / 65535 of full scale (Pillow's convert makes it 255).
+    (lambda: Image.fromarray(np.full((8, 8), 30000, np.uint16)), "grey16.png", (117,) * 3),
+    (lambda: Image.fromarray(np.full((8, 8), 77, np.uint8)), "grey.png", (77,) * 3),
+    (lambda: Image.new("1", (8, 8), 1), "bilevel.png", (255,) * 3),
+    (lambda: Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "cmyk.tif", (255, 0, 0)),
+    (lambda: Image.new("LA", (8, 8), (100, 255)), "grey-opaque.png", (100,) * 3),
+    (lambda: Image.new("LA", (8, 8), (100, 0)), "grey-transparent.png", (255,) * 3),
+    (lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 0)), "transparent.png", (255,) * 3),
+    (lambda: Image.new("RGBA", (8, 8), (10, 20, 30, 255)), "opaque.png", (10, 20, 30)),
+])
+def test_sources_decode_to_8_bit_rgb(tmp_path, make, name, rgb):
+    image = make()
+    path = saved(tmp_path, image, name)
+    with Image.open(path) as im:
+        assert im.mode == image.mode                     # the file kept its mode
+    out = read_image(path, 4)
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    assert np.all(out == rgb), out[0, 0]
+
+
+def test_palette_and_its_transparent_entry(tmp_path):
+    index = np.zeros((8, 8), np.uint8)
+    index[:, 4:] = 1
+    image = Image.fromarray(index, "P")
+    image.putpalette([200, 10, 20, 0, 0, 255] + [0] * 762)
+    out = read_image(saved(tmp_path, image, "p.png"), 2)
+    assert out[:, 0].tolist() == [[200, 10, 20]] * 2 and out[:, 1].tolist() == [[0, 0, 255]] * 2
+    out = read_image(saved(tmp_path, image, "pt.png", transparency=1), 2)
+    assert out[:, 0].tolist() == [[200, 10, 20]] * 2
+    assert out[:, 1].tolist() == [[255, 255, 255]] * 2  # the transparent entry: white
+
+
+def test_half_transparent_pixels_blend_over_white_and_boxes_average(tmp_path):
+    image = Image.new("RGBA", (8, 8), (0, 0, 200, 255))
+    image.paste((0, 0, 200, 0), (0, 0, 4, 8))              # left half transparent
+    out = read_image(saved(tmp_path, image, "half.png"), 1)
+    np.testing.assert_allclose(out[0, 0], [127.5, 127.5, 227.5], atol=1)
+
+
+def test_a_file_that_cannot_be_decoded_is_named(tmp_path):
+    good = saved(tmp_path, Image.new("RGB", (4, 4), (1, 2, 3)), "good.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not a JPEG")
+    data = Decoded([good, str(bad)], 2)
+    image, error = data[0]
+    assert error == "" and np.all(image == (1, 2, 3))
+    image, error = data[1]
+    assert error and np.all(image == 0)
+    message = str(folders.unreadable(str(bad), error))
+    assert message.startswith(f"{bad}: cannot be decoded as an image (")
+    assert message.endswith("; pass --skip-unreadable to leave such files out")
+
+
+def fake_build(skipped):
+    def build(paths, labels, resolution, directory, workers, progress, skip_unreadable):
+        np.save(os.path.join(directory, "images.npy"),
+                np.zeros((len(paths), resolution, resolution, 3), np.uint8))
+        np.save(os.path.join(directory, "labels.npy"), labels)
+        with open(os.path.join(directory, "meta.json"), "w") as f:
+            json.dump({"files": len(paths), "skipped": len(skipped),
+                       "skipped_files": skipped}, f)
+    return build
+
+
+def test_the_cache_checks_free_space_and_remembers_skipped_files(tmp_path, monkeypatch):
+    paths, labels = ["a.png", "b.png"], np.array([0, 1])
+    monkeypatch.setattr(folders, "free_bytes", lambda path: 1000)
+    with pytest.raises(ValueError, match=rf"^--cache-dir {tmp_path}: the image cache needs "
+                                         rf"4,\d+ bytes, 1,000 are free; free space or "
+                                         rf"choose another --cache-dir$"):
+        cached_images(paths, labels, 8, str(tmp_path), 0, False)
+    monkeypatch.undo()
+    monkeypatch.setattr(folders, "build_cache", fake_build([["b.png", "broken"]]))
+    images, _, meta = cached_images(paths, labels, 8, str(tmp_path), 0, False, True)
+    assert images.shape == (2, 8, 8, 3) and meta["cached"] is False
+    with pytest.raises(ValueError, match=r"^b.png: cannot be decoded as an image \(broken\); "
+                                         r"pass --skip-unreadable"):
+        cached_images(paths, labels, 8, str(tmp_path), 0, False)
+    _, _, meta = cached_images(paths, labels, 8, str(tmp_path), 0, False, True)
+    assert meta["cached"] is True

@@ -441,6 +441,33 @@ def test_evaluate_finds_relative_data_paths_from_where_the_run_started(tmp_path,
     assert f"imagenet-npz {tmp_path / 'work' / 'npz'}: val split, 6 images" in out
 
 
+def test_epochs_are_epochs_for_every_optimizer(tmp_path):
+    """The digits' training split holds 1438 images: e epochs are e * (1438 // 16) steps at
+    batch 16 and e * (1438 // 64) at a second-order batch of 64, for every optimizer;
+    --second-order-steps still sets the second-order budget."""
+    args = TINY + ["--compare", "adam,ggn", "--task", "train", "--epochs", "0.05"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    for name in ("adam", "ggn"):
+        rows = metrics(tmp_path / "a" / "train" / name / "metrics.csv")
+        assert int(rows[-1]["step"]) == int(0.05 * (1438 // 16)) == 4, name
+    assert main(args + ["--second-order-batch", "64", "--out", str(tmp_path / "b")]) == 0
+    rows = metrics(tmp_path / "b" / "train" / "ggn" / "metrics.csv")
+    assert int(rows[-1]["step"]) == max(1, int(0.05 * (1438 // 64))) == 1
+    assert main(args + ["--second-order-steps", "2", "--out", str(tmp_path / "c")]) == 0
+    assert int(metrics(tmp_path / "c" / "train" / "ggn" / "metrics.csv")[-1]["step"]) == 2
+
+
+def test_piped_output_gets_progress_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "PROGRESS_EVERY", 0.0)   # a line after every step
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "3"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    for step in (1, 2, 3):
+        assert f"train adam: step {step} of 3, batch loss " in out
+    assert main(args + ["--quiet", "--out", str(tmp_path / "b")]) == 0
+    assert "step 1 of 3" not in capsys.readouterr().out
+
+
 def test_every_option_has_help_and_the_help_shows_defaults(capsys):
     parser_actions = []
     real = train.argparse.ArgumentParser.parse_args

@@ -20,6 +20,9 @@ against training wall-clock, one line per optimizer), ``summary.txt`` and
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
 memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
 others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for train).
+``--epochs`` instead gives every optimizer the same number of epochs of the training
+split, each in steps of its own gradient batch (``--second-order-steps``, if given, still
+sets the second-order ones' budget).
 
 Second-order optimizers: newton and ggn (exact damped solves), ggn-newton (Gauss-Newton
 until the batch loss reaches ``--switch-loss``, Newton after), modified-newton (the
@@ -30,7 +33,7 @@ curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvatur
 steps. Between rebuilds the same curvature and its factorization are reused with the new
 gradient: the damping then only increases (after a rejected step), its decreases wait for
 the last step before a rebuild.
-``--epochs`` sets ``--steps`` in epochs of the training split. ``--second-order-batch``
+``--second-order-batch``
 gives the second-order optimizers their own gradient batch in the train task (the
 summaries count images as well as steps); memorise and precision keep one batch for all.
 
@@ -103,6 +106,7 @@ DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
 DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None,   # None: steps // 5
                               "precision": 300}
 DIVERGENCE_FACTOR = 10.0
+PROGRESS_EVERY = 60.0     # seconds between progress lines when stderr is not a terminal
 # The files this program writes under --out (relative, with '/'): an --out holding others
 # needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
 OWN_FILE = re.compile(
@@ -227,9 +231,12 @@ def parse_args(argv):
     steps.add_argument("--steps", type=integer(1), help="first-order step budget "
                        "(default: 3000 memorise, 2000 train, 30000 precision)")
     steps.add_argument("--epochs", type=positive_float,
-                       help="first-order budget in epochs of the training split")
+                       help="budget of every optimizer in epochs of the training split "
+                            "(--second-order-steps still overrides it for the second-order "
+                            "ones)")
     p.add_argument("--second-order-steps", type=integer(1), help="budget of the second-order "
-                   "optimizers (default: 300 memorise and precision, --steps / 5 train)")
+                   "optimizers (default: 300 memorise and precision, --steps / 5 train, "
+                   "--epochs if given)")
     p.add_argument("--eval-every", type=integer(1), default=20,
                    help="steps between evaluations of the full splits and checkpoints")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
@@ -245,7 +252,8 @@ def parse_args(argv):
     again.add_argument("--overwrite", action="store_true",
                        help="replace the runs under --out")
     p.add_argument("--quiet", action="store_true",
-                   help="print only the summary and errors (no progress)")
+                   help="print only the summary and errors (no progress bars on a terminal, "
+                        f"no progress line every {PROGRESS_EVERY:g} s elsewhere)")
     args = p.parse_args(argv)
     args.source, args.paths = args.data[0], args.data[1:]
     if args.source not in SOURCES:
@@ -262,6 +270,8 @@ def parse_args(argv):
     if not 0 <= args.val_fraction < 1:
         p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     args.progress = sys.stderr.isatty() and not args.quiet
+    # Without a terminal for the bars, a line at a steady interval shows the run is alive.
+    args.report_every = None if args.quiet or args.progress else PROGRESS_EVERY
     return args
 
 
@@ -279,13 +289,17 @@ def optimizer_list(text):
 
 
 def budget(args, task, name, n_train):
-    """The step budget of optimizer ``name`` in ``task`` (see the module docstring)."""
-    steps = args.steps or DEFAULT_STEPS[task]
+    """The step budget of optimizer ``name`` in ``task`` (see the module docstring):
+    ``--epochs`` are epochs of the optimizer's own gradient batch for every optimizer,
+    unless ``--second-order-steps`` gives the second-order ones a budget in steps."""
+    if name not in FIRST_ORDER and args.second_order_steps:
+        return args.second_order_steps
     if args.epochs:
-        steps = max(1, int(args.epochs * (n_train // args.batch)))
+        return max(1, int(args.epochs * (n_train // batch_size(args, task, name))))
+    steps = args.steps or DEFAULT_STEPS[task]
     if name in FIRST_ORDER:
         return steps
-    return args.second_order_steps or DEFAULT_SECOND_ORDER_STEPS[task] or max(1, steps // 5)
+    return DEFAULT_SECOND_ORDER_STEPS[task] or max(1, steps // 5)
 
 
 def batch_size(args, task, name):
@@ -494,6 +508,7 @@ def run(problem, task, name, out_dir, lr=None):
     evaluate = task == "train"
     bar = tqdm(total=steps, initial=step, desc=f"{task} {name}", unit="step", leave=False,
                dynamic_ncols=True, disable=not args.progress)
+    next_report = time.monotonic() + (args.report_every or 0)
     with bar, signals.deferred():
         while True:
             if signals.pending():
@@ -547,6 +562,10 @@ def run(problem, task, name, out_dir, lr=None):
             params, wall, step = new, wall + elapsed + time.perf_counter() - start, step + 1
             bar.update()
             bar.set_postfix(loss=f"{loss:.3g}", acc=f"{row['batch_acc']:.2f}", refresh=False)
+            if args.report_every is not None and time.monotonic() >= next_report:
+                print(f"{task} {name}: step {step} of {steps}, batch loss {loss:.4g}, "
+                      f"{wall:.1f} s of training", flush=True)
+                next_report = time.monotonic() + args.report_every
     if not args.quiet:
         print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
               f"{rows[-1]['batch_loss']:.4g}")

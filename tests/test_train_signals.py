@@ -93,3 +93,29 @@ def test_sigint_and_sigterm_stop_an_exact_run_cleanly(tmp_path):
 @pytest.mark.slow
 def test_sigint_and_sigterm_at_ten_random_moments(tmp_path):
     interrupt_at_random_moments(tmp_path, 10)
+
+
+def test_a_signal_while_the_modules_load_gets_one_line(tmp_path):
+    """The package loads NumPy, SciPy and numba only on first use, so the handlers of the
+    start-up are in place before they load; a signal then gets one line, no traceback."""
+    light = subprocess.run(
+        [sys.executable, "-c", "import sys, tallskinny_np.training.signals; "
+                               "print(sorted({'numpy', 'scipy', 'numba'} & set(sys.modules)))"],
+        env=environment(), capture_output=True, text=True, timeout=60)
+    assert light.stdout == "[]\n", light.stderr
+    script = ("from tallskinny_np.training import signals\n"
+              "signals.quiet_start('tallskinny-train')\n"
+              "print('loading', flush=True)\n"
+              "import time\n"
+              "while True:\n"
+              "    import tallskinny_np.training.train\n"
+              "    time.sleep(0.01)\n")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([sys.executable, "-c", script], env=environment(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "loading\n"
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signum
+        assert err == (f"tallskinny-train: error: interrupted by "
+                       f"{signal.Signals(signum).name} during start-up\n")

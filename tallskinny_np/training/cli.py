@@ -5,6 +5,8 @@ import argparse
 import math
 import sys
 
+from . import signals
+
 
 def integer(low, high=None):
     """An argparse type: an integer in ``[low, high]`` (no upper bound if high is None)."""
@@ -55,3 +57,12 @@ def error(prog, message, status=2):
     """Print ``prog: error: message`` (one line) to stderr; return ``status``."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+def train_main():
+    """The ``tallskinny-train`` script: a signal during start-up gets one line from the
+    first instant (:func:`signals.quiet_start`), then
+    :func:`tallskinny_np.training.train.main`."""
+    signals.quiet_start("tallskinny-train")
+    from .train import main
+    return main()

@@ -6,12 +6,14 @@ is a ``SystemError`` ("returned a result with an exception set"), and inside a c
 could leave the run half-saved. So :func:`handling` installs handlers that only record the
 signal while the code runs :func:`deferred` (training steps, the compiled warm-up,
 commits), and raise :class:`Interrupted` at once elsewhere (start-up: reading data,
-building a cache). The deferred code asks :func:`pending` at its safe points (between
+building a cache). Before that, while the program loads its modules (NumPy, SciPy, numba:
+about half a second), :func:`quiet_start` ends it with one line. The deferred code asks :func:`pending` at its safe points (between
 steps), saves what it has and calls :func:`raise_pending`; the end of a deferred block
 raises a signal still recorded.
 """
 import contextlib
 import signal
+import sys
 import threading
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -34,6 +36,18 @@ class Interrupted(BaseException):
     def status(self):
         """The shell's exit status of a process ended by this signal: 128 + its number."""
         return 128 + self.signum
+
+
+def quiet_start(prog):
+    """Until :func:`handling` takes over, SIGINT and SIGTERM end the program ``prog`` with
+    one line and the signal's exit status, not a traceback: for the start-up, while the
+    modules load (nothing is written then)."""
+    def stop(signum, frame):
+        print(f"{prog}: error: interrupted by {signal.Signals(signum).name} during start-up",
+              file=sys.stderr)
+        sys.exit(128 + signum)
+    for s in SIGNALS:
+        signal.signal(s, stop)
 
 
 def _handler(signum, frame):

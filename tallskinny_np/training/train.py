@@ -66,6 +66,15 @@ evaluations or checkpoints. On a machine shared by several jobs set
 ``OPENBLAS_NUM_THREADS=1``: the Riccati solver's blocks are small, and BLAS threads
 competing for cores slow it down many times over.
 """
+import sys
+
+from . import signals
+
+if __name__ == "__main__":
+    # python -m: a signal while the modules below load gets one line, not a traceback
+    # (the installed script does this in tallskinny_np.training.cli.train_main).
+    signals.quiet_start("tallskinny-train")
+
 import argparse
 import csv
 import glob
@@ -74,7 +83,6 @@ import math
 import os
 import re
 import shlex
-import sys
 import time
 
 import numpy as np
@@ -85,7 +93,6 @@ from ..curvature import Curvature
 from ..model import MLP, cross_entropy
 from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
                      ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
-from . import signals
 from .cli import HelpFormatter, error, integer, nonnegative_float, positive_float
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)

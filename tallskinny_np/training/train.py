@@ -155,7 +155,9 @@ Data sources (--data SOURCE [PATH ...]):
 
 A run stops with exit status 1 when its batch loss is not finite or exceeds
 {DIVERGENCE_FACTOR:g} times its batch loss at step 0; the checkpoint keeps the parameters
-from before. Exit status 2: bad options, data or files.
+from before. Exit status 2: bad options, data or files, a full disk, or an --out or image
+cache in use by another process; 130 and 143: stopped by SIGINT (Ctrl-C) or SIGTERM, with
+the steps so far saved (--resume continues).
 """
 
 

@@ -1,6 +1,7 @@
 """What the command-line programs (``tallskinny-demo``, ``tallskinny-train``) share:
 argparse types that check numbers on parsing with a message that says what was expected,
-the help layout, and the one-line error message."""
+the help layout, the one-line error message, and the ``tallskinny-train`` script's entry
+point, which sets up its signal handling before the heavy modules load."""
 import argparse
 import math
 import sys

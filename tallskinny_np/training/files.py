@@ -36,15 +36,18 @@ def atomic_write(path, write, mode="w", size=None):
     ``size`` is the file's size if known; otherwise the content is made in memory first,
     to know it."""
     tmp = partial_name(path)
+    content = None
     if size is None:
         buf = io.BytesIO() if "b" in mode else io.StringIO(newline="")
         write(buf)
-        data = buf.getvalue()
-        size = len(data.encode() if isinstance(data, str) else data)
-        write = lambda f: f.write(data)              # noqa: E731
+        content = buf.getvalue()
+        size = len(content.encode() if isinstance(content, str) else content)
     try:
         with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
+            if content is None:
+                write(f)
+            else:
+                f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

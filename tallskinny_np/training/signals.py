@@ -6,10 +6,10 @@ is a ``SystemError`` ("returned a result with an exception set"), and inside a c
 could leave the run half-saved. So :func:`handling` installs handlers that only record the
 signal while the code runs :func:`deferred` (training steps, the compiled warm-up,
 commits), and raise :class:`Interrupted` at once elsewhere (start-up: reading data,
-building a cache). Before that, while the program loads its modules (NumPy, SciPy, numba:
-about half a second), :func:`quiet_start` ends it with one line. The deferred code asks :func:`pending` at its safe points (between
+building a cache). The deferred code asks :func:`pending` at its safe points (between
 steps), saves what it has and calls :func:`raise_pending`; the end of a deferred block
-raises a signal still recorded.
+raises a signal still recorded. Before all that, while the program loads its modules
+(NumPy, SciPy, numba: about half a second), :func:`quiet_start` ends it with one line.
 """
 import contextlib
 import signal

@@ -32,10 +32,9 @@ negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all
 curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvature-every``
 steps. Between rebuilds the same curvature and its factorization are reused with the new
 gradient: the damping then only increases (after a rejected step), its decreases wait for
-the last step before a rebuild.
-``--second-order-batch``
-gives the second-order optimizers their own gradient batch in the train task (the
-summaries count images as well as steps); memorise and precision keep one batch for all.
+the last step before a rebuild. ``--second-order-batch`` gives the second-order optimizers
+their own gradient batch in the train task (the summaries count images as well as steps);
+memorise and precision keep one batch for all.
 
 Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
 chosen for the embedded default by ``--lr-sweep`` over the grid :data:`LR_GRID` (see the

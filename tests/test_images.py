@@ -1,9 +1,14 @@
 """Image files decoded to 8-bit RGB without torch (Pillow alone): 16-bit greyscale scaled,
 not clipped; palette, CMYK, greyscale and alpha sources converted (alpha over white);
 files that cannot be decoded named; and the image cache's free-space check and its
-refusal of files an earlier build skipped. The DataLoader side: test_folders.py."""
+refusal of files an earlier build skipped; the build itself with a stand-in for torch's
+DataLoader: a bad file named, its workers stopped, a full disk reported before any image
+is written. With torchvision itself: test_folders.py."""
 import json
 import os
+import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -100,3 +105,97 @@ def test_the_cache_checks_free_space_and_remembers_skipped_files(tmp_path, monke
         cached_images(paths, labels, 8, str(tmp_path), 0, False)
     _, _, meta = cached_images(paths, labels, 8, str(tmp_path), 0, False, True)
     assert meta["cached"] is True
+
+
+class FakeLoader:
+    """A stand-in for torch's DataLoader (torch need not be installed): batches of the
+    dataset in this process, and a record of whether its workers were shut down."""
+    shut_down = []
+
+    def __init__(self, dataset, batch_size, num_workers, collate_fn):
+        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate_fn
+
+    def __iter__(self):
+        loader = self
+
+        class Batches:
+            def __init__(self):
+                self.starts = iter(range(0, len(loader.dataset), loader.batch_size))
+
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                i = next(self.starts)
+                end = min(i + loader.batch_size, len(loader.dataset))
+                return loader.collate([loader.dataset[j] for j in range(i, end)])
+
+            def _shutdown_workers(self):
+                FakeLoader.shut_down.append(True)
+        return Batches()
+
+
+@pytest.fixture
+def fake_torch(monkeypatch):
+    data = types.ModuleType("torch.utils.data")
+    data.DataLoader = FakeLoader
+    for name, module in (("torch", types.ModuleType("torch")),
+                         ("torch.utils", types.ModuleType("torch.utils")),
+                         ("torch.utils.data", data)):
+        monkeypatch.setitem(sys.modules, name, module)
+    FakeLoader.shut_down.clear()
+
+
+def grey16_files(folder, count):
+    folder.mkdir()
+    paths = []
+    for k in range(count):
+        paths.append(saved(folder, Image.fromarray(np.full((8, 8), 257 * k, np.uint16)),
+                           f"{k}.png"))
+    return paths
+
+
+def test_the_build_names_a_bad_file_or_skips_it_and_always_stops_its_workers(tmp_path,
+                                                                              fake_torch):
+    paths = grey16_files(tmp_path / "images", 70) + [str(tmp_path / "bad.png")]
+    (tmp_path / "bad.png").write_bytes(b"not a PNG")
+    labels = np.arange(len(paths)) % 3
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'bad.png'}: cannot be decoded"):
+        cached_images(paths, labels, 4, str(cache), 0, False)
+    assert FakeLoader.shut_down == [True]
+    (folder,) = cache.iterdir()
+    assert os.listdir(folder) == [".lock"]                 # nothing half-built
+    images, kept, meta = cached_images(paths, labels, 4, str(cache), 0, False, True)
+    assert FakeLoader.shut_down == [True, True]
+    assert images.shape == (70, 4, 4, 3) and images[5, 0, 0].tolist() == [5, 5, 5]
+    assert kept.tolist() == labels[:70].tolist()
+    assert meta["skipped_files"][0][0] == str(tmp_path / "bad.png")
+
+
+def test_a_full_disk_under_the_cache_gets_the_bytes_needed(tmp_path, fake_torch):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                  str(disk)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({e})")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        paths = grey16_files(tmp_path / "images", 4) * 500
+        labels = np.zeros(len(paths), np.int64)
+        with pytest.raises(ValueError, match=rf"^--cache-dir {disk}: the image cache needs "
+                                             rf"[\d,]+ bytes, [\d,]+ are free"):
+            cached_images(paths, labels, 4, str(disk), 0, False)
+        # Past the check (another writer filled the disk since): the file's allocation
+        # fails with ENOSPC, before any image is written through the memory map.
+        (disk / "build").mkdir()
+        with pytest.raises(OSError, match=r"no space left on the device: [\d,]+ bytes "
+                                          r"needed, [\d,]+ free") as caught:
+            folders.build_cache(paths, labels, 4, str(disk / "build"), 0, False)
+        assert caught.value.filename == str(disk / "build" / "decoding.npy")
+        assert os.listdir(disk / "build") == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)

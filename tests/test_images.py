@@ -199,3 +199,13 @@ def test_a_full_disk_under_the_cache_gets_the_bytes_needed(tmp_path, fake_torch)
         assert os.listdir(disk / "build") == []
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+def test_a_build_without_a_terminal_prints_progress_lines(tmp_path, fake_torch, capsys):
+    paths = grey16_files(tmp_path / "images", 70)
+    (tmp_path / "cache").mkdir()
+    folders.build_cache(paths, np.zeros(70, np.int64), 2, str(tmp_path / "cache"), 0, 0.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" images,")[0] for line in lines] == ["decoding: 64 of 70",
+                                                             "decoding: 70 of 70"]
+    assert all(line.endswith(" images/s") for line in lines)

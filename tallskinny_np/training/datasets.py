@@ -248,7 +248,7 @@ def read_batches(paths, resolution, classes, desc, progress):
     """The images (N, r, r, 3) and 0-based labels of a list of batch files, keeping the
     first ``classes`` classes; every file must hold images of one size."""
     images, labels = [], []
-    for path in tqdm(paths, desc=desc, unit="file", disable=not progress):
+    for path in tqdm(paths, desc=desc, unit="file", disable=progress is not True):
         data, y = read_batch_file(path)
         x, y = class_subset(planes_to_images(data, path), y - 1, classes)
         if images and x.shape[1:] != images[0].shape[1:]:
@@ -357,7 +357,9 @@ def load_data(source, paths=(), resolution=None, classes=None, val_fraction=0.2,
               progress=False, skip_unreadable=False, allow_empty_classes=False):
     """A :class:`Data` from ``source`` (one of :data:`SOURCES`) and its ``paths``
     (``skip_unreadable`` and ``allow_empty_classes``: image files, see
-    :func:`tallskinny_np.training.folders.image_folder_data`)."""
+    :func:`tallskinny_np.training.folders.image_folder_data`). ``progress``: True for
+    progress bars, a number of seconds for a line at that interval while image files are
+    decoded, False for neither."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
     paths = list(paths)

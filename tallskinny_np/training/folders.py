@@ -239,7 +239,9 @@ def build_cache(paths, labels, resolution, directory, workers, progress,
     allocated in full first, so that a full disk is an error here (ENOSPC, with the bytes
     needed) and not a SIGBUS while writing through the memory map. Each file is written
     under a temporary name and moved into place, ``meta.json`` last, so an interrupted
-    build leaves no cache; the decoding processes end with the build, however it ends."""
+    build leaves no cache; the decoding processes end with the build, however it ends.
+    ``progress``: True for a progress bar (a terminal), a number of seconds for a line at
+    that interval on stdout (output piped), False for neither."""
     from torch.utils.data import DataLoader
     tmp = os.path.join(directory, "decoding.npy")
     try:
@@ -260,9 +262,11 @@ def build_cache(paths, labels, resolution, directory, workers, progress,
     kept, skipped = [], []
     start = time.perf_counter()
     batches = iter(loader)
+    every = None if isinstance(progress, bool) else progress
+    next_report = time.monotonic() + (every or 0)
     try:
         with tqdm(total=len(paths), desc=f"decoding {resolution}x{resolution} images",
-                  unit="img", disable=not progress) as bar:
+                  unit="img", disable=progress is not True) as bar:
             for i, (batch, errors) in enumerate(batches):
                 ok = np.array([not e for e in errors])
                 for k in np.flatnonzero(~ok):
@@ -274,6 +278,11 @@ def build_cache(paths, labels, resolution, directory, workers, progress,
                 images[len(kept):len(kept) + n] = batch[ok]
                 kept += [loader.batch_size * i + k for k in np.flatnonzero(ok)]
                 bar.update(len(ok))
+                if every is not None and time.monotonic() >= next_report:
+                    done = min(loader.batch_size * (i + 1), len(paths))
+                    print(f"decoding: {done} of {len(paths)} images, "
+                          f"{done / (time.perf_counter() - start):.0f} images/s", flush=True)
+                    next_report = time.monotonic() + every
         seconds = time.perf_counter() - start
         if not kept:
             raise ValueError(f"none of the {len(paths)} image files could be read "

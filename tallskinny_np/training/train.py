@@ -657,8 +657,8 @@ def load(args):
     """The data and the problem, checked against the options."""
     data = load_data(args.source, args.paths, args.resolution, args.classes,
                      args.val_fraction, args.seed, args.cache_dir, args.synthetic_size,
-                     args.devkit, args.workers, args.progress, args.skip_unreadable,
-                     args.allow_empty_classes)
+                     args.devkit, args.workers, args.progress or args.report_every or False,
+                     args.skip_unreadable, args.allow_empty_classes)
     for line in data.warnings:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     check_batch(args.batch, data)

@@ -7,6 +7,7 @@ factorization of each method is kept so that further right-hand sides with the s
 cost only the substitutions.
 """
 import functools
+import math
 import numbers
 import warnings
 from typing import NamedTuple
@@ -17,8 +18,9 @@ from scipy.sparse.linalg import LinearOperator
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
-from .certify import (BOUND_FLOOR, backward_error_bound, backward_errors, column_norms,
-                      factor_distance, gmres, lanczos_interval)
+from .certify import (BOUND_FLOOR, PRODUCT_ROUNDING, backward_error_bound, backward_errors,
+                      column_norms, factor_distance, gmres, lanczos_interval,
+                      product_rounding)
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
@@ -39,11 +41,15 @@ available before they are allocated (:mod:`tallskinny_np.plan`)."""
 DENSE_INERTIA_MAX = 3000
 """The largest network (parameters) whose inertia falls back to dense eigenvalues when the
 sweeps cannot certify a count."""
+FAR_SHIFT = 8.0
+"""A count at a shift beyond FAR_SHIFT times the Lanczos estimate of ``||H||`` is that of
+``shift I``, certified without a sweep (:meth:`Curvature._far_shift_count`)."""
 
 
 class SolveInfo(NamedTuple):
     """What :meth:`Curvature.solve` certified, per right-hand side (column)."""
-    backward_error: np.ndarray   # (k,): upper bounds on the normwise backward errors
+    backward_error: np.ndarray   # (k,): bounds on the normwise backward errors against the
+    #                              exact H: the residual's and the product's rounding
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
 
@@ -211,6 +217,10 @@ class Curvature:
 
     def _check_damping(self, damping):
         damping = _finite_real(damping, "damping")
+        top = float(np.finfo(self.net.dtype).max)
+        if abs(damping) > top:
+            raise ValueError(f"damping {damping:g} is beyond the range of the network's "
+                             f"dtype {np.dtype(self.net.dtype).name} (at most {top:.3g})")
         if self.kind == "ggn" and damping < 0:
             raise ValueError(
                 f"damping must be >= 0 for kind='ggn' (the Gauss-Newton matrix is positive "
@@ -479,6 +489,8 @@ class Curvature:
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
+        # The residual's share of the bound: the product's rounding takes the rest.
+        residual_bound = bound - PRODUCT_ROUNDING * float(np.finfo(self.net.dtype).eps / 2)
         X = xp.zeros_like(B)
         eta = np.full(k, np.inf)
         paths = [[] for _ in range(k)]
@@ -487,7 +499,7 @@ class Curvature:
             chain += ([BANDED] if xp is np else []) + [UNCHECKED]
         singular = None
         for m in chain:
-            todo = np.flatnonzero(~(eta <= bound))
+            todo = np.flatnonzero(~(eta <= residual_bound))
             if todo.size == 0 or (m == UNCHECKED and singular is None):
                 break
             # A poor factorization (past a singular pivot, or in float32) can overflow:
@@ -500,7 +512,7 @@ class Curvature:
                 continue
             Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
             with np.errstate(all="ignore"):
-                solved = self._solve_with(m, Bt, shift, refine, bound)
+                solved = self._solve_with(m, Bt, shift, refine, residual_bound)
             if solved is None:
                 continue                         # an exactly singular pivot
             Xt, eta_t, steps = solved
@@ -513,6 +525,7 @@ class Curvature:
             if singular is not None:             # a singular pivot: the first one says
                 raise singular
             raise UncertifiedSolveError(eta, bound, "factor")
+        eta = eta + self._product_rounding(X, B, shift, eta, bound)
         if check:
             self._check_singular(B, X, shift, bound, method)
         info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
@@ -585,6 +598,17 @@ class Curvature:
         if np.all(eta <= bound):
             return eta
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
+
+    def _product_rounding(self, X, B, shift, eta, bound):
+        """:func:`certify.product_rounding` of the columns, with the free lower bound on
+        ``||H + shift I||`` of :meth:`_probe_norm`, or the larger of it and the Lanczos
+        one where that certifies nothing (docs/math.md section 7.1)."""
+        nu = self._probe_norm(shift)
+        rho = product_rounding(X, B, shift, nu, self.net.dtype)
+        if np.all(eta + rho <= bound):
+            return rho
+        nu = max(nu, self._norm_lower_bound(shift))
+        return product_rounding(X, B, shift, nu, self.net.dtype)
 
     def _check_singular(self, B, X, shift, bound, method):
         """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``
@@ -802,6 +826,10 @@ class Curvature:
         ``slack`` of c: c itself, then ``c +/- slack``, then the dense fallback."""
         if c in self._counts:
             return self._counts[c]
+        far = self._far_shift_count(c)
+        if far is not None:
+            self._counts[c] = far
+            return far
         for trial in (c, c + slack, c - slack):
             count = self._certified_sweep_count(trial)
             if count is not None:
@@ -810,6 +838,23 @@ class Curvature:
         count = self._dense_negative_count(c, slack)
         self._counts[c] = count
         return count
+
+    def _far_shift_count(self, c):
+        """``n_neg(H + c I)`` for a shift far beyond ``||H||``, without a sweep: 0 for
+        c > 0, n for c < 0, the inertia of ``F = c I``, certified by eq. (7.5) with
+        ``omega = ||H|| / |c|`` estimated on ``A / c = I + H / c`` (no product with c,
+        which may lie beyond the dtype's range; docs/math.md section 7.3). None when c is
+        not far enough (then ``|c| <= FAR_SHIFT ||H||`` by the Lanczos bound)."""
+        if not abs(c) > FAR_SHIFT * self.norm_estimate():
+            return None
+        scale = 1.0 / c
+        with np.errstate(under="ignore"):
+            omega = factor_distance(lambda V: V + self.hvp(V) * scale, lambda V: V,
+                                    self.n_params, array_module(self.params),
+                                    self.net.dtype, stop_above=OMEGA_MAX)
+        if not omega < OMEGA_MAX:
+            return None
+        return 0 if c > 0 else self.n_params
 
     def _certified_sweep_count(self, c):
         """``n_neg(H + c I)`` from a Riccati sweep if its certificate holds, else None.
@@ -911,8 +956,22 @@ class Curvature:
         """The dtype of the network, hence of every product and solve."""
         return np.dtype(self.net.dtype)
 
+    # NumPy's operators on an array and a Curvature defer to the Curvature's (v @ curv).
+    __array_ufunc__ = None
+
     def __matmul__(self, v):
         """``curv @ v`` is :meth:`hvp`."""
+        return self.hvp(v)
+
+    def __rmatmul__(self, v):
+        """``v @ curv``: H is symmetric, so a vector gives ``H v`` and a matrix
+        ``(k, n_params)`` gives ``(H v^T)^T``."""
+        v = array_module(self.params).asarray(v)
+        if v.ndim == 2:
+            if v.shape[1] != self.n_params:
+                raise ValueError(f"v in v @ curv must have shape ({self.n_params},) or "
+                                 f"(k, {self.n_params}); got {v.shape}")
+            return self.hvp(v.T).T
         return self.hvp(v)
 
     def to_scipy(self):
@@ -967,11 +1026,15 @@ class Curvature:
 
 def _finite_real(value, name):
     """value as a float, or ValueError if it is not a finite real number (a 0-d real
-    array counts as a number)."""
+    array counts as a number; a Fraction or an int converts to the nearest float)."""
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
         value = value.item()
-    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
-            or not np.isfinite(value)):
+    try:
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+              and math.isfinite(value))
+    except OverflowError:                  # a Fraction or int beyond float's range
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be a finite real number; got {value!r}")
     return float(value)
 

@@ -7,6 +7,7 @@ PyTorch's ``parameters_to_vector`` on a stack of ``nn.Linear``. The products and
 work on per-layer blocks ``[W_l, c_l]`` of shape ``(n_l, q_l, r)`` instead;
 :meth:`MLP.split` and :meth:`MLP.join` convert between the two layouts.
 """
+import math
 import numbers
 
 import numpy as np
@@ -92,7 +93,10 @@ class MLP:
                 f"the loss layer needs at least 2 classes (cross-entropy over one class is "
                 f"constant); got {sizes[-1]}"
             )
-        dtype = np.dtype(dtype)
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:                  # NumPy's "data type ... not understood"
+            raise ValueError(f"dtype must be float64 or float32; got {dtype!r}") from None
         if dtype not in (np.float64, np.float32):
             raise ValueError(f"dtype must be float64 or float32; got {dtype}")
         _activation(activation)
@@ -129,7 +133,8 @@ class MLP:
         seed : int, optional
             Seed of ``numpy.random.default_rng`` (default 0).
         gain : float, optional
-            Standard deviation of the weights times ``sqrt(fan_in)`` (default 1).
+            Standard deviation of the weights times ``sqrt(fan_in)``, finite and >= 0
+            (default 1).
 
         Returns
         -------
@@ -143,6 +148,14 @@ class MLP:
         >>> params.shape, params.dtype
         ((23,), dtype('float64'))
         """
+        try:
+            ok = (isinstance(gain, numbers.Real) and not isinstance(gain, bool)
+                  and math.isfinite(gain) and gain >= 0)
+        except OverflowError:              # a Fraction beyond float's range
+            ok = False
+        if not ok:
+            raise ValueError(f"gain must be a finite real number >= 0; got {gain!r}")
+        gain = float(gain)
         rng = np.random.default_rng(seed)
         params = np.zeros(self.n_params, dtype=self.dtype)
         for l, (n, m) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):

@@ -32,6 +32,7 @@ For indefinite H (docs/math.md section 8), with the rule and trials of DampedNew
   (section 8.4).
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -42,6 +43,27 @@ ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
 ARMIJO = 1e-4            # sufficient decrease of a backtracked step (Nocedal and Wright 3.4)
 SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the radius
 EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the radius
+
+
+def _real(name, value, what, test):
+    """``value`` as a float if it is a finite real number for which ``test`` holds, else a
+    ValueError naming ``name`` and saying ``what`` it must be."""
+    try:
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+              and math.isfinite(value) and test(float(value)))
+    except OverflowError:                  # a Fraction or int beyond float's range
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {what}; got {value!r}")
+    return float(value)
+
+
+def _count(name, value, low):
+    """``value`` as an int if it is an integer >= low, else a ValueError naming ``name``."""
+    if (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
+            or value < low):
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+    return int(value)
 
 
 def loss_and_gradient(net, params, X, y):
@@ -115,11 +137,8 @@ class SGD:
     kind = None
 
     def __init__(self, lr, momentum=0.9):
-        if not lr > 0 or not 0 <= momentum < 1:
-            raise ValueError(f"SGD needs lr > 0 and momentum in [0, 1); got lr={lr}, "
-                             f"momentum={momentum}")
-        self.lr = lr
-        self.momentum = momentum
+        self.lr = _real("lr", lr, "> 0", lambda x: x > 0)
+        self.momentum = _real("momentum", momentum, "in [0, 1)", lambda x: 0 <= x < 1)
         self.state = {}
 
     def step(self, params, grad):
@@ -160,11 +179,10 @@ class Adam:
     kind = None
 
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-        if not lr > 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or not eps > 0:
-            raise ValueError(f"Adam needs lr > 0, betas in [0, 1) and eps > 0; got lr={lr}, "
-                             f"betas=({beta1}, {beta2}), eps={eps}")
-        self.lr = lr
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.lr = _real("lr", lr, "> 0", lambda x: x > 0)
+        self.beta1 = _real("beta1", beta1, "in [0, 1)", lambda x: 0 <= x < 1)
+        self.beta2 = _real("beta2", beta2, "in [0, 1)", lambda x: 0 <= x < 1)
+        self.eps = _real("eps", eps, "> 0", lambda x: x > 0)
         self.state = {}
 
     def step(self, params, grad):
@@ -278,18 +296,13 @@ class DampedNewton:
                  max_failures=10, backtrack=3):
         if kind not in ("hessian", "ggn"):
             raise ValueError(f"kind must be 'hessian' or 'ggn'; got {kind!r}")
-        if (not damping >= 0 or not factor > 1 or not min_damping > 0 or trials < 1
-                or backtrack < 0):
-            raise ValueError(f"need damping >= 0, factor > 1, min_damping > 0, trials >= 1 "
-                             f"and backtrack >= 0; got {damping}, {factor}, {min_damping}, "
-                             f"{trials}, {backtrack}")
         self.kind = kind
-        self.factor = factor
-        self.min_damping = min_damping
-        self.trials = trials
-        self.max_failures = max_failures
-        self.backtrack = backtrack
-        self.state = {"damping": float(damping)}
+        self.factor = _real("factor", factor, "> 1", lambda x: x > 1)
+        self.min_damping = _real("min_damping", min_damping, "> 0", lambda x: x > 0)
+        self.trials = _count("trials", trials, 1)
+        self.max_failures = _count("max_failures", max_failures, 1)
+        self.backtrack = _count("backtrack", backtrack, 0)
+        self.state = {"damping": _real("damping", damping, ">= 0", lambda x: x >= 0)}
 
     def step(self, params, loss, grad, curv, loss_at, hold=False):
         """One step from ``params``, with trials until one is accepted.
@@ -574,9 +587,7 @@ class ModifiedNewton(DampedNewton):
 
     def __init__(self, damping=1.0, floor=1e-8, **rule):
         super().__init__(damping, "hessian", **rule)
-        if not floor > 0:
-            raise ValueError(f"floor must be > 0; got {floor}")
-        self.floor = floor
+        self.floor = _real("floor", floor, "> 0", lambda x: x > 0)
 
     def direction(self, curv, grad, lam):
         """``-(H + lam I + E)^{-1} g`` from the modified sweep."""
@@ -611,9 +622,7 @@ class GaussNewtonToNewton(DampedNewton):
 
     def __init__(self, damping=1.0, switch_loss=0.1, **rule):
         super().__init__(damping, "ggn", **rule)
-        if not switch_loss > 0:
-            raise ValueError(f"switch_loss must be > 0; got {switch_loss}")
-        self.switch_loss = switch_loss
+        self.switch_loss = _real("switch_loss", switch_loss, "> 0", lambda x: x > 0)
 
     def curvature_kind(self, loss):
         """"ggn" until the loss first reaches ``switch_loss``, "hessian" after (kept in
@@ -679,14 +688,12 @@ class TrustRegion:
         return self.kind
 
     def __init__(self, radius=1.0, max_radius=1e3, rtol=0.1, trials=5, max_failures=10):
-        if not 0 < radius <= max_radius or not 0 < rtol < 1 or trials < 1:
-            raise ValueError(f"need 0 < radius <= max_radius, 0 < rtol < 1 and trials >= 1; "
-                             f"got {radius}, {max_radius}, {rtol}, {trials}")
-        self.max_radius = max_radius
-        self.rtol = rtol
-        self.trials = trials
-        self.max_failures = max_failures
-        self.state = {"radius": float(radius), "damping": 0.0}
+        self.max_radius = _real("max_radius", max_radius, "> 0", lambda x: x > 0)
+        radius = _real("radius", radius, "in (0, max_radius]", lambda x: 0 < x <= max_radius)
+        self.rtol = _real("rtol", rtol, "in (0, 1)", lambda x: 0 < x < 1)
+        self.trials = _count("trials", trials, 1)
+        self.max_failures = _count("max_failures", max_failures, 1)
+        self.state = {"radius": radius, "damping": 0.0}
 
     def step(self, params, loss, grad, curv, loss_at):
         """One step from ``params``, with trials until one is accepted.
@@ -849,10 +856,9 @@ class HessianFree(DampedNewton):
     def __init__(self, damping=1.0, kind="ggn", max_iter=250, progress=5e-4,
                  decay=CG_DECAY, **rule):
         super().__init__(damping, kind, **rule)
-        if max_iter < 1 or not progress >= 0 or not 0 <= decay <= 1:
-            raise ValueError(f"need max_iter >= 1, progress >= 0 and decay in [0, 1]; got "
-                             f"{max_iter}, {progress}, {decay}")
-        self.max_iter, self.progress, self.decay = max_iter, progress, decay
+        self.max_iter = _count("max_iter", max_iter, 1)
+        self.progress = _real("progress", progress, ">= 0", lambda x: x >= 0)
+        self.decay = _real("decay", decay, "in [0, 1]", lambda x: 0 <= x <= 1)
 
     def direction(self, curv, grad, lam):
         """The truncated CG solution of ``(G + lam I) s = -g`` from the warm start."""
@@ -994,8 +1000,8 @@ class SaddleFreeNewton(DampedNewton):
 
     def __init__(self, damping=1.0, max_pairs=None, **rule):
         super().__init__(damping, "hessian", **rule)
-        if max_pairs is not None and max_pairs < 0:
-            raise ValueError(f"max_pairs must be >= 0 or None; got {max_pairs}")
+        if max_pairs is not None:
+            max_pairs = _count("max_pairs", max_pairs, 0)
         self.max_pairs = max_pairs
         self._pairs = None      # (curvature, negative_pairs of it): the latest
 

@@ -90,6 +90,11 @@ def test_math_note_has_the_numbered_sections_that_are_cited():
     assert len(math_equations()) > 50
 
 
+def test_the_table_of_contents_lists_every_section_of_the_math_note():
+    sections = re.findall(r"^## (\d+)\. (.+)$", MATH.read_text(), re.M)
+    listed = re.findall(r"^ +(\d+)\. ", (ROOT / "docs" / "README.md").read_text(), re.M)
+    assert listed == [number for number, _ in sections]
+
 @pytest.mark.parametrize("path", MARKDOWN, ids=relative)
 def test_relative_links_resolve_inside_the_repository(path):
     broken = []

@@ -1,7 +1,8 @@
 """ImageNet as image files, read with torchvision (skipped without it): ImageFolder trees
 and the ILSVRC2012 layout as distributed (flat val/ labelled by the devkit), decoded by
-DataLoader workers, resized and cached as a uint8 memmap, with unreadable files skipped
-and counted and class folders without images named. Every tree is made here from small
+DataLoader workers, resized and cached as a uint8 memmap; an unreadable file is refused by
+name, or skipped and named with ``skip_unreadable``; a class folder without images is
+refused, or kept and named with ``allow_empty_classes``. Every tree is made here from small
 arrays whose resized values are known exactly."""
 import os
 
@@ -51,10 +52,17 @@ def test_image_folder_reads_resizes_caches_and_skips_unreadable(tmp_path, monkey
     Image.fromarray(np.full((6, 10), 77, np.uint8)).save(
         tmp_path / "data" / "train" / "b" / "gray.png")
     cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"a/broken.jpg: cannot be decoded as an image .*"
+                                         r"pass --skip-unreadable"):
+        image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache),
+                          workers=2)
+    assert not list(cache.rglob("*.npy"))                  # nothing half-built
     data = image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache),
-                             workers=2)
+                             workers=2, skip_unreadable=True)
     assert data.classes == ["a", "b", "c"]                 # sorted, as ImageFolder
     assert data.skipped == 1
+    assert [w for w in data.warnings if "broken.jpg: skipped, cannot be decoded" in w]
+    assert not data.decode[0]["cached"]
     train_images, train_labels = data.train.batch(np.arange(len(data.train)))
     assert train_images.shape == (3 * 3 + 2, 4, 4, 3) and train_images.dtype == np.uint8
     assert np.bincount(train_labels).tolist() == [4, 4, 3]
@@ -70,10 +78,11 @@ def test_image_folder_reads_resizes_caches_and_skips_unreadable(tmp_path, monkey
     def no_reading(*args):
         raise AssertionError("the cache should have been used")
     monkeypatch.setattr(folders, "read_image", no_reading)
-    again = image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache))
+    again = image_folder_data(str(tmp_path / "data"), resolution=4, cache_dir=str(cache),
+                              skip_unreadable=True)
     np.testing.assert_array_equal(again.train.batch(np.arange(len(again.train)))[0],
                                   train_images)
-    assert again.skipped == 1
+    assert again.skipped == 1 and again.decode[0]["cached"]
     assert not [p for p in os.listdir(next(cache.iterdir())) if "partial" in p or "tmp" in p]
 
 
@@ -105,8 +114,11 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="hold no image files"):
         image_folder_data(str(tmp_path / "noimages"), cache_dir=str(tmp_path))
     make_tree(tmp_path / "allbad", ["cat"], 0, None, bad=[("cat", "1.jpg"), ("cat", "2.jpg")])
-    with pytest.raises(ValueError, match="none of the 2 image files could be read"):
+    with pytest.raises(ValueError, match="cat/1.jpg: cannot be decoded"):
         image_folder_data(str(tmp_path / "allbad"), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="none of the 2 image files could be read"):
+        image_folder_data(str(tmp_path / "allbad"), cache_dir=str(tmp_path / "c"),
+                          skip_unreadable=True)
     make_tree(tmp_path / "one", ["cat"], 1, np.random.default_rng(2))
     with pytest.raises(ValueError, match=r"--classes must lie in \[1, 1\]"):
         image_folder_data(str(tmp_path / "one"), classes=2, cache_dir=str(tmp_path / "c"))
@@ -164,6 +176,12 @@ def test_empty_class_folder_is_named_and_small_sets_refuse_large_batches(tmp_pat
     run = ["--data", "imagefolder", str(tmp_path / "tree"), "--cache-dir",
            str(tmp_path / "c"), "--workers", "0", "--resolution", "2", "--depth", "3",
            "--width", "3", "--optimizer", "adam", "--task", "train", "--steps", "3"]
+    assert main(run + ["--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"tallskinny-train: error: the class folder {tmp_path / 'tree' / 'emu'} "
+                   f"holds no images; its class would be an output never trained: remove "
+                   f"it or pass --allow-empty-classes\n")
+    run.append("--allow-empty-classes")
     assert main(run + ["--out", str(tmp_path / "a")]) == 2     # 30 images, batch 32
     err = capsys.readouterr().err
     assert f"warning: {tmp_path / 'tree'}/emu: no images" in err

@@ -4,12 +4,16 @@ Every invalid argument raises ValueError with a message naming the problem; a si
 system raises :class:`tallskinny_np.SingularPivotError` (a ``numpy.linalg.LinAlgError``)
 naming the layer, never returns inf or nan, and leaves the Curvature able to solve.
 """
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from conftest import GRID, KINDS, U64, condition_number, dense_curvature, relative_error
 from tallskinny_np import MLP, Curvature, SingularPivotError
 from tallskinny_np.curvature import METHODS
+from tallskinny_np.optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
+                                 SaddleFreeNewton, TrustRegion)
 
 SIZES = [4, 3, 3, 3]
 
@@ -201,3 +205,72 @@ def test_inputs_are_not_modified(problem):
     curv.solve(v, 0.1)
     for a, c in zip((params, X, y, v), copies + [np.ones(net.n_params)]):
         assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_counts_at_shifts_far_beyond_the_norm_need_no_eigenvalues(problem, monkeypatch,
+                                                                  dtype):
+    """At 1e300 (and beyond float32's range) H + shift I is trivially definite: the counts
+    are certified without a sweep and without the dense eigenvalues."""
+    net, params, X, y = problem
+    net = MLP(SIZES, activation="tanh", bias=True, dtype=dtype)
+    curv = Curvature(net, params.astype(dtype), X, y)
+    monkeypatch.setattr(Curvature, "_dense_negative_count", None)   # any use fails
+    n = net.n_params
+    for big in (1e300, 1e39, 1e5):
+        assert curv.inertia(big) == (0, 0, n) and curv.inertia(-big) == (n, 0, 0)
+        assert curv.count_eigenvalues_below(big) == n
+        assert curv.count_eigenvalues_below(-big) == 0
+        assert curv.is_positive_definite(big) and not curv.is_positive_definite(-big)
+    assert curv._eigenvalues is None
+
+
+def test_damping_beyond_the_dtype_and_fraction_dampings(problem):
+    net, params, X, y = problem
+    net32 = MLP(SIZES, activation="tanh", bias=True, dtype=np.float32)
+    curv32 = Curvature(net32, params.astype(np.float32), X, y)
+    for bad in (1e39, -1e300):
+        with pytest.raises(ValueError, match=r"damping .* is beyond the range of the "
+                                             r"network's dtype float32"):
+            curv32.solve(curv32.grad, bad)
+    x = curv32.solve(curv32.grad, 3e38)    # in range: x = g / 3e38, subnormal numbers
+    np.testing.assert_allclose(x.astype(np.float64) * 3e38, curv32.grad, rtol=1e-3,
+                               atol=1e-3 * np.abs(curv32.grad).max())
+    curv = Curvature(net, params, X, y)
+    np.testing.assert_array_equal(curv.solve(curv.grad, Fraction(1, 10)),
+                                  curv.solve(curv.grad, 0.1))
+    assert curv.inertia(Fraction(1, 10)) == curv.inertia(0.1)
+    with pytest.raises(ValueError, match="damping must be a finite real number"):
+        curv.solve(curv.grad, Fraction(10 ** 400))
+
+
+def test_arrays_times_the_curvature_from_the_left(problem):
+    net, params, X, y = problem
+    curv = Curvature(net, params, X, y)
+    V = np.random.default_rng(1).standard_normal((net.n_params, 3))
+    np.testing.assert_array_equal(V.T @ curv, curv.hvp(V).T)
+    np.testing.assert_array_equal(V[:, 0] @ curv, curv.hvp(V[:, 0]))
+    with pytest.raises(ValueError, match=rf"v in v @ curv must have shape "
+                                         rf"\({net.n_params},\) or \(k, {net.n_params}\)"):
+        V @ curv
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: MLP(SIZES).init_params(gain=np.nan), "gain"),
+    (lambda: MLP(SIZES).init_params(gain=np.inf), "gain"),
+    (lambda: MLP(SIZES).init_params(gain=-1.0), "gain"),
+    (lambda: MLP(SIZES, dtype="garbage"), "dtype"),
+    (lambda: SGD(lr=np.inf), "lr"),
+    (lambda: Adam(lr=np.nan), "lr"),
+    (lambda: DampedNewton(factor=np.inf), "factor"),
+    (lambda: DampedNewton(damping=np.inf), "damping"),
+    (lambda: DampedNewton(trials=2.5), "trials"),
+    (lambda: TrustRegion(trials=2.0), "trials"),
+    (lambda: TrustRegion(radius=np.inf, max_radius=np.inf), "max_radius"),
+    (lambda: HessianFree(max_iter=1.5), "max_iter"),
+    (lambda: GaussNewtonToNewton(switch_loss=np.inf), "switch_loss"),
+    (lambda: SaddleFreeNewton(max_pairs=1.5), "max_pairs"),
+])
+def test_non_finite_and_non_integer_settings_name_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be"):
+        call()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tallskinny_np.training import train
+from tallskinny_np.training.files import locked
 from tallskinny_np.training.train import main
 
 TINY = ["--depth", "3", "--width", "4", "--batch", "16", "--eval-every", "2"]
@@ -109,6 +110,63 @@ def test_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
     assert metrics(tmp_path / "train" / "adam" / "metrics.csv") == before
     assert main(args + ["--steps", "3", "--overwrite"]) == 0
     assert len(metrics(tmp_path / "train" / "adam" / "metrics.csv")) == 4
+
+
+def test_an_out_holding_other_files_needs_overwrite(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.tex").write_text("mine")
+    (tmp_path / "config.json").write_text("my own config")
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                   "--out", str(tmp_path)]
+    for extra in ([], ["--resume"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err
+        assert err == (f"tallskinny-train: error: --out {tmp_path} holds 2 file(s) that are "
+                       f"not outputs of tallskinny-train (first: {tmp_path / 'config.json'}); "
+                       f"choose an empty or new folder, or pass --overwrite to write beside "
+                       f"them\n")
+        assert (tmp_path / "config.json").read_text() == "my own config"
+        assert not (tmp_path / "train").exists()
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "notes" / "thesis.tex").read_text() == "mine"
+    # Its own outputs, a sweep's included, are no reason to refuse.
+    again = TINY + ["--compare", "adam", "--lr-sweep", "0.01", "--task", "train",
+                    "--steps", "2", "--out", str(tmp_path / "own")]
+    assert main(again) == 0
+    assert (tmp_path / "own" / "sweep" / "train" / "adam-lr0.01" / "metrics.csv").exists()
+    assert main(again + ["--resume"]) == 0
+
+
+def test_resume_refuses_rows_whose_checkpoint_is_missing(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "4",
+                   "--out", str(tmp_path)]
+    assert main(args) == 0
+    run = tmp_path / "train" / "adam"
+    before = (run / "metrics.csv").read_bytes()
+    (run / "checkpoint.npz").unlink()
+    assert main(args + ["--resume"]) == 2
+    assert capsys.readouterr().err == (
+        f"tallskinny-train: error: {run / 'metrics.csv'} holds 5 row(s) but the "
+        f"checkpoint.npz they were committed with is missing; pass --overwrite to start "
+        f"this run over\n")
+    assert (run / "metrics.csv").read_bytes() == before
+    # A header alone (a run stopped before its first commit) resumes from step 0.
+    (run / "metrics.csv").write_bytes(before.splitlines(keepends=True)[0])
+    assert main(args + ["--resume"]) == 0
+    assert len(metrics(run / "metrics.csv")) == 5
+
+
+def test_a_second_writer_of_an_out_is_refused_naming_the_first(tmp_path, capsys):
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                   "--out", str(tmp_path)]
+    with locked(str(tmp_path), "--out"):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+    assert err.startswith(f"tallskinny-train: error: --out {tmp_path} is in use by process "
+                          f"{os.getpid()} (")
+    assert err.endswith("); wait for it to end or choose another folder\n")
+    assert not (tmp_path / "train").exists()
+    assert main(args) == 0                       # the lock went with its holder
 
 
 def test_curvature_uses_the_sub_batch(tmp_path, monkeypatch):
@@ -327,6 +385,87 @@ def test_evaluate_reports_the_checkpoint_on_a_split(tmp_path, capsys):
     assert float(out["top-1"]) <= float(out["top-5"]) <= 1
     assert "val split, 359 images" in out["data"]
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+
+
+def rewrite_checkpoint(path, **fields):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(fields)
+    np.savez(path, **arrays)
+
+
+def test_evaluate_checks_the_checkpoint_against_itself_and_the_data(tmp_path, capsys):
+    assert main(TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                        "--out", str(tmp_path)]) == 0
+    path = tmp_path / "train" / "adam" / "checkpoint.npz"
+    original = path.read_bytes()
+    network = '{{"sizes": {}, "activation": "{}", "dtype": "float64"}}'.format
+    for fields, words in [
+            (dict(network=network([64, 5, 4, 10], "tanh")), "its layer sizes [64, 5, 4, 10] "
+             "take 399 parameters, but its 'params' field holds 330"),
+            (dict(network=network([64, 4, 4, 10], "relu")), "its 'network' field does not "
+             "describe a network of this program"),
+            (dict(mean=np.zeros(3), std=np.ones(3)), "its normalisation ('mean' and 'std', "
+             "3 channels) does not fit its 64 inputs"),
+            (dict(std=np.ones((1, 1))), "its 'std' field ((1, 1)) is not a finite vector"),
+            (dict(std=np.zeros(1)), "does not fit its 64 inputs with std > 0"),
+            (dict(mean=np.zeros(2), std=np.ones(2)), "the data's images have 1 colour "
+             "channels; the normalisation of"),
+            (dict(classes='["a", "b"]'), "its 'classes' field names 2 classes, its network "
+             "has 10 outputs")]:
+        path.write_bytes(original)
+        rewrite_checkpoint(path, **fields)
+        capsys.readouterr()
+        assert main(["evaluate", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1, err
+        assert words in err and str(path) in err, err
+
+
+def test_evaluate_finds_relative_data_paths_from_where_the_run_started(tmp_path, capsys,
+                                                                       monkeypatch):
+    rng = np.random.default_rng(0)
+    (tmp_path / "work" / "npz").mkdir(parents=True)
+    np.savez(tmp_path / "work" / "npz" / "train_data_batch_1.npz",
+             data=rng.integers(0, 256, (30, 3 * 9), dtype=np.uint8),
+             labels=rng.integers(1, 4, 30))
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(TINY + ["--optimizer", "adam", "--task", "train", "--steps", "2",
+                        "--batch", "8", "--data", "imagenet-npz", "npz",
+                        "--out", "run"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "work" / "run" / "train" / "adam")]) == 0
+    out = capsys.readouterr().out
+    assert f"imagenet-npz {tmp_path / 'work' / 'npz'}: val split, 6 images" in out
+
+
+def test_epochs_are_epochs_for_every_optimizer(tmp_path):
+    """The digits' training split holds 1438 images: e epochs are e * (1438 // 16) steps at
+    batch 16 and e * (1438 // 64) at a second-order batch of 64, for every optimizer;
+    --second-order-steps still sets the second-order budget."""
+    args = TINY + ["--compare", "adam,ggn", "--task", "train", "--epochs", "0.05"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    for name in ("adam", "ggn"):
+        rows = metrics(tmp_path / "a" / "train" / name / "metrics.csv")
+        assert int(rows[-1]["step"]) == int(0.05 * (1438 // 16)) == 4, name
+    assert main(args + ["--second-order-batch", "64", "--out", str(tmp_path / "b")]) == 0
+    rows = metrics(tmp_path / "b" / "train" / "ggn" / "metrics.csv")
+    assert int(rows[-1]["step"]) == max(1, int(0.05 * (1438 // 64))) == 1
+    assert main(args + ["--second-order-steps", "2", "--out", str(tmp_path / "c")]) == 0
+    assert int(metrics(tmp_path / "c" / "train" / "ggn" / "metrics.csv")[-1]["step"]) == 2
+
+
+def test_piped_output_gets_progress_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "PROGRESS_EVERY", 0.0)   # a line after every step
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "3"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    for step in (1, 2, 3):
+        assert f"train adam: step {step} of 3, batch loss " in out
+    assert main(args + ["--quiet", "--out", str(tmp_path / "b")]) == 0
+    assert "step 1 of 3" not in capsys.readouterr().out
 
 
 def test_every_option_has_help_and_the_help_shows_defaults(capsys):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import verify
+from verify.__main__ import main
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.curvature import METHODS
 
@@ -237,3 +238,16 @@ def test_cli_help_is_plain_text():
     for markup in ("``", ":func:", ":class:", ":mod:"):
         assert markup not in proc.stdout
     assert "default 5)" in proc.stdout and "(default tanh)" in proc.stdout
+
+
+def test_the_installed_script_calls_itself_tallskinny_verify(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/tallskinny-verify"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: tallskinny-verify ")
+    assert main(["--json", str(tmp_path / "missing" / "report.json")]) == 2
+    assert capsys.readouterr().err.startswith("tallskinny-verify: error: --json ")
+    monkeypatch.setattr(sys, "argv", ["verify/__main__.py"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m verify ")

@@ -1,4 +1,4 @@
-"""python -m verify (also tallskinny-verify): check every step of the structured algorithm
+"""python -m verify (installed: tallskinny-verify): check every step of the structured algorithm
 on a small random MLP against dense references.
 
 The network has --layers affine layers (the loss layer included): --inputs inputs,
@@ -23,7 +23,12 @@ from tallskinny_np.training.files import atomic_write_text, describe_os_error, j
 from .checks import check_all
 from .fd import METHODS
 
-PROG = "python -m verify"
+def prog():
+    """The program's name as it was run: the installed script ``tallskinny-verify``, or
+    ``python -m verify`` from a checkout."""
+    if os.path.basename(sys.argv[0]) == "tallskinny-verify":
+        return "tallskinny-verify"
+    return "python -m verify"
 
 
 def positive(text):
@@ -34,7 +39,7 @@ def positive(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    p = argparse.ArgumentParser(prog=prog(), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--layers", type=positive, default=5,
                    help="affine layers L, the loss layer included (>= 2; default 5)")
@@ -69,7 +74,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     folder = os.path.dirname(os.path.abspath(args.json)) if args.json else None
     if folder and not os.path.isdir(folder):
-        print(f"{PROG}: error: --json {args.json}: the folder {folder} does not exist",
+        print(f"{prog()}: error: --json {args.json}: the folder {folder} does not exist",
               file=sys.stderr)
         return 2
     sizes = [args.inputs] + [args.width] * (args.layers - 1) + [args.classes]
@@ -82,7 +87,7 @@ def main(argv=None):
         report = check_all(net, params, X, y, kind=args.kind, damping=args.damping,
                            method=args.method)
     except ValueError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{prog()}: error: {e}", file=sys.stderr)
         return 2
     print(report)
     if args.json:
@@ -92,7 +97,7 @@ def main(argv=None):
             atomic_write_text(args.json, json_text(report.to_dict(), allow_nan=False,
                                                    indent=1) + "\n")
         except OSError as e:
-            print(f"{PROG}: error: --json {describe_os_error(e)}", file=sys.stderr)
+            print(f"{prog()}: error: --json {describe_os_error(e)}", file=sys.stderr)
             return 2
     return 0 if report.passed else 1
 

@@ -54,8 +54,9 @@ class Split:
 class Data:
     """A training and a validation split, the class names, the number of image files
     that could not be read (skipped), warnings about the data found while loading it
-    (for example class folders without images) and, for image files, what decoding them
-    took (``files``, ``seconds``, ``images_per_s``, ``workers`` of each cache built)."""
+    (for example class folders without images) and, for image files, each cache's
+    ``files``, ``cached`` (read from an earlier build) and ``cache`` (its folder), and what
+    its decoding took (``seconds``, ``images_per_s``, ``workers``)."""
     train: Split
     val: Split
     classes: list
@@ -247,7 +248,7 @@ def read_batches(paths, resolution, classes, desc, progress):
     """The images (N, r, r, 3) and 0-based labels of a list of batch files, keeping the
     first ``classes`` classes; every file must hold images of one size."""
     images, labels = [], []
-    for path in tqdm(paths, desc=desc, unit="file", disable=not progress):
+    for path in tqdm(paths, desc=desc, unit="file", disable=progress is not True):
         data, y = read_batch_file(path)
         x, y = class_subset(planes_to_images(data, path), y - 1, classes)
         if images and x.shape[1:] != images[0].shape[1:]:
@@ -353,8 +354,12 @@ def check_batch(batch, data, flag="--batch"):
 
 def load_data(source, paths=(), resolution=None, classes=None, val_fraction=0.2, seed=0,
               cache_dir=None, synthetic_size=20000, devkit=None, workers=None,
-              progress=False):
-    """A :class:`Data` from ``source`` (one of :data:`SOURCES`) and its ``paths``."""
+              progress=False, skip_unreadable=False, allow_empty_classes=False):
+    """A :class:`Data` from ``source`` (one of :data:`SOURCES`) and its ``paths``
+    (``skip_unreadable`` and ``allow_empty_classes``: image files, see
+    :func:`tallskinny_np.training.folders.image_folder_data`). ``progress``: True for
+    progress bars, a number of seconds for a line at that interval while image files are
+    decoded, False for neither."""
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; choose one of {SOURCES}")
     paths = list(paths)
@@ -372,5 +377,6 @@ def load_data(source, paths=(), resolution=None, classes=None, val_fraction=0.2,
     if source == "imagefolder":
         from .folders import image_folder_data
         return image_folder_data(paths[0], resolution, classes, val_fraction, seed, cache_dir,
-                                 devkit, workers, progress)
+                                 devkit, workers, progress, skip_unreadable,
+                                 allow_empty_classes)
     return imagenet_batches_data(paths, resolution, classes, val_fraction, seed, progress)

@@ -3,8 +3,9 @@ split of its data (or of other data of the same shape and classes).
 
 A checkpoint holds everything needed (:func:`tallskinny_np.training.store.read_checkpoint`):
 the layer sizes and activation, the parameters, the per-channel normalisation of the
-training pixels and the class names; the data are found again from the run's own
-``--data`` unless given.
+training pixels and the class names, checked against each other and against the data; the
+data are found again from the run's own ``--data`` (relative paths from the folder the run
+started in) unless given.
 """
 import argparse
 import os
@@ -14,11 +15,12 @@ import numpy as np
 
 from ..backend import backend_module
 from ..model import MLP, cross_entropy
+from . import signals
 from .cli import HelpFormatter, error
 from .datasets import SOURCES, load_data, standardize
 from .files import describe_os_error
 from .folders import default_cache_dir
-from .store import CHECKPOINT, read_checkpoint
+from .store import CHECKPOINT, RunFileError, read_checkpoint
 
 PROG = "tallskinny-train evaluate"
 
@@ -57,9 +59,51 @@ def parse_args(argv):
                                     "validation folder")
     p.add_argument("--workers", type=int, help="DataLoader processes decoding image files "
                                                "(default: up to 8, one per core)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be decoded (default: stop at "
+                        "the first, naming it)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="keep class folders without images as classes")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
                    help="array library (cupy: on the GPU)")
     return p.parse_args(argv)
+
+
+def checked_network(ck, path):
+    """The MLP a checkpoint describes, after checking its fields against each other: the
+    layer sizes, activation and dtype make a network whose parameter count is that of
+    ``params``; ``mean`` and ``std`` are finite per-channel vectors (std > 0) of a channel
+    count that divides the input size; the class names are as many as the outputs. A
+    RunFileError naming the file and the field otherwise."""
+    network = ck["network"]
+    try:
+        net = MLP(network["sizes"], activation=network["activation"], dtype=network["dtype"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise RunFileError(f"{path}: its 'network' field does not describe a network of "
+                           f"this program ({network!r}: {e})") from None
+    if ck["params"].size != net.n_params:
+        raise RunFileError(f"{path}: its layer sizes {list(net.sizes)} take {net.n_params} "
+                           f"parameters, but its 'params' field holds {ck['params'].size}")
+    mean, std = ck["mean"], ck["std"]
+    for name, v in (("mean", mean), ("std", std)):
+        if v.ndim != 1 or v.size == 0 or v.shape != mean.shape or not np.all(np.isfinite(v)):
+            raise RunFileError(f"{path}: its '{name}' field ({v.shape}) is not a finite "
+                               f"vector of one value per colour channel like 'mean' "
+                               f"({mean.shape})")
+    if not np.all(std > 0) or net.sizes[0] % mean.size:
+        raise RunFileError(f"{path}: its normalisation ('mean' and 'std', {mean.size} "
+                           f"channels) does not fit its {net.sizes[0]} inputs with std > 0")
+    if len(ck["classes"]) != net.sizes[-1]:
+        raise RunFileError(f"{path}: its 'classes' field names {len(ck['classes'])} classes, "
+                           f"its network has {net.sizes[-1]} outputs")
+    return net
+
+
+def data_paths(ck, paths):
+    """The run's data paths, those recorded relative to the folder the run started in
+    (its ``cwd`` field) taken from there."""
+    start = ck.get("cwd")
+    return [os.path.join(start, p) if start and not os.path.isabs(p) else p for p in paths]
 
 
 def evaluate(args):
@@ -67,21 +111,26 @@ def evaluate(args):
     if os.path.isdir(path):
         path = os.path.join(path, CHECKPOINT)
     ck = read_checkpoint(path)
-    config, network = ck["config"], ck["network"]
-    source, paths = (args.data[0], args.data[1:]) if args.data else (config["source"],
-                                                                      config["paths"])
+    config = ck["config"]
+    net = checked_network(ck, path)
+    source, paths = (args.data[0], args.data[1:]) if args.data else (
+        config["source"], data_paths(ck, config["paths"]))
     data = load_data(source, paths, config["resolution"], config["classes"],
                      config["val_fraction"], config["seed"], args.cache_dir,
-                     config["synthetic_size"], args.devkit, args.workers)
-    sizes = network["sizes"]
+                     config["synthetic_size"], args.devkit, args.workers,
+                     skip_unreadable=args.skip_unreadable,
+                     allow_empty_classes=args.allow_empty_classes)
+    sizes = list(net.sizes)
     if data.n_features != sizes[0] or len(data.classes) != sizes[-1]:
         raise ValueError(f"the data have {data.n_features} inputs and {len(data.classes)} "
                          f"classes; the network of {path} takes {sizes[0]} and {sizes[-1]}")
+    if data.train.images.shape[-1] != ck["mean"].size:
+        raise ValueError(f"the data's images have {data.train.images.shape[-1]} colour "
+                         f"channels; the normalisation of {path} has {ck['mean'].size}")
     if list(data.classes) != list(ck["classes"]):
         raise ValueError(f"the data's class names differ from those of {path} (first: "
                          f"{data.classes[0]} vs {ck['classes'][0]})")
     xp = backend_module(args.backend)
-    net = MLP(sizes, activation=network["activation"], dtype=network["dtype"])
     split = data.val if args.split == "val" else data.train
     loss, top1, top5 = split_metrics(net, xp.asarray(ck["params"].astype(net.dtype)), split,
                                      ck["mean"], ck["std"], xp, top=(1, min(5, sizes[-1])))
@@ -96,7 +145,10 @@ def evaluate(args):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return evaluate(args)
+        with signals.handling():
+            return evaluate(args)
+    except signals.Interrupted as e:
+        return error(PROG, f"interrupted by {e.name}", e.status)
     except OSError as e:
         return error(PROG, describe_os_error(e))
     except (ValueError, ImportError) as e:

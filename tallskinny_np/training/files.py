@@ -4,12 +4,24 @@ A file is written under a temporary name in its own folder and moved over the fi
 with :func:`os.replace`, so a reader (or a process killed half-way) sees either the old
 file or the new one, never a truncated one. The temporary name is fixed (``<name>.partial``)
 rather than per process, so a leftover from a killed writer is overwritten by the next
-write instead of piling up.
+write instead of piling up. That is safe because each folder has one writer at a time:
+:func:`locked` holds an exclusive lock on the folder's ``.lock`` file (``flock``, released
+by the kernel when the process ends, however it ends) and refuses a second writer.
 """
+import contextlib
+import errno
+import fcntl
+import io
 import json
 import os
+import shlex
+import shutil
+import sys
+import time
 
 import numpy as np
+
+LOCK = ".lock"
 
 
 def partial_name(path):
@@ -17,19 +29,33 @@ def partial_name(path):
     return f"{path}.partial"
 
 
-def atomic_write(path, write, mode="w"):
+def atomic_write(path, write, mode="w", size=None):
     """Call ``write(f)`` on a temporary file, flush it to disk, then move it to ``path``.
-    On any error the temporary file is removed and ``path`` is left as it was."""
+    On any error the temporary file is removed and ``path`` is left as it was; a full
+    disk is an OSError that says how many bytes the file needed (:func:`disk_full`).
+    ``size`` is the file's size if known; otherwise the content is made in memory first,
+    to know it."""
     tmp = partial_name(path)
+    content = None
+    if size is None:
+        buf = io.BytesIO() if "b" in mode else io.StringIO(newline="")
+        write(buf)
+        content = buf.getvalue()
+        size = len(content.encode() if isinstance(content, str) else content)
     try:
         with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
+            if content is None:
+                write(f)
+            else:
+                f.write(content)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError):
+            raise disk_full(e, path, size) from None
         raise
 
 
@@ -39,8 +65,32 @@ def atomic_write_text(path, text):
 
 
 def atomic_save(path, array):
-    """``np.save`` to ``path`` atomically."""
-    atomic_write(path, lambda f: np.save(f, array), mode="wb")
+    """``np.save`` to ``path`` atomically (streamed: the array may be large)."""
+    atomic_write(path, lambda f: np.save(f, array), mode="wb", size=npy_size(array))
+
+
+def npy_size(array):
+    """The size in bytes of ``array``'s ``.npy`` file (its header is at most 4096 bytes
+    and usually 128)."""
+    return int(np.asarray(array).nbytes) + 128
+
+
+def disk_full(error, path, needed):
+    """``error`` itself, unless it is ENOSPC (or EDQUOT): then an OSError naming ``path``,
+    the bytes it needed and the bytes free, for a one-line message."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return error
+    return OSError(error.errno, f"no space left on the device: {needed:,} bytes needed, "
+                                f"{free_bytes(path):,} free", path)
+
+
+def free_bytes(path):
+    """The bytes free on the file system holding ``path`` (or its folder)."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
 
 
 def json_value(value):
@@ -79,3 +129,40 @@ def output_folder(path, option="--out"):
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def locked(folder, what):
+    """Hold the exclusive lock of ``folder`` (``what``, e.g. ``'--out'``, names it in the
+    message) for the block, with this process's id and command written in the lock file;
+    a ValueError naming the holder if another process holds it."""
+    path = os.path.join(folder, LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{what} {folder} is in use by {lock_holder(fd)}; "
+                             f"wait for it to end or choose another folder") from None
+        command = shlex.join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])
+        holder = f"process {os.getpid()} ({command})\n".encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, holder)
+        except OSError as e:
+            raise disk_full(e, path, len(holder)) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def lock_holder(fd):
+    """What the lock file ``fd`` says of its holder. The holder writes it just after taking
+    the lock, so an empty file is read again for up to a second."""
+    for _ in range(50):
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 4096).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.02)
+    return "another process"

@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 
 from ..backend import to_numpy
-from .files import atomic_write, partial_name
+from .files import atomic_write, disk_full, partial_name
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
@@ -109,11 +109,16 @@ def resume_metrics(directory, ck):
 
 def append_rows(directory, rows):
     """Append rows to ``metrics.csv`` and flush them to disk; its new length in bytes."""
-    with open(os.path.join(directory, METRICS), "ab") as f:
-        f.write(rows_text(rows).encode())
-        f.flush()
-        os.fsync(f.fileno())
-        return f.tell()
+    path = os.path.join(directory, METRICS)
+    data = rows_text(rows).encode()
+    try:
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            return f.tell()
+    except OSError as e:      # a half-written row lies beyond what the checkpoint records
+        raise disk_full(e, path, len(data)) from None
 
 
 def commit(directory, rows, n_rows, state):
@@ -134,7 +139,9 @@ def read_checkpoint(path):
     """The checkpoint at ``path`` as a dict: ``params`` (float array), ``opt`` (optimizer
     state), ``step``, ``wall``, ``loss0``, ``metrics_bytes``, ``metrics_rows``, ``config``
     (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``),
-    ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names).
+    ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names),
+    ``cwd`` (the folder the run started in, against which relative data paths resolve;
+    None in checkpoints written before it was recorded).
     A :class:`RunFileError` naming the file for anything damaged, truncated or foreign."""
     try:
         # np.load reads each array's bytes without reaching the CRC check at the end of its
@@ -165,6 +172,7 @@ def read_checkpoint(path):
         out.update({k: int(ck[k]) for k in ("step", "metrics_bytes", "metrics_rows")})
         out.update({k: float(ck[k]) for k in ("wall", "loss0")})
         out.update({k: json.loads(str(ck[k])) for k in ("config", "network", "classes")})
+        out["cwd"] = str(ck["cwd"]) if "cwd" in ck else None
     except (TypeError, ValueError) as e:
         raise RunFileError(f"{path}: damaged checkpoint ({e})") from None
     if out["params"].ndim != 1 or not np.all(np.isfinite(out["params"])):

@@ -20,6 +20,9 @@ against training wall-clock, one line per optimizer), ``summary.txt`` and
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
 memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
 others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for train).
+``--epochs`` instead gives every optimizer the same number of epochs of the training
+split, each in steps of its own gradient batch (``--second-order-steps``, if given, still
+sets the second-order ones' budget).
 
 Second-order optimizers: newton and ggn (exact damped solves), ggn-newton (Gauss-Newton
 until the batch loss reaches ``--switch-loss``, Newton after), modified-newton (the
@@ -29,10 +32,9 @@ negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all
 curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvature-every``
 steps. Between rebuilds the same curvature and its factorization are reused with the new
 gradient: the damping then only increases (after a rejected step), its decreases wait for
-the last step before a rebuild.
-``--epochs`` sets ``--steps`` in epochs of the training split. ``--second-order-batch``
-gives the second-order optimizers their own gradient batch in the train task (the
-summaries count images as well as steps); memorise and precision keep one batch for all.
+the last step before a rebuild. ``--second-order-batch`` gives the second-order optimizers
+their own gradient batch in the train task (the summaries count images as well as steps);
+memorise and precision keep one batch for all.
 
 Learning rates. Without ``--lr`` SGD (momentum 0.9) and Adam use the rates :data:`TUNED_LR`
 chosen for the embedded default by ``--lr-sweep`` over the grid :data:`LR_GRID` (see the
@@ -44,7 +46,15 @@ evaluations every ``--eval-every`` steps) and ``checkpoint.npz``, committed toge
 ``--eval-every`` steps so that a run killed at any moment resumes on the identical
 trajectory with every row (:mod:`tallskinny_np.training.store`); ``config.json``, the
 figures and the summaries. An ``--out`` that holds runs needs ``--resume`` (continue them:
-the data order is a function of the seed and the step only) or ``--overwrite``.
+the data order is a function of the seed and the step only) or ``--overwrite``; one that
+holds other files than these needs ``--overwrite``. One process at a time writes to an
+``--out``: a second one is refused with the first one's process id and command (the lock
+file ``--out/.lock``, :func:`tallskinny_np.training.files.locked`).
+
+Interrupts. SIGINT (Ctrl-C) and SIGTERM end a run at the next step boundary (compiled
+code is never interrupted, :mod:`tallskinny_np.training.signals`): the steps so far are
+committed, one line names the signal and the ``--resume`` command, and the exit status is
+130 or 143.
 
 Divergence. A run stops, with a message and exit status 1, at the first step whose batch
 loss is not finite or exceeds :data:`DIVERGENCE_FACTOR` times the batch loss of step 0;
@@ -55,12 +65,23 @@ evaluations or checkpoints. On a machine shared by several jobs set
 ``OPENBLAS_NUM_THREADS=1``: the Riccati solver's blocks are small, and BLAS threads
 competing for cores slow it down many times over.
 """
+import sys
+
+from . import signals
+
+if __name__ == "__main__":
+    # python -m: a signal while the modules below load gets one line, not a traceback
+    # (the installed script does this in tallskinny_np.training.cli.train_main).
+    signals.quiet_start("tallskinny-train")
+
 import argparse
 import csv
 import glob
+import json
 import math
 import os
-import sys
+import re
+import shlex
 import time
 
 import numpy as np
@@ -77,10 +98,11 @@ from .cli import HelpFormatter, error, integer, nonnegative_float, positive_floa
 from .datasets import (SOURCES, augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
 from .evaluate import split_metrics
-from .files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
+from .files import (atomic_write, atomic_write_text, describe_os_error, json_text,
+                    locked, output_folder)
 from .folders import default_cache_dir
-from .store import (CHECKPOINT, METRICS, append_rows, commit, read_checkpoint,
-                    resume_metrics, start_metrics)
+from .store import (CHECKPOINT, METRICS, RunFileError, append_rows, commit,
+                    read_checkpoint, resume_metrics, start_metrics)
 from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
 
 PROG = "tallskinny-train"
@@ -92,6 +114,14 @@ DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
 DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None,   # None: steps // 5
                               "precision": 300}
 DIVERGENCE_FACTOR = 10.0
+PROGRESS_EVERY = 60.0     # seconds between progress lines when stderr is not a terminal
+# The files this program writes under --out (relative, with '/'): an --out holding others
+# needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
+OWN_FILE = re.compile(
+    r"(\.lock|config\.json|summary\.txt|summary-(memorise|train|precision)\.csv"
+    r"|(memorise|train|precision)\.png"
+    r"|((memorise|train|precision)/[^/]+|sweep/(memorise|train|precision)/[^/]+)"
+    r"/(metrics\.csv|checkpoint\.npz))(\.partial)?")
 
 # The learning-rate grid of --lr-sweep, and the rates it picked for the embedded default
 # (digits, depth 16, width 8, tanh, batch 32, seed 0, float64; momentum 0.9 for SGD) with
@@ -126,7 +156,9 @@ Data sources (--data SOURCE [PATH ...]):
 
 A run stops with exit status 1 when its batch loss is not finite or exceeds
 {DIVERGENCE_FACTOR:g} times its batch loss at step 0; the checkpoint keeps the parameters
-from before. Exit status 2: bad options, data or files.
+from before. Exit status 2: bad options, data or files, a full disk, or an --out or image
+cache in use by another process; 130 and 143: stopped by SIGINT (Ctrl-C) or SIGTERM, with
+the steps so far saved (--resume continues).
 """
 
 
@@ -152,6 +184,12 @@ def parse_args(argv):
                                     "flat val/ folder (default: looked for beside val/)")
     p.add_argument("--workers", type=integer(0), help="DataLoader processes decoding image "
                    "files (default: one per core, at most 8)")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be decoded, each named in a "
+                        "warning (default: stop at the first, naming it)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="keep class folders without images as classes, with a warning "
+                        "(default: refuse them)")
     p.add_argument("--augment", choices=("none", "crop-flip"), default="none",
                    help="training-batch augmentation of the train task: crop-flip pads by "
                         "r/8, crops back at a random offset and mirrors half the images")
@@ -203,9 +241,12 @@ def parse_args(argv):
     steps.add_argument("--steps", type=integer(1), help="first-order step budget "
                        "(default: 3000 memorise, 2000 train, 30000 precision)")
     steps.add_argument("--epochs", type=positive_float,
-                       help="first-order budget in epochs of the training split")
+                       help="budget of every optimizer in epochs of the training split "
+                            "(--second-order-steps still overrides it for the second-order "
+                            "ones)")
     p.add_argument("--second-order-steps", type=integer(1), help="budget of the second-order "
-                   "optimizers (default: 300 memorise and precision, --steps / 5 train)")
+                   "optimizers (default: 300 memorise and precision, --steps / 5 train, "
+                   "--epochs if given)")
     p.add_argument("--eval-every", type=integer(1), default=20,
                    help="steps between evaluations of the full splits and checkpoints")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
@@ -221,7 +262,8 @@ def parse_args(argv):
     again.add_argument("--overwrite", action="store_true",
                        help="replace the runs under --out")
     p.add_argument("--quiet", action="store_true",
-                   help="print only the summary and errors (no progress)")
+                   help="print only the summary and errors (no progress bars on a terminal, "
+                        f"no progress line every {PROGRESS_EVERY:g} s elsewhere)")
     args = p.parse_args(argv)
     args.source, args.paths = args.data[0], args.data[1:]
     if args.source not in SOURCES:
@@ -238,6 +280,8 @@ def parse_args(argv):
     if not 0 <= args.val_fraction < 1:
         p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     args.progress = sys.stderr.isatty() and not args.quiet
+    # Without a terminal for the bars, a line at a steady interval shows the run is alive.
+    args.report_every = None if args.quiet or args.progress else PROGRESS_EVERY
     return args
 
 
@@ -255,13 +299,17 @@ def optimizer_list(text):
 
 
 def budget(args, task, name, n_train):
-    """The step budget of optimizer ``name`` in ``task`` (see the module docstring)."""
-    steps = args.steps or DEFAULT_STEPS[task]
+    """The step budget of optimizer ``name`` in ``task`` (see the module docstring):
+    ``--epochs`` are epochs of the optimizer's own gradient batch for every optimizer,
+    unless ``--second-order-steps`` gives the second-order ones a budget in steps."""
+    if name not in FIRST_ORDER and args.second_order_steps:
+        return args.second_order_steps
     if args.epochs:
-        steps = max(1, int(args.epochs * (n_train // args.batch)))
+        return max(1, int(args.epochs * (n_train // batch_size(args, task, name))))
+    steps = args.steps or DEFAULT_STEPS[task]
     if name in FIRST_ORDER:
         return steps
-    return args.second_order_steps or DEFAULT_SECOND_ORDER_STEPS[task] or max(1, steps // 5)
+    return DEFAULT_SECOND_ORDER_STEPS[task] or max(1, steps // 5)
 
 
 def batch_size(args, task, name):
@@ -329,10 +377,11 @@ class Problem:
         LAPACK wrappers) outside the timed steps: a curvature of each kind on two samples,
         with a solve and an inertia."""
         X, y = self.batch("memorise", 0)
-        for kind in kinds:
-            curv = Curvature(self.net, self.initial_params(), X[:2], y[:2], kind=kind)
-            curv.solve(curv.grad, 1.0)
-            curv.is_positive_definite(1.0)
+        with signals.deferred():      # compiled code must not see an exception
+            for kind in kinds:
+                curv = Curvature(self.net, self.initial_params(), X[:2], y[:2], kind=kind)
+                curv.solve(curv.grad, 1.0)
+                curv.is_positive_definite(1.0)
 
     def initial_params(self):
         return self.xp.asarray(self.net.init_params(seed=self.args.seed))
@@ -357,6 +406,7 @@ class Problem:
         """What :func:`tallskinny_np.training.store.commit` stores for this problem."""
         return {"params": params, "opt": opt.state, "step": step, "wall": wall,
                 "loss0": loss0, "config": config, "mean": self.mean, "std": self.std,
+                "cwd": os.getcwd(),
                 "classes": list(self.data.classes),
                 "network": {"sizes": list(self.net.sizes), "activation": self.net.activation,
                             "dtype": str(self.dtype)}}
@@ -458,6 +508,8 @@ def run(problem, task, name, out_dir, lr=None):
         params, step, wall, loss0, rows = resume(problem, out_dir, opt, config)
         committed = step
     else:
+        if args.resume:
+            check_no_rows(out_dir)
         start_metrics(out_dir)
         params, step, wall = problem.initial_params(), 0, 0.0
         loss0, rows, committed = None, [], None
@@ -466,8 +518,15 @@ def run(problem, task, name, out_dir, lr=None):
     evaluate = task == "train"
     bar = tqdm(total=steps, initial=step, desc=f"{task} {name}", unit="step", leave=False,
                dynamic_ncols=True, disable=not args.progress)
-    try:
+    next_report = time.monotonic() + (args.report_every or 0)
+    with bar, signals.deferred():
         while True:
+            if signals.pending():
+                # A signal arrived during the last step: save up to here, then stop.
+                if step != committed:
+                    commit(out_dir, pending, len(rows),
+                           problem.checkpoint(params, opt, step, wall, loss0, config))
+                signals.raise_pending()
             X, y = problem.batch(task, step, size)
             last = step >= steps
             row = {"step": step}
@@ -513,12 +572,27 @@ def run(problem, task, name, out_dir, lr=None):
             params, wall, step = new, wall + elapsed + time.perf_counter() - start, step + 1
             bar.update()
             bar.set_postfix(loss=f"{loss:.3g}", acc=f"{row['batch_acc']:.2f}", refresh=False)
-    finally:
-        bar.close()
+            if args.report_every is not None and time.monotonic() >= next_report:
+                print(f"{task} {name}: step {step} of {steps}, batch loss {loss:.4g}, "
+                      f"{wall:.1f} s of training", flush=True)
+                next_report = time.monotonic() + args.report_every
     if not args.quiet:
         print(f"{task} {name}: {step} steps, {wall:.2f} s of training, final batch loss "
               f"{rows[-1]['batch_loss']:.4g}")
     return rows
+
+
+def check_no_rows(out_dir):
+    """A RunFileError if ``metrics.csv`` in ``out_dir`` holds rows: without the checkpoint
+    they were committed with, resuming would silently start over and rewrite them."""
+    path = os.path.join(out_dir, METRICS)
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            n_rows = sum(1 for line in f if line.strip()) - 1
+        if n_rows > 0:
+            raise RunFileError(f"{path} holds {n_rows} row(s) but the {CHECKPOINT} they were "
+                               f"committed with is missing; pass --overwrite to start this "
+                               f"run over")
 
 
 def stop(out_dir, rows, name, opt, committed, what):
@@ -585,7 +659,8 @@ def load(args):
     """The data and the problem, checked against the options."""
     data = load_data(args.source, args.paths, args.resolution, args.classes,
                      args.val_fraction, args.seed, args.cache_dir, args.synthetic_size,
-                     args.devkit, args.workers, args.progress)
+                     args.devkit, args.workers, args.progress or args.report_every or False,
+                     args.skip_unreadable, args.allow_empty_classes)
     for line in data.warnings:
         print(f"{PROG}: warning: {line}", file=sys.stderr)
     check_batch(args.batch, data)
@@ -693,12 +768,47 @@ def write_csv(f, summary):
     w.writerows(summary)
 
 
-def train(args):
-    output_folder(args.out)
+def foreign_files(out):
+    """Files under ``out`` that are not this program's outputs (see the module docstring),
+    sorted. The names of the top-level outputs (``summary.txt``, ``train.png`` ...) count
+    as its own only beside a ``config.json`` that this program wrote."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            ours = {"data", "out", "optimizers"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    found = []
+    for folder, _, files in os.walk(out):
+        for name in files:
+            rel = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+            if not (OWN_FILE.fullmatch(rel) and (ours or "/" in rel or rel == ".lock")):
+                found.append(os.path.join(out, rel))
+    return sorted(found)
+
+
+def check_out(args):
+    """Refuse an ``--out`` holding other files than this program's, or holding runs, unless
+    ``--overwrite`` (or ``--resume`` for runs) says what to do with them."""
+    foreign = foreign_files(args.out)
+    if foreign and not args.overwrite:
+        raise ValueError(f"--out {args.out} holds {len(foreign)} file(s) that are not "
+                         f"outputs of {PROG} (first: {foreign[0]}); choose an empty or new "
+                         f"folder, or pass --overwrite to write beside them")
     runs = existing_runs(args.out)
     if runs and not (args.resume or args.overwrite):
         raise ValueError(f"{args.out} already holds {len(runs)} run(s) (first: {runs[0]}); "
                          f"pass --resume to continue them or --overwrite to replace them")
+
+
+def train(args):
+    output_folder(args.out)
+    with locked(args.out, "--out"):
+        check_out(args)
+        return train_locked(args)
+
+
+def train_locked(args):
+    """:func:`train` with the lock of ``--out`` held."""
     data, problem = load(args)
     atomic_write_text(os.path.join(args.out, "config.json"),
                       json_text(vars(args), indent=1))
@@ -709,7 +819,9 @@ def train(args):
               f"{len(data.classes)} classes"
               + (f"; skipped {data.skipped} unreadable image files" if data.skipped else ""))
         for d in data.decode:
-            print(f"decoded {d['files']} image files in {d['seconds']:.1f} s "
+            print(f"read {d['files']} decoded images from the cache {d['cache']}"
+                  if d["cached"] else
+                  f"decoded {d['files']} image files in {d['seconds']:.1f} s "
                   f"({d['images_per_s']:.0f} images/s, {d['workers']} workers)")
         print(f"network: {problem.describe()}")
     report = compare(args, problem)
@@ -725,6 +837,16 @@ def train(args):
     return 0
 
 
+def interrupted(e, args, argv):
+    """The message of a run stopped by a signal: which, and how to go on."""
+    if not existing_runs(args.out):
+        return f"interrupted by {e.name} before any step was saved"
+    again = [a for a in argv if a != "--overwrite"]
+    again += [] if "--resume" in again else ["--resume"]
+    return (f"interrupted by {e.name}; the checkpoints under {args.out} are intact, "
+            f"continue with: {shlex.join([PROG, *again])}")
+
+
 def main(argv=None):
     """Entry point of ``tallskinny-train`` (``tallskinny-train evaluate ...`` scores a
     checkpoint) and ``python -m tallskinny_np.training.train``."""
@@ -734,15 +856,16 @@ def main(argv=None):
         return evaluate(argv[1:])
     args = parse_args(argv)
     try:
-        return train(args)
+        with signals.handling():
+            return train(args)
+    except signals.Interrupted as e:
+        return error(PROG, interrupted(e, args, argv), e.status)
     except (FloatingPointError, MemoryError) as e:
         return error(PROG, e, status=1)
     except OSError as e:
         return error(PROG, describe_os_error(e))
     except (ValueError, ImportError, RuntimeError) as e:
         return error(PROG, e)
-    except KeyboardInterrupt:
-        return error(PROG, "interrupted; --resume continues from the last checkpoint", 130)
 
 
 if __name__ == "__main__":

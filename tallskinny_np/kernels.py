@@ -48,13 +48,12 @@ def block_S(W, R):
 
 
 @njit(cache=True)
-def cross_block(Zt, W, R, bS1):
-    """One hidden layer's dense ``C`` ``(p, a')`` = ``(m q, B n)``, C-order, from its factors
-    (docs/math.md eq. (2.13)): the transient input of the compiled dense stage, which
-    takes it over as ``Qxy^T``'s storage."""
+def cross_block(Zt, W, R, bS1, C):
+    """One hidden layer's dense ``C`` ``(p, a')`` = ``(m q, B n)`` into the C-order C, from
+    its factors (docs/math.md eq. (2.13)): the transient input of the compiled dense stage,
+    which takes it over as ``Qxy^T``'s storage."""
     B, q = Zt.shape
     m, n = W.shape
-    C = np.empty((m * q, B * n), dtype=Zt.dtype)
     for k in range(m):
         for j in range(q):
             row = k * q + j
@@ -64,4 +63,3 @@ def cross_block(Zt, W, R, bS1):
                     C[row, t * n + mm] = rz * W[k, mm]
                 if j < n:
                     C[row, t * n + j] += bS1[t, k]
-    return C

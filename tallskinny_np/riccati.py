@@ -331,8 +331,12 @@ def _compiled_stage(blk, P, eps, pd, scratch, P_out):
             A = gram_blocks(A.R, A.Zt)
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
         return Stage(f, None, None, None), None
-    C = None if blk.R is None else kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1)
-    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, C, P, eps, pd,
+    B, m, q = blk.Dx.shape
+    C = np.empty((m * q, B * blk.Dz.shape[2]))
+    if blk.R is not None:
+        kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1, C)
+    arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, blk.R is not None, C,
+                                       np.zeros((m * q, m * q), order="F"), P, eps, pd,
                                        stage.two_threads(), scratch, P_out)
     return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
 

@@ -84,11 +84,15 @@ def workspace(shapes):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split, scratch, P_out):
+def factor_stage(Dx, Dz, A, S, with_C, C, Qxx, P, eps, positive_definite, split, scratch,
+                 P_out):
     """The stage of one hidden layer (module docstring). ``P`` is F-order, symmetric and
-    full; A, S, C may be None (zero blocks); C, the dense ``(p, a')`` C-order block of
-    :func:`tallskinny_np.kernels.cross_block`, is overwritten (it becomes ``Wt``);
-    ``scratch`` and ``P_out`` are buffers of
+    full; A, S may be None (zero blocks). C is a C-order ``(p, a')`` array: the dense
+    block of :func:`tallskinny_np.kernels.cross_block` with ``with_C``, else storage of
+    no meaning (C = 0); it is overwritten by ``Wt``. Qxx is a zero F-order ``p x p`` array,
+    overwritten by the factor. Both are the caller's: NumPy asks the kernel to back large
+    allocations by huge pages, which the BLAS calls on them run faster with, and numba's
+    own allocations do not. ``scratch`` and ``P_out`` are buffers of
     :func:`workspace` (``P_out`` not P's). Returns ``(factor, Wt, P_prev)``: ``factor``
     the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix first, ``Wt``
     (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full, in ``P_out``).
@@ -104,14 +108,12 @@ def factor_stage(Dx, Dz, A, S, C, P, eps, positive_definite, split, scratch, P_o
     YT = scratch[:a * p].reshape((a, p)).T
     ZT = scratch[a * p:a * (p + a1)].reshape((a, a1)).T
     Pn = P_out[:a1 * a1].reshape((a1, a1)).T
-    Qxx = np.zeros((p, p)).T
-    # C is the transient dense block of kernels.cross_block: Qxy^T is formed in its storage
-    Wt = np.empty((p, a1)).T if C is None else C.reshape(p, a1).T
+    Wt = C.reshape(p, a1).T                  # Qxy^T is formed in C's storage
     for task in prange(2):
         if task == 0:
             _fill_pivot_block(Dx, A, P, eps, YT, Qxx)
         else:
-            _fill_qxy_qyy(Dx, Dz, S, C is not None, P, ZT, Wt, Pn)
+            _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
     schur_update(factor, Wt, Pn, split)

@@ -166,10 +166,12 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
     ``2 a' nnz(Dx) + 2 p r a'``; then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps``
     is subtracted."""
     V, ZtV, DxV, AV = _in_range(blocks, blk)
-    CV = None
+    B, m, r = DxV.shape
+    CV = np.empty((m * r, B * blk.Dz.shape[2]))
     if blk.R is not None:
-        CV = cross_in_range(blk.R, blk.W, ZtV, blk.bS1, V)
-    arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, CV,
+        cross_in_range(blk.R, blk.W, ZtV, blk.bS1, V, CV.reshape(m, r, B, -1))
+    arrays, Wt, Pn = stage.factor_stage(DxV, blk.Dz, AV, blk.S, blk.R is not None, CV,
+                                        np.zeros((m * r, m * r), order="F"),
                                         stage.fortran_symmetric(P), eps, positive_definite,
                                         stage.two_threads(), scratch, P_out)
     fT = pivot.PivotFactor.of(arrays)
@@ -179,21 +181,19 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
 
 
 @njit(cache=True, error_model="numpy")
-def cross_in_range(R, W, ZtV, bS1, V):
-    """``V^T C`` ``(m, r, B, n)`` of a hidden layer (``V^T`` on each unit's block) from
-    the factors of C, eq. (2.13): ``(V^T C)[k, c, t, i] = R[t, k] W[k, i] (Zt V)[t, c] +
-    bS1[t, k] V[i, c]``, ``3 m r B n`` flops where the product with C costs
+def cross_in_range(R, W, ZtV, bS1, V, CV):
+    """``V^T C`` into CV ``(m, r, B, n)`` for a hidden layer (``V^T`` on each unit's block)
+    from the factors of C, eq. (2.13): ``(V^T C)[k, c, t, i] = R[t, k] W[k, i] (Zt V)[t, c]
+    + bS1[t, k] V[i, c]``, ``3 m r B n`` flops where the product with C costs
     ``2 m q r B n``."""
     B, m = R.shape
     n, r = W.shape[1], V.shape[1]
-    CV = np.empty((m, r, B, n))
     for k in range(m):
         for c in range(r):
             for t in range(B):
                 a, g = R[t, k] * ZtV[t, c], bS1[t, k]
                 for i in range(n):
                     CV[k, c, t, i] = a * W[k, i] + g * V[i, c]
-    return CV
 
 
 def _outside_range(blk, V, eps, Qyy):

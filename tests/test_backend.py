@@ -32,8 +32,9 @@ def test_einsum_blocks_equal_numba_kernels(bias):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
     # C's compiled dense form (the dense stage's input) is that of its factors
     blk = HiddenLayer(None, None, None, None, Zt[0], bS1[0], R[0], W[0])
-    np.testing.assert_allclose(kernels.cross_block(Zt[0], W[0], R[0], bS1[0]), dense_C(blk),
-                               rtol=1e-13, atol=1e-13)
+    C = np.empty((m * Zt.shape[2], B * n))
+    kernels.cross_block(Zt[0], W[0], R[0], bS1[0], C)
+    np.testing.assert_allclose(C, dense_C(blk), rtol=1e-13, atol=1e-13)
     # Layer 1 keeps A as its factors; expanded, they are the same A.
     np.testing.assert_allclose(dense_A(FirstLayer(None, GramA(Zt[0], R[0]))),
                                block_diagonal(np, fast[0][0]), rtol=1e-13, atol=1e-13)

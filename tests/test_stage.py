@@ -28,9 +28,14 @@ def _layer(kind, bias, B=5, width=4):
     return blk, to_dense(blk), M @ M.T / a - 0.3 * np.eye(a)
 
 
-def _dense_C(blk):
-    """The stage's transient C (None for the GGN), from the layer's factors."""
-    return None if blk.R is None else kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1)
+def _stage_arrays(blk):
+    """The stage's ``(with_C, C, Qxx)``: C from the layer's factors (storage alone for
+    the GGN) and a zero Qxx, filled with NaN where the stage must not read them."""
+    B, m, q = blk.Dx.shape
+    C = np.full((m * q, B * blk.Dz.shape[2]), np.nan)
+    if blk.R is not None:
+        kernels.cross_block(blk.Zt, blk.W, blk.R, blk.bS1, C)
+    return blk.R is not None, C, np.zeros((m * q, m * q), order="F")
 
 
 def _factor_stage(blk, P, eps, split):
@@ -39,7 +44,7 @@ def _factor_stage(blk, P, eps, split):
     scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:]])
     scratch.fill(np.nan)
     P_bufs[0].fill(np.nan)
-    return stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _dense_C(blk),
+    return stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, *_stage_arrays(blk),
                               np.asfortranarray(P), eps, False, split, scratch, P_bufs[0])
 
 
@@ -69,7 +74,7 @@ def test_factor_stage_refuses_a_small_workspace():
     a, a1 = B * m, B * blk.Dz.shape[2]
     for scratch, P_out in [(a * (m * q + a1) - 1, a1 * a1), (a * (m * q + a1), a1 * a1 - 1)]:
         with pytest.raises(ValueError, match="workspace too small"):
-            stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, _dense_C(blk),
+            stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, *_stage_arrays(blk),
                                np.asfortranarray(P), 0.1, False, False, np.empty(scratch),
                                np.empty(P_out))
 

@@ -26,4 +26,8 @@ def test_quick_run_writes_every_section(tmp_path):
     assert 0.2 < result["versus_base"]["time_ratio"] < 5     # the same checkout twice
     assert [row["name"] for row in result["seeds"]] == ["baseline", "Hessian setting",
                                                         "tall-skinny setting"]
+    assert result["seeds"][0]["seconds"] > 0                 # the Adam step, measured
+    # the tall-skinny setting's step is the one measured above, not an estimate
+    assert result["seeds"][2]["step_seconds"] == result["tall_skinny"]["ggn"]["seconds"]
+    assert "(measured)" in report.splitlines()[-3]
     assert not list(tmp_path.glob("*.partial"))

@@ -147,9 +147,8 @@ def _hidden_plan(l, B, m, q, a_in, compiled, size):
         if a_in:                                           # W, Dx V, Pp
             kept += k * a_in + B * k + q * a_in // B
         transient = k * a_in + B * m * (k + a_in) + m * r * r
-        if not compiled:                                   # Qxy and Y = Q^T Qxy
-            kept += p * a_in + k * a_in
-            transient += p * a_in
+        if not compiled:                                   # V^T C, Dx V^T P Dz, T^{-1} Y
+            transient += 2 * k * a_in
         return LayerPlan(l + 1, "range", size * kept, size * transient, ranged)
     kept = p * p + p * a_in                                # the factor and W
     transient = p * a_in + B * m * (p + a_in)              # C, the workspace

@@ -10,10 +10,12 @@ from tallskinny_np.loss_stage import LossFactor
 from tallskinny_np.pivot import PivotFactor
 from tallskinny_np.plan import plan
 from tallskinny_np.riccati import riccati_factor
+from tallskinny_np.symmetric import LapackFactor
 from tallskinny_np.training import train
 from tallskinny_np.wide import RangeFactor
 
-STAGE = {RangeFactor: "range", PivotFactor: "dense", LossFactor: "loss"}
+STAGE = {RangeFactor: "range", PivotFactor: "dense", LapackFactor: "dense",
+         LossFactor: "loss"}
 
 
 def _root(a):
@@ -39,11 +41,13 @@ def _nbytes(obj, seen):
 NETS = [([300] + [12] * 5 + [1000], 8), ([40] + [16] * 6 + [10], 24), ([20, 8, 8, 8, 50], 6)]
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
 @pytest.mark.parametrize("sizes,B", NETS)
-def test_plan_names_the_stages_and_bytes_of_the_sweep(sizes, B, kind):
+def test_plan_names_the_stages_and_bytes_of_the_sweep(sizes, B, kind, dtype):
+    """Float64 on NumPy runs the compiled stages, float32 the array-module ones (CuPy's)."""
     rng = np.random.default_rng(0)
-    net = MLP(sizes)
+    net = MLP(sizes, dtype=dtype)
     curv = Curvature(net, net.init_params(seed=0), rng.standard_normal((B, sizes[0])),
                      rng.integers(0, sizes[-1], B), kind=kind)
     p = plan(net, B, kind)

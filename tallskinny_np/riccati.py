@@ -170,28 +170,34 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
         scratch, P_bufs = stage.workspace([blk.Dx.shape + blk.Dz.shape[2:] for blk in layers
                                            if isinstance(blk, HiddenLayer)])
     P = None                                   # P_L = 0
+    above = False                              # the pivot of the layer above: definite
     for l in range(len(layers) - 1, -1, -1):
         blk = layers[l]
         by_structure = _use_structured(blk, structured)
+        # Cholesky is tried first (and kept only where it proves the pivot definite) for
+        # the GGN, for the loss layer's A_L + eps I (A_L is semi-definite), and where the
+        # pivot above was definite: damped Hessian pivots often are, layer after layer,
+        # and Cholesky is the cheaper factorization
+        pd_l = pd or (eps > 0 if isinstance(blk, LossLayer) else above)
         buffers = (scratch, P_bufs[l % 2]) if compiled else None    # P_{l-1}'s in turn
         match blk:
             case HiddenLayer() if compiled and by_structure:
-                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd, *buffers)
+                f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd_l, *buffers)
                 st = Stage(f, None, None, rows)
             case FirstLayer() | HiddenLayer() if by_structure:
-                f = range_stage(blocks, blk, P, eps, pd, strategy)
+                f = range_stage(blocks, blk, P, eps, pd_l, strategy)
                 if l == 0:
                     st, P = Stage(f, None, None, None), None
                 else:
                     K, Qxy, P = range_gain(blocks, f, blk, P)
                     st = Stage(f, Qxy, K, None)
             case LossLayer() if by_structure:
-                f = loss_stage(blk, eps, pd, strategy)
+                f = loss_stage(blk, eps, pd_l, strategy)
                 st, P = Stage(f, LossCross(blk), LossGain(f, blk), None), None
                 if l > 0:
                     P = loss_update(f, blk, compiled)
             case HiddenLayer() | FirstLayer() if compiled:
-                st, P = _compiled_stage(blk, P, eps, pd, *buffers)
+                st, P = _compiled_stage(blk, P, eps, pd_l, *buffers)
             case _:
                 DxPDx, DxPDz, DzPDz = congruences(blk, P)
                 p = layer_size(blk)[0]
@@ -199,13 +205,14 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 Qxx[xp.arange(p), xp.arange(p)] += eps
                 if modify is not None:             # docs/math.md eq. (8.7)
                     Qxx, modification[l] = modified_pivot(Qxx, modify)
-                f = sym_factor(Qxx, positive_definite=pd or modify is not None,
+                f = sym_factor(Qxx, positive_definite=pd_l or modify is not None,
                                strategy=strategy)
                 if compiled and l > 0:             # the loss layer: f is a PivotFactor
                     st, P = _schur_stage(blk, f, (DxPDz, DzPDz))
                 else:
                     st, P = _array_stage(xp, blk, f, P, (DxPDz, DzPDz), l)
         f = st.factor
+        above = f.inertia[0] == 0 and f.inertia[1] == 0
         if not inertia:
             check_pivot(f.rcond, blk.Dx.dtype, l + 1, "Riccati pivot block Qxx")
         else:

@@ -13,6 +13,7 @@ condition numbers of 1e6 (test_solve.py asserts at least 1e4 for both kinds).
 """
 import functools
 import os
+import subprocess
 from dataclasses import dataclass
 
 # The suite's matrices are tiny (at most a few hundred rows): a threaded BLAS only spins on
@@ -22,6 +23,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from tallskinny_np import MLP, Curvature  # noqa: E402
 
@@ -181,3 +183,21 @@ def symmetric_matrix(kind, p, seed):
     if kind == "zero-diagonal":
         Q[np.arange(p), np.arange(p)] = 0.0
     return Q
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs at tmp_path / "disk"; skipped where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                  str(disk)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"cannot mount a tmpfs here ({e})")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)

@@ -12,9 +12,10 @@ summary at the start and refuses what does not fit before step 0.
 
 The counts follow the code: the compiled stages on NumPy in float64, the array-module
 stages otherwise (CuPy, float32), which keep ``Qxy`` and the gain besides the factor. They
-are estimates of what the arrays hold (NumPy's own temporaries and the allocator's slack
-come on top), within about 10% of the peak resident memory measured on the ImageNet-shaped
-settings of ``benchmarks/test_imagenet.py``.
+are estimates of what the arrays hold, with :data:`BASE_BYTES` for the process itself; on
+the ImageNet-shaped settings of ``python -m benchmarks.imagenet`` the peak they give was 1%
+to 9% above the measured peak resident memory (2% at depth 40, width 128, GGN; 9% at depth
+20, width 32).
 """
 import os
 from typing import NamedTuple
@@ -25,10 +26,10 @@ from .errors import PlanMemoryError
 from .loss_stage import loss_stage_flops
 from .riccati import loss_pays, range_pays, stage_flops
 
-BASE_BYTES = 400 * 2 ** 20
-"""What a process that imports the package holds before any array: the interpreter,
-NumPy, SciPy, numba and its compiled kernels (measured: 330 to 380 MB of resident
-memory)."""
+BASE_BYTES = 224 * 2 ** 20
+"""What a process that imports the package holds before any large array: the interpreter,
+NumPy, SciPy, numba and its compiled kernels loaded from numba's cache (measured: 214 MB of
+resident memory after a few small solves)."""
 
 
 class LayerPlan(NamedTuple):

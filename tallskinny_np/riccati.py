@@ -31,17 +31,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import pivot, stage, tolerance
+from . import kernels, pivot, stage, tolerance
 from .backend import array_module, sweep_threads
-from . import kernels
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
                      dense_C, gram_blocks, layer_size)
 from .congruences import congruences
 from .errors import SingularPivotError, check_pivot
+from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
-from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
 from .wide import (RangeFactor, RangeRows, compiled_range_stage, range_backward, range_forward,
                    range_gain, range_stage)
 
@@ -276,11 +275,10 @@ def stage_flops(B, m, q, a_in):
 
 def _array_stage(xp, blk, f, P, congruence_terms, l):
     """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
-    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for the Woodbury loss
-    stage, where ``P_L = 0``)."""
+    ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for zero ones)."""
     if l == 0:
         return Stage(f, None, None, None), None
-    Qxy, Qyy = _qxy_qyy(xp, blk, congruence_terms or (None, None))
+    Qxy, Qyy = _qxy_qyy(xp, blk, congruence_terms)
     K = -f.solve(Qxy)
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift

@@ -708,7 +708,8 @@ def check_plan(args, problem, kinds):
         options.append("--dtype float32" + ("" if need(p32) <= available else
                                             f" (about {gigabytes(need(p32))}: not here)"))
     if args.backend == "numpy":
-        options.append(f"--backend cupy on a GPU with {gigabytes(need(worst))} free")
+        gpu = plan(problem.net, batch, kind, problem.dtype, "cupy")
+        options.append(f"--backend cupy on a GPU with {gigabytes(need(gpu))} free")
     raise MemoryError(f"the exact step at curvature batch {batch} needs about "
                       f"{gigabytes(need(worst))} and {gigabytes(available)} is available; "
                       f"{' or '.join(options)} would fit")

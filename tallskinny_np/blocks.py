@@ -90,12 +90,6 @@ class LossLayer(NamedTuple):
     W: object       # (c, n): the loss layer's weights
     G: object = None    # (B, c): (pi - Y)/B, the coefficients of C's delta term; None: GGN
 
-    @property
-    def A(self):
-        """The factors ``(pi, Zt)`` of ``A_L = sum_s Lambda_s (x) zt_s zt_s^T``; never None
-        (A_L is the same for the Hessian and the GGN)."""
-        return self.pi, self.Zt
-
 
 class DenseBlocks(NamedTuple):
     """The dense matrices of one layer's blocks, any kind (:func:`to_dense`); None is a
@@ -338,8 +332,10 @@ def _dense_Dx(xp, Dx):
 
 
 def dense_A(blk):
-    """The dense ``p x p`` matrix of a layer's A, or None where it is zero (kind="ggn")."""
-    if blk.A is None:
+    """The dense ``p x p`` matrix of a layer's A, or None where it is zero (kind="ggn");
+    the loss layer's ``A_L`` (eq. (2.15)), from ``pi`` and ``Zt``, is the same for both
+    kinds."""
+    if not isinstance(blk, LossLayer) and blk.A is None:
         return None
     match blk:
         case FirstLayer():

@@ -6,6 +6,7 @@ Dx is nonzero only where the output unit of its row equals that of its column, a
 on sample-diagonal blocks, so each product is a batch of small matrix products:
 ``2 B^2 m^2 q + 2 B m^2 q^2`` flops for ``Dx^T P Dx`` instead of ``2 a p^2``.
 """
+from .backend import array_module
 from .blocks import FirstLayer, HiddenLayer, LossLayer
 
 
@@ -44,3 +45,12 @@ def dz_congruences(Dx, Dz, P):
     DxPDz = (Dx.transpose(1, 2, 0) @ PDz.transpose(2, 1, 0, 3).reshape(m, B, B * n))
     DzPDz = Dz.transpose(0, 2, 1) @ PDz.transpose(1, 2, 0, 3).reshape(B, m, B * n)
     return DxPDz.reshape(m * q, B * n), DzPDz.reshape(B * n, B * n)
+
+
+def add_sample_blocks(Qyy, S):
+    """``Qyy += blockdiag_s(S[s])`` in place for the C-order ``Qyy`` (``B n x B n``) and S
+    ``(B, n, n)``: S's blocks on the samples' diagonal blocks (``Qyy = S + Dz^T P Dz``)."""
+    xp = array_module(Qyy)
+    B, n = S.shape[:2]
+    idx = xp.arange(B)
+    Qyy.reshape(B, n, B, n)[idx, :, idx, :] += S

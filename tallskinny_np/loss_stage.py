@@ -37,20 +37,19 @@ from .blocks import centred_rows, gram_blocks
 from .products import C_mv, CT_mv
 from .symmetric import sym_factor
 from .tolerance import eigenvalue_signs, zero_tolerance
-from .wide import range_basis
+from .wide import outside_range, range_basis
 
 
 class LossFactor(NamedTuple):
     """The factored ``Qxx_L = Q T Q^T + eps (I - Q Q^T)`` of :func:`loss_stage`, with
     ``T^{-1} = D^{-1} + D^{-1} U Cap^{-1} U^T D^{-1}`` (module docstring), its ``inertia``
-    and ``rcond``; ``Hm[k, s] = D_k^{-1} w_s`` and ``Hk[k] = W_z D_k^{-1} W_z^T`` are the
+    and ``rcond``; ``Hm[k, s] = D_k^{-1} w_s`` and the class weights ``Phi`` are the
     per-class pieces :func:`loss_update` uses."""
     V: object                 # (q, r): orthonormal basis of the batch's input rows
     Wz: object                # (B, r): the rows w_s = V^T zt_s
     Dinv: object              # (c, r, r): D_k^{-1}
     DinvU: object             # (c, r, B): D^{-1} U, class by class
     Hm: object                # (c, B, r)
-    Hk: object                # (c, B, B)
     Phi: object               # (c, B, B): the class weights of eq. (4.26)
     fC: object                # the factor of Cap (B x B), from sym_factor
     eps: float
@@ -88,9 +87,8 @@ def loss_stage(blk, eps, positive_definite=False, strategy=None):
     w, E = xp.linalg.eigh(Dk)
     Dinv = (E / w[:, None, :]) @ E.transpose(0, 2, 1)
     Hm = Wz @ Dinv                                               # (c, B, r)
-    Hk = Hm @ Wz.T                                               # (c, B, B)
     DinvU = Hm.transpose(0, 2, 1) * (pi.T[:, None, :] / B ** 0.5)
-    Phi = class_weights(pi, Wz, Hk, eps)
+    Phi = class_weights(pi, Wz, Hm, eps)
     Cap = B * Phi.sum(axis=0)                                    # eq. (4.23a)
     fC = sym_factor(Cap, positive_definite=positive_definite, strategy=strategy)
     absw = xp.abs(w)
@@ -103,12 +101,12 @@ def loss_stage(blk, eps, positive_definite=False, strategy=None):
     n_perp = c * (V.shape[0] - r)
     In_perp = (n_perp, 0, 0) if eps < 0 else (0, 0, n_perp) if eps > 0 else (0, n_perp, 0)
     counts = tuple(a + b - d + e for a, b, d, e in zip(In_D, fC.inertia, (0, 0, B), In_perp))
-    return LossFactor(V, Wz, Dinv, DinvU, Hm, Hk, Phi, fC, float(eps), counts, rcond)
+    return LossFactor(V, Wz, Dinv, DinvU, Hm, Phi, fC, float(eps), counts, rcond)
 
 
-def class_weights(pi, Wz, Hk, eps):
+def class_weights(pi, Wz, Hm, eps):
     """``Phi_k = diag(pi_k) / B - diag(pi_k) H_k diag(pi_k) / B^2`` ``(c, B, B)`` of
-    eq. (4.26), for ``eps != 0`` as ``(eps / B) diag(pi_k)^{1/2} N_k^{-1}
+    eq. (4.26), ``H_k = W_z D_k^{-1} W_z^T`` from ``Hm[k] = W_z D_k^{-1}``; for ``eps != 0`` as ``(eps / B) diag(pi_k)^{1/2} N_k^{-1}
     diag(pi_k)^{1/2}`` with ``N_k = diag(pi_k)^{1/2} W_z W_z^T diag(pi_k)^{1/2} / B +
     eps I_B`` (eq. (4.23a)): the difference cancels to ``O(eps)`` where the batch fits the
     logits (``r = B``, small eps), the product does not."""
@@ -116,7 +114,7 @@ def class_weights(pi, Wz, Hk, eps):
     B = pi.shape[0]
     idx = xp.arange(B)
     if eps == 0:
-        Phi = -(pi.T[:, :, None] * pi.T[:, None, :]) * Hk / B ** 2
+        Phi = -(pi.T[:, :, None] * pi.T[:, None, :]) * (Hm @ Wz.T) / B ** 2
         Phi[:, idx, idx] += pi.T / B
         return Phi
     sq = xp.sqrt(pi.T)                                           # (c, B)
@@ -133,7 +131,7 @@ def loss_update(f, blk, compiled):
     xp = array_module(blk.pi)
     pi, G = blk.pi, blk.G
     B, c = pi.shape
-    n, (q, r) = blk.W.shape[1], f.V.shape
+    n, r = blk.W.shape[1], f.V.shape[1]
     a = centred_rows(pi, blk.W).transpose(1, 0, 2)               # (c, B, n): a[k, t]
     # the part quadratic in the centred rows, S_L included, on the blocks t' >= t
     Phi = f.Phi
@@ -155,14 +153,8 @@ def loss_update(f, blk, compiled):
         ZV = Z @ Vn.T                                            # (t, t', m, m')
         P -= ZV.transpose(0, 2, 1, 3) + ZV.transpose(1, 3, 0, 2)
         R += ((pi[:, None, :] * G[None]) @ f.Hm.transpose(1, 0, 2)) @ Vn.T / B ** 0.5
-        if r < q:                                                # C_L outside range(Q)
-            F = -Vn @ Vn.T
-            F[xp.arange(n), xp.arange(n)] += 1.0
-            # eps = 0: Qxx_L is singular off range(Q) (rcond 0: the sweep stops there, or
-            # counts on past it with inf, as past any zero pivot)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                P -= (G @ G.T)[:, None, :, None] * (F / f.eps)[None, :, None, :]
     P = P.reshape(B * n, B * n)
+    outside_range(G, f.V, f.eps, P)                              # C_L outside range(Q)
     R = R.reshape(B, B * n)
     if compiled:
         # P's upper triangle, read as the F-order P^T's lower one, gets - R^T Cap^{-1} R

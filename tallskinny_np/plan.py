@@ -105,11 +105,11 @@ def plan(net, batch, kind="hessian", dtype=None, backend="numpy"):
     compiled = backend == "numpy" and dtype == np.float64
     hessian = kind == "hessian"
     B, L = batch, net.n_layers
-    layers, blocks, transient = [], _forward_bytes(net, B, size), 0
+    layers, blocks = [], _forward_bytes(net, B, size)
     setup = 0.0
     for l, (n, m) in enumerate(zip(net.sizes[:-1], net.sizes[1:])):
         q = n + int(net.bias)
-        p, a_in = m * q, (0 if l == 0 else B * n)
+        a_in = 0 if l == 0 else B * n
         setup += 4 * B * m * q
         if l == L - 1:
             blocks += size * (m * q + B * n + B * n * n + 2 * B * m + B * q + m * n)
@@ -164,7 +164,7 @@ def _loss_plan(l, c, q, B, n, hessian, compiled, size):
     p, a_in, r = c * q, B * n, min(B, q)
     dense, structured = loss_stage_flops(c, q, B, n, hessian)
     if loss_pays(c, q, B, n, hessian):
-        kept = c * (r * r + 2 * B * r + 2 * B * B) + B * B + q * r + B * r
+        kept = c * (r * r + 2 * B * r + B * B) + B * B + q * r + B * r
         transient = (2 * c * B * n + 3 * B * B * n * n + B * B * n * r
                      + 2 * c * B * B + c * n * r)
         return LayerPlan(l + 1, "loss", size * kept, size * transient, structured)

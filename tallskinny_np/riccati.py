@@ -35,14 +35,14 @@ from . import kernels, pivot, stage, tolerance
 from .backend import array_module, sweep_threads
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
                      dense_C, gram_blocks, layer_size)
-from .congruences import congruences
+from .congruences import add_sample_blocks, congruences
 from .errors import SingularPivotError, check_pivot
 from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
 from .symmetric import sym_factor
-from .wide import (RangeFactor, RangeRows, compiled_range_stage, range_backward, range_forward,
-                   range_gain, range_stage)
+from .wide import (RangeFactor, RangeRows, compiled_range_stage, in_range, range_backward,
+                   range_forward, range_gain, range_stage)
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -184,11 +184,12 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
                 f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd_l, *buffers)
                 st = Stage(f, None, None, rows)
             case FirstLayer() | HiddenLayer() if by_structure:
-                f = range_stage(blocks, blk, P, eps, pd_l, strategy)
+                in_basis = in_range(blocks, blk)
+                f = range_stage(in_basis, P, eps, pd_l, strategy)
                 if l == 0:
                     st, P = Stage(f, None, None, None), None
                 else:
-                    K, Qxy, P = range_gain(blocks, f, blk, P)
+                    K, Qxy, P = range_gain(in_basis, f, blk, P)
                     st = Stage(f, Qxy, K, None)
             case LossLayer() if by_structure:
                 f = loss_stage(blk, eps, pd_l, strategy)
@@ -316,13 +317,10 @@ def _qxy_qyy(xp, blk, congruence_terms):
     """``Qxy = C + Dx^T P Dz`` and ``Qyy = S + Dz^T P Dz`` from the congruence terms
     ``(Dx^T P Dz, Dz^T P Dz)`` (None for zero ones), as fresh arrays."""
     DxPDz, DzPDz = congruence_terms
-    p = layer_size(blk)[0]
     Qxy = _sum(dense_C(blk), DxPDz)
     if blk.S is None or DzPDz is None:
         return Qxy, _sum(None if blk.S is None else block_diagonal(xp, blk.S), DzPDz)
-    B, n = blk.S.shape[:2]
-    idx = xp.arange(B)
-    DzPDz.reshape(B, n, B, n)[idx, :, idx, :] += blk.S     # in place: a fresh array
+    add_sample_blocks(DzPDz, blk.S)                        # in place: a fresh array
     return Qxy, DzPDz
 
 

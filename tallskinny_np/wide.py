@@ -37,7 +37,7 @@ from numba import njit
 from . import pivot, stage
 from .backend import array_module
 from .blocks import FirstLayer, GramA, block_diagonal, gram_blocks
-from .congruences import dx_congruence, dz_congruences
+from .congruences import add_sample_blocks, dx_congruence, dz_congruences
 from .symmetric import sym_factor
 
 
@@ -92,15 +92,16 @@ def range_basis(rows):
     return VT[:int((sv > tol).sum())].T
 
 
-def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
+def range_stage(in_basis, P, eps, positive_definite=False, strategy=None):
     """The :class:`RangeFactor` of ``Qxx`` (module docstring, "Stage 1" and "Range of the
-    batch"), for layer 1 or a hidden layer. On NumPy in float64 (``strategy=None``) T's
+    batch"), for layer 1 or a hidden layer whose blocks in the basis are ``in_basis``
+    (:func:`in_range`). On NumPy in float64 (``strategy=None``) T's
     lower triangle is formed by the compiled congruence of the dense stage
     (:func:`tallskinny_np.stage.pivot_block`, with ``Dx V`` for Dx) and factored by the
     compiled factorization that solves and counts; otherwise by the array-module
     congruence and :func:`sym_factor`."""
-    xp = array_module(blk.Dx)
-    V, _, DxV, AV = _in_range(blocks, blk)
+    V, _, DxV, AV = in_basis
+    xp = array_module(DxV)
     m, r = DxV.shape[1], V.shape[1]
     if xp is np and DxV.dtype == np.float64 and strategy is None:
         T = stage.pivot_block(DxV, AV, stage.fortran_symmetric(P), eps)
@@ -114,7 +115,7 @@ def range_stage(blocks, blk, P, eps, positive_definite=False, strategy=None):
     return _range_factor(V, fT, m, eps, float(xp.abs(T).sum(axis=0).max()))
 
 
-def _in_range(blocks, blk):
+def in_range(blocks, blk):
     """``(V, Zt V, Dx V, A in the basis)``: the basis of :func:`range_basis`, the layer's
     input rows ``(B, r)``, Dx ``(B, m, r)`` and A ``(m, r, r)`` (None for a zero A) in it,
     ``V^T A_k V = (Zt V)^T diag(R[:, k]) (Zt V)`` by eq. (2.11) (``2 B m r^2`` flops
@@ -161,11 +162,11 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
     T, ``Y = Q^T Qxy`` and ``P_{l-1} = Qyy - W^T S W`` are the compiled dense stage
     (:func:`tallskinny_np.stage.factor_stage`) run on the layer's blocks in the basis
     (``Dx V``, and ``V^T A V`` and ``V^T C`` from the factors of A and C,
-    :func:`_in_range` and :func:`cross_in_range`), so neither Qxy (``p x a'``) nor C is
+    :func:`in_range` and :func:`cross_in_range`), so neither Qxy (``p x a'``) nor C is
     read and ``Y`` costs ``2 a' nnz(Dx V)`` where ``Q^T Qxy`` would cost
     ``2 a' nnz(Dx) + 2 p r a'``; then Xp's term ``(g g^T) (x) (I - V V^T)[:n, :n] / eps``
     is subtracted."""
-    V, ZtV, DxV, AV = _in_range(blocks, blk)
+    V, ZtV, DxV, AV = in_range(blocks, blk)
     B, m, r = DxV.shape
     CV = np.empty((m * r, B * blk.Dz.shape[2]))
     if blk.R is not None:
@@ -176,7 +177,7 @@ def compiled_range_stage(blocks, blk, P, eps, positive_definite, scratch, P_out)
                                         stage.two_threads(), scratch, P_out)
     fT = pivot.PivotFactor.of(arrays)
     f = _range_factor(V, fT, DxV.shape[1], eps, fT.anorm)
-    Pp = _outside_range(blk, V, eps, Pn.T)                 # Pn.T: C-order, symmetric
+    Pp = outside_range(blk.bS1, V, eps, Pn.T)              # Pn.T: C-order, symmetric
     return f, RangeRows(Wt, DxV, Pp), Pn
 
 
@@ -196,19 +197,21 @@ def cross_in_range(R, W, ZtV, bS1, V, CV):
                     CV[k, c, t, i] = a * W[k, i] + g * V[i, c]
 
 
-def _outside_range(blk, V, eps, Qyy):
+def outside_range(g, V, eps, Qyy):
     """``Pp = (I - V V^T)[:, :n]`` (``q x n``) and ``Qyy -= (g g^T) (x) Pp[:n] / eps``
-    in place for the C-order ``Qyy`` (module docstring, "Range of the batch"); None, and
-    Qyy untouched, when Qxy lies in ``range(Q)``."""
+    in place for the C-order ``Qyy`` (``B n x B n``): the part of Qxy outside
+    ``range(Q)``, from the coefficients g ``(B, m)`` of C's delta term (``b S1`` of a
+    hidden layer, G of the loss layer; module docstring, "Range of the batch"); None, and
+    Qyy untouched, when Qxy lies in ``range(Q)`` (or g is None: no delta term)."""
     xp = array_module(Qyy)
     q, r = V.shape
-    if r == q or blk.bS1 is None:
+    if r == q or g is None:
         return None
-    n = blk.Dz.shape[2]
+    B = g.shape[0]
+    n = Qyy.shape[0] // B
     Pp = -V @ V[:n].T                                      # (I - V V^T)[:, :n]
     Pp[xp.arange(n), xp.arange(n)] += 1.0
-    G = blk.bS1 @ blk.bS1.T
-    B = G.shape[0]
+    G = g @ g.T
     # eps = 0: Qxx is singular off range(Q) (rcond 0, so the sweep stops there, or counts
     # on past it with inf, as past any zero pivot)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -278,9 +281,10 @@ def range_forward(f, rows, blk, k, y):
     return x, yn
 
 
-def range_gain(blocks, f, blk, P):
+def range_gain(in_basis, f, blk, P):
     """``(K_l, Qxy_l, P_{l-1})`` of a hidden layer's array-module range stage f (module
-    docstring, "Range of the batch") from ``P = P_l``; ``K_l`` as the operator
+    docstring, "Range of the batch") from ``P = P_l`` and the layer's blocks in the basis
+    (:func:`in_range`, as :func:`range_stage` took them); ``K_l`` as the operator
     :class:`RangeGain`, ``Qxy_l`` as :class:`RangeCross`, neither formed: only
     ``Y = Q^T Qxy = V^T C + (Dx V)^T P Dz`` (``m r x a'``), from C's factors
     (:func:`cross_in_range_xp`) and the congruence with ``Dx V``, is kept.
@@ -295,17 +299,14 @@ def range_gain(blocks, f, blk, P):
     ``2 p^3 / 3 + 2 p^2 a' + 2 p a'^2`` (on NumPy in float64,
     :func:`compiled_range_stage` instead).
     """
-    xp = array_module(P)
-    V, ZtV, DxV, _ = _in_range(blocks, blk)
+    V, ZtV, DxV, _ = in_basis
     m, r = DxV.shape[1], V.shape[1]
     DxPDz, Qyy = dz_congruences(DxV, blk.Dz, P)
     Y = DxPDz
     if blk.R is not None:
         Y += cross_in_range_xp(blk.R, blk.W, ZtV, blk.bS1, V).reshape(m * r, -1)
-        B, n = blk.S.shape[:2]
-        idx = xp.arange(B)
-        Qyy.reshape(B, n, B, n)[idx, :, idx, :] += blk.S
-    Pp = _outside_range(blk, V, f.eps, Qyy)
+        add_sample_blocks(Qyy, blk.S)
+    Pp = outside_range(blk.bS1, V, f.eps, Qyy)
     Qyy -= Y.T @ f.fT.solve(Y)
     Qyy = 0.5 * (Qyy + Qyy.T)                              # exactly symmetric against drift
     bS1 = None if Pp is None else blk.bS1

@@ -458,9 +458,9 @@ def step8_augmented(ctx):
 def step9_solve(ctx):
     x_ref, kappa = ctx.solution
     steps = []
+    ref = "numpy.linalg.solve(H_ref + eps I, g)"
     for method in curvature_module.METHODS:
         quantity = f"Curvature.solve(g, eps, method={method!r})"
-        ref = "numpy.linalg.solve(H_ref + eps I, g)"
         try:
             x = ctx.curv.solve(ctx.g_ref, ctx.damping, method=method)
         except np.linalg.LinAlgError as e:
@@ -468,10 +468,8 @@ def step9_solve(ctx):
             continue
         steps.append(record(9, f"solve[{method}]", quantity, ref, [("x", x, x_ref)],
                             kappa * ctx.ref_tol))
-    # every structured stage (range of the batch, the loss layer's, docs/math.md 4.8, 4.9),
-    # unrefined, where by flop count small networks take the dense ones
+    # every structured stage, unrefined: by flop count small networks take the dense ones
     quantity = "riccati_solve(riccati_factor(blocks, eps, structured=True), g)"
-    ref = "numpy.linalg.solve(H_ref + eps I, g)"
     net = ctx.curv.net
     try:
         fac = riccati_factor(ctx.curv.blocks, ctx.damping, structured=True)

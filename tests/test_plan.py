@@ -11,7 +11,7 @@ from tallskinny_np.pivot import PivotFactor
 from tallskinny_np.plan import plan
 from tallskinny_np.riccati import riccati_factor
 from tallskinny_np.symmetric import LapackFactor
-from tallskinny_np.training import train
+from tallskinny_np.training import preflight, train
 from tallskinny_np.wide import RangeFactor
 
 STAGE = {RangeFactor: "range", PivotFactor: "dense", LapackFactor: "dense",
@@ -104,8 +104,8 @@ def test_train_refuses_before_step_zero_and_names_what_fits(monkeypatch, tmp_pat
     """``tallskinny-train`` prints the plan's line, and where the exact step cannot fit it
     exits 1 with one line naming the curvature batch that would, before any step."""
     net = MLP([64] + [8] * 3 + [10])
-    need = lambda B: plan(net, B, "ggn").peak - train.BASE_BYTES
-    monkeypatch.setattr(train, "available_bytes", lambda xp: (need(16) + need(17)) // 2)
+    need = lambda B: plan(net, B, "ggn").peak - preflight.BASE_BYTES
+    monkeypatch.setattr(preflight, "available_bytes", lambda xp: (need(16) + need(17)) // 2)
     out = tmp_path / "run"
     status = train.main(["--depth", "4", "--width", "8", "--optimizer", "ggn", "--task",
                          "memorise", "--batch", "32", "--out", str(out)])

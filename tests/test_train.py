@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tallskinny_np.training import train
+from tallskinny_np.training import options, train
 from tallskinny_np.training.files import locked
 from tallskinny_np.training.train import main
 
@@ -458,7 +458,7 @@ def test_epochs_are_epochs_for_every_optimizer(tmp_path):
 
 
 def test_piped_output_gets_progress_lines(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train, "PROGRESS_EVERY", 0.0)   # a line after every step
+    monkeypatch.setattr(options, "PROGRESS_EVERY", 0.0)   # a line after every step
     args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "3"]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
@@ -470,16 +470,16 @@ def test_piped_output_gets_progress_lines(tmp_path, capsys, monkeypatch):
 
 def test_every_option_has_help_and_the_help_shows_defaults(capsys):
     parser_actions = []
-    real = train.argparse.ArgumentParser.parse_args
+    real = options.argparse.ArgumentParser.parse_args
 
     def keep(self, argv):
         parser_actions.extend(self._actions)
         return real(self, argv)
-    train.argparse.ArgumentParser.parse_args = keep
+    options.argparse.ArgumentParser.parse_args = keep
     try:
         train.parse_args([])
     finally:
-        train.argparse.ArgumentParser.parse_args = real
+        options.argparse.ArgumentParser.parse_args = real
     assert all(a.help for a in parser_actions)
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -15,18 +15,24 @@ A checkpoint holds what is needed to continue (parameters, optimizer state, step
 training wall-clock, the loss of step 0 for the divergence rule) and what is needed to use
 the network elsewhere (layer sizes, activation, the per-channel normalisation mean and
 standard deviation, the class names): see :func:`read_checkpoint`.
+
+Which folders ``tallskinny-train`` writes to: :func:`check_out` (only empty ones, its own
+outputs, or with ``--overwrite``/``--resume``).
 """
 import csv
+import glob
 import io
 import json
 import math
 import os
+import re
 import zipfile
 
 import numpy as np
 
 from ..backend import to_numpy
 from .files import atomic_write, disk_full, partial_name
+from .options import PROG
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
@@ -179,3 +185,51 @@ def read_checkpoint(path):
         raise RunFileError(f"{path}: damaged checkpoint (its parameters are not a finite "
                            f"vector)")
     return out
+
+
+# The files this program writes under --out (relative, with '/'): an --out holding others
+# needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
+OWN_FILE = re.compile(
+    r"(\.lock|config\.json|summary\.txt|summary-(memorise|train|precision)\.csv"
+    r"|(memorise|train|precision)\.png"
+    r"|((memorise|train|precision)/[^/]+|sweep/(memorise|train|precision)/[^/]+)"
+    r"/(metrics\.csv|checkpoint\.npz))(\.partial)?")
+
+
+def existing_runs(out):
+    """Run folders under ``out`` holding metrics or a checkpoint."""
+    found = {os.path.dirname(p) for name in (METRICS, CHECKPOINT)
+             for p in glob.glob(os.path.join(glob.escape(out), "**", name), recursive=True)}
+    return sorted(found)
+
+
+def foreign_files(out):
+    """Files under ``out`` that are not this program's outputs (see the module docstring),
+    sorted. The names of the top-level outputs (``summary.txt``, ``train.png`` ...) count
+    as its own only beside a ``config.json`` that this program wrote."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            ours = {"data", "out", "optimizers"} <= set(json.load(f))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    found = []
+    for folder, _, files in os.walk(out):
+        for name in files:
+            rel = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+            if not (OWN_FILE.fullmatch(rel) and (ours or "/" in rel or rel == ".lock")):
+                found.append(os.path.join(out, rel))
+    return sorted(found)
+
+
+def check_out(args):
+    """Refuse an ``--out`` holding other files than this program's, or holding runs, unless
+    ``--overwrite`` (or ``--resume`` for runs) says what to do with them."""
+    foreign = foreign_files(args.out)
+    if foreign and not args.overwrite:
+        raise ValueError(f"--out {args.out} holds {len(foreign)} file(s) that are not "
+                         f"outputs of {PROG} (first: {foreign[0]}); choose an empty or new "
+                         f"folder, or pass --overwrite to write beside them")
+    runs = existing_runs(args.out)
+    if runs and not (args.resume or args.overwrite):
+        raise ValueError(f"{args.out} already holds {len(runs)} run(s) (first: {runs[0]}); "
+                         f"pass --resume to continue them or --overwrite to replace them")

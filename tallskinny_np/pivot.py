@@ -88,16 +88,18 @@ def _bunch_kaufman(Q):
     ipiv = np.empty(p, np.int32)
     lapack.sytrf(lapack.L, p, Q, p, ipiv)
     lam = np.empty(p)
+    # LAPACK applied the interchange of step k to the trailing matrix only; applying it
+    # to the columns of L left of k as well turns P(1) L(1) P(2) L(2) ... into P Lt.
+    swaps = np.empty((p, 3), np.int64)      # (k, kk, kp) of each interchange, k ascending
+    n_swaps = 0
     k = 0
     while k < p:
         two = ipiv[k] < 0
         kk = k + 1 if two else k
         kp = (-ipiv[k] if two else ipiv[k]) - 1
-        # LAPACK applied this interchange to the trailing matrix only; applying it to the
-        # columns of L already computed turns P(1) L(1) P(2) L(2) ... into P Lt.
         if kp != kk:
-            for j in range(k):
-                Q[kk, j], Q[kp, j] = Q[kp, j], Q[kk, j]
+            swaps[n_swaps, 0], swaps[n_swaps, 1], swaps[n_swaps, 2] = k, kk, kp
+            n_swaps += 1
             perm[kk], perm[kp] = perm[kp], perm[kk]
         if two:
             c, s, l1, l2 = _rotation(Q[k, k], Q[k + 1, k], Q[k + 1, k + 1])
@@ -107,6 +109,15 @@ def _bunch_kaufman(Q):
         else:
             lam[k] = Q[k, k]
             k += 1
+    # Column by column (each contiguous in F-order), the interchanges of the later steps
+    # in order: the same swaps as row by row, without a strided pass over Q per step.
+    first = 0                               # the first interchange of a step after j
+    for j in range(p):
+        while first < n_swaps and swaps[first, 0] <= j:
+            first += 1
+        for i in range(first, n_swaps):
+            kk, kp = swaps[i, 1], swaps[i, 2]
+            Q[kk, j], Q[kp, j] = Q[kp, j], Q[kk, j]
     for j in range(p):
         Q[j, j] = 1.0
     return perm, cs, sn, lam
@@ -173,15 +184,10 @@ def half_solve(kind, Lf, perm, cs, sn, lam, order, Y):
     if kind == CHOLESKY:
         _triangular_rows(Lf, Y, lapack.T, lapack.N)
         return
-    T = np.empty((p, r)).T
-    for j in range(p):
-        T[:, j] = Y[:, perm[j]]
-    _triangular_rows(Lf, T, lapack.T, lapack.U)
-    _rotate(T, cs, sn, 1.0)
-    for j in range(p):
-        w = 1.0 / np.sqrt(abs(lam[order[j]]))
-        for i in range(r):
-            Y[i, j] = T[i, order[j]] * w
+    _gather_columns(Y, perm, np.ones(p))
+    _triangular_rows(Lf, Y, lapack.T, lapack.U)
+    _rotate(Y, cs, sn, 1.0)
+    _gather_columns(Y, order, _inverse_roots(lam, order))
 
 
 @njit(cache=True, error_model="numpy")
@@ -192,15 +198,51 @@ def half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, Y):
     if kind == CHOLESKY:
         _triangular_rows(Lf, Y, lapack.N, lapack.N)
         return
-    T = np.empty((p, r)).T
+    src = np.empty(p, np.int64)             # T[:, order[j]] = w_j Y[:, j], as a gather
+    scale = np.empty(p)
+    w = _inverse_roots(lam, order)
     for j in range(p):
-        w = 1.0 / np.sqrt(abs(lam[order[j]]))
-        for i in range(r):
-            T[i, order[j]] = Y[i, j] * w
-    _rotate(T, cs, sn, -1.0)
-    _triangular_rows(Lf, T, lapack.N, lapack.U)
-    for j in range(p):
-        Y[:, perm[j]] = T[:, j]
+        src[order[j]], scale[order[j]] = j, w[j]
+    _gather_columns(Y, src, scale)
+    _rotate(Y, cs, sn, -1.0)
+    _triangular_rows(Lf, Y, lapack.N, lapack.U)
+    for j in range(p):                      # Y[:, perm[j]] = T[:, j]
+        src[perm[j]] = j
+    _gather_columns(Y, src, np.ones(p))
+
+
+@njit(cache=True, error_model="numpy")
+def _inverse_roots(lam, order):
+    """``1 / sqrt(|lam[order[j]]|)`` by position j: ``M^{-1}`` in the sorted order."""
+    w = np.empty(order.shape[0])
+    for j in range(order.shape[0]):
+        w[j] = 1.0 / np.sqrt(abs(lam[order[j]]))
+    return w
+
+
+@njit(cache=True, error_model="numpy")
+def _gather_columns(Y, src, scale):
+    """``Y[:, j] <- scale[j] Y[:, src[j]]`` for a permutation src, in place: cycle by
+    cycle, one column held aside. A column is contiguous (F-order rows), so this is one
+    pass over Y with no copy of it, whose fresh pages would each cost a fault."""
+    r, p = Y.shape
+    held = np.empty(r)
+    done = np.zeros(p, np.bool_)
+    for j0 in range(p):
+        if done[j0]:
+            continue
+        held[:] = Y[:, j0]
+        j = j0
+        while True:
+            done[j] = True
+            k = src[j]
+            if k == j0:
+                for i in range(r):
+                    Y[i, j] = scale[j] * held[i]
+                break
+            for i in range(r):
+                Y[i, j] = scale[j] * Y[i, k]
+            j = k
 
 
 @njit(cache=True, error_model="numpy")

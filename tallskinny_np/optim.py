@@ -38,6 +38,8 @@ import numpy as np
 
 from .backend import array_module
 from .blocks import gradient, linearize
+from .krylov import inverse_iteration, random_start, truncated_cg  # noqa: F401 (public)
+from .spectrum import negative_pairs, smallest_eigenpairs  # noqa: F401 (public)
 
 ACCEPT = 1e-4            # a step is accepted when rho > ACCEPT (Moré 1978)
 ARMIJO = 1e-4            # sufficient decrease of a backtracked step (Nocedal and Wright 3.4)
@@ -551,11 +553,8 @@ def hard_case_step(curv, grad, radius, rtol, tol=1e-10, inverse_iterations=3):
         return None, lam
     if lam1 >= 0:
         return s, lam
-    rng = np.random.default_rng(0)
-    u = xp.asarray(rng.standard_normal(s.shape[0])).astype(s.dtype)
-    for _ in range(inverse_iterations):
-        u = curv.solve(u, lam)
-        u = u / xp.linalg.norm(u)
+    u = inverse_iteration(lambda v: curv.solve(v, lam),
+                          random_start(s.shape[0], xp, s.dtype, 0), inverse_iterations)
     su = float(s @ u)
     root = math.sqrt(su * su + radius * radius - ns * ns)
     steps = [s + (-su + root) * u, s + (-su - root) * u]
@@ -728,85 +727,6 @@ class TrustRegion:
 CG_DECAY = 0.95        # CG starts from 0.95 times the previous step's solution (Martens 2010)
 
 
-def truncated_cg(apply, b, x0=None, max_iter=250, progress=5e-4, rtol=1e-12):
-    """Conjugate gradients on ``phi(x) = 1/2 x^T A x - b^T x``, truncated as in Martens
-    (2010, section 4.4).
-
-    Iteration i stops when ``i > k``, ``phi(x_i) < 0`` and
-    ``(phi(x_i) - phi(x_{i-k})) / phi(x_i) < k * progress`` with ``k = max(10, i / 10)``
-    (the relative decrease of the quadratic over the last k iterations is too small to
-    pay for them), when the residual is below ``rtol ||b||``, after ``max_iter``
-    iterations, or at a direction of non-positive curvature ``p^T A p <= 0`` (possible for
-    an indefinite A: the iterate before it is returned). A start ``x0`` (the warm start)
-    with ``phi(x0) >= 0`` is replaced by 0. ``phi`` is tracked as
-    ``-1/2 x^T (b + r)`` with the recursive residual r, at no extra product.
-
-    Parameters
-    ----------
-    apply : callable
-        ``v -> A v`` for a symmetric A.
-    b : ndarray, shape (n,)
-    x0 : ndarray, shape (n,), optional
-        The first iterate (default 0).
-    max_iter : int, optional
-        Martens's cap on the iterations (default 250).
-    progress : float, optional
-        Martens's epsilon (default 5e-4): stop when the last k iterations improved phi by
-        less than ``k * progress`` of it.
-    rtol : float, optional
-        Relative residual at which to stop (default 1e-12).
-
-    Returns
-    -------
-    x : ndarray, shape (n,)
-    iterations : int
-        Products with A after the first residual.
-    stop : str
-        ``"progress"``, ``"residual"``, ``"max_iter"`` or ``"negative curvature"``.
-
-    References
-    ----------
-    .. [1] J. Martens, "Deep learning via Hessian-free optimization", ICML 2010.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from tallskinny_np.optim import truncated_cg
-    >>> A = np.diag([1.0, 2.0, 4.0])
-    >>> x, its, stop = truncated_cg(lambda v: A @ v, np.ones(3))
-    >>> np.allclose(x, [1, 0.5, 0.25]), its, stop
-    (True, 3, 'residual')
-    """
-    xp = array_module(b)
-    bnorm = float(xp.linalg.norm(b))
-    x = xp.zeros_like(b) if x0 is None else x0.copy()
-    r = b - apply(x) if x0 is not None else b.copy()
-    phi = -0.5 * float(x @ (b + r))
-    if phi >= 0 and x0 is not None:
-        x, r, phi = xp.zeros_like(b), b.copy(), 0.0
-    history = [phi]
-    p = None
-    rr = float(r @ r)
-    for i in range(1, max_iter + 1):
-        if math.sqrt(rr) <= rtol * bnorm:
-            return x, i - 1, "residual"
-        p = r.copy() if p is None else r + (rr / rr_old) * p
-        Ap = apply(p)
-        curvature = float(p @ Ap)
-        if not curvature > 0:
-            return x, i, "negative curvature"
-        alpha = rr / curvature
-        x = x + alpha * p
-        r = r - alpha * Ap
-        rr_old, rr = rr, float(r @ r)
-        phi = -0.5 * float(x @ (b + r))
-        history.append(phi)
-        k = max(10, i // 10)
-        if i > k and phi < 0 and (phi - history[i - k]) / phi < k * progress:
-            return x, i, "progress"
-    return x, max_iter, "max_iter"
-
-
 class HessianFree(DampedNewton):
     """Hessian-free optimization (Martens 2010; docs/math.md section 8.1): the step ``s``
     minimises the damped quadratic ``g^T s + 1/2 s^T (G + lam I) s`` (``kind="ggn"``) or
@@ -868,53 +788,6 @@ class HessianFree(DampedNewton):
                                         self.max_iter, self.progress)
         self.state["cg_solution"] = s
         return s, {"cg_iterations": iterations}
-
-
-def smallest_eigenpairs(curv, k):
-    """The k smallest eigenvalues of H (ascending) and their orthonormal eigenvectors, by
-    shift-invert Lanczos (ARPACK's ``eigsh``) on the certified O(L) solves with
-    ``H - sigma I`` (docs/math.md section 8.2).
-
-    sigma lies below lambda_min: the Lanczos value theta_min minus a gap (1% of ``||H||``,
-    quadrupled until the certified count ``n(H < sigma)`` is 0), so the eigenvalues of
-    ``(H - sigma I)^{-1}`` of largest magnitude belong to the smallest of H. For
-    ``k >= n_params - 1`` (ARPACK needs ``k < n``) the dense eigendecomposition is used.
-
-    Raises
-    ------
-    numpy.linalg.LinAlgError
-        When ARPACK does not converge, or a solve cannot be certified.
-    """
-    from scipy.sparse.linalg import ArpackError, eigsh
-    n = curv.n_params
-    if array_module(curv.params) is not np:
-        raise ValueError("saddle-free steps need NumPy arrays (ARPACK's shift-invert mode)")
-    if k >= n - 1:
-        w, U = np.linalg.eigh(curv.hvp(np.eye(n, dtype=curv.dtype)))
-        return w[:k], U[:, :k]
-    theta_min, _ = curv.ritz_interval()
-    gap = 0.01 * max(curv.norm_estimate(), np.finfo(curv.dtype).tiny)   # refused if NaN
-    while curv.count_eigenvalues_below(theta_min - gap) > 0:
-        gap *= 4
-    sigma = theta_min - gap
-    try:
-        w, U = eigsh(curv.to_scipy(), k=k, sigma=sigma, which="LM",
-                     OPinv=curv.inverse(-sigma), tol=0)
-    except ArpackError as e:
-        raise np.linalg.LinAlgError(f"shift-invert Lanczos for {k} eigenpairs: {e}") from None
-    order = np.argsort(w)
-    return w[order], U[:, order]
-
-
-def negative_pairs(curv, max_pairs=None, tol=1e-6):
-    """``(k, w, U)``: the certified number k of eigenvalues of H below ``-tol ||H||``, and
-    the ``min(k, max_pairs)`` smallest eigenpairs (one more when ``max_pairs < k``: the
-    top-k shift needs it), as :func:`saddle_free_solve` uses them."""
-    n_neg = curv.count_eigenvalues_below(-tol * curv.norm_estimate())
-    k = n_neg if max_pairs is None else min(n_neg, max_pairs)
-    if n_neg == 0:
-        return 0, None, None
-    return (n_neg, *smallest_eigenpairs(curv, k + (n_neg > k)))
 
 
 def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6, pairs=None):

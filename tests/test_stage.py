@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tallskinny_np import (MLP, Curvature, SingularPivotError, backend, curvature, kernels,
+from tallskinny_np import (MLP, Curvature, SingularPivotError, backend, certified, kernels,
                            pivot, stage)
 from tallskinny_np.blocks import dense_A, to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
@@ -276,8 +276,8 @@ def test_certified_solve_falls_back_on_the_sweep_past_a_singular_pivot(monkeypat
     def refuse(blocks, shift):
         raise SingularPivotError(None, 0.0, "banded system", "refused by the test")
 
-    banded = curvature._SOLVERS[curvature.BANDED]
-    monkeypatch.setitem(curvature._SOLVERS, curvature.BANDED, (refuse, banded[1]))
+    banded = certified.SOLVERS[certified.BANDED]
+    monkeypatch.setitem(certified.SOLVERS, certified.BANDED, (refuse, banded[1]))
     b = rng.standard_normal(net.n_params)
     x, info = curv.solve(b, shift, return_info=True)
     assert info.path == (("factor", "gmres"),) and info.backward_error[0] <= info.bound

@@ -378,8 +378,9 @@ def _gmres_refinement(curv, b, x, r, shift, method, aim):
 
 def _backward_errors(curv, R, X, B, shift, bound):
     """Per-column bounds on the backward error (:func:`certify.backward_errors`) with
-    the free lower bound of :func:`~tallskinny_np.norms.probe_norm` on ``||H + shift I||``; the sharper
-    one of the Lanczos interval is computed only when that does not certify."""
+    the free lower bound of :func:`~tallskinny_np.norms.probe_norm` on
+    ``||H + shift I||``; the sharper one of the Lanczos interval is computed only when that
+    does not certify."""
     eta = backward_errors(R, X, B, probe_norm(curv, shift))
     if np.all(eta <= bound):
         return eta
@@ -388,8 +389,8 @@ def _backward_errors(curv, R, X, B, shift, bound):
 
 def _product_rounding(curv, X, B, shift, eta, bound):
     """:func:`certify.product_rounding` of the columns, with the free lower bound on
-    ``||H + shift I||`` of :func:`~tallskinny_np.norms.probe_norm`, or the larger of it and the Lanczos
-    one where that certifies nothing (docs/math.md section 7.1)."""
+    ``||H + shift I||`` of :func:`~tallskinny_np.norms.probe_norm`, or the larger of it
+    and the Lanczos one where that certifies nothing (docs/math.md section 7.1)."""
     nu = probe_norm(curv, shift)
     rho = product_rounding(X, B, shift, nu, curv.net.dtype)
     if np.all(eta + rho <= bound):

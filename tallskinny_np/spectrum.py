@@ -28,17 +28,18 @@ FAR_SHIFT = 8.0
 ``shift I``, certified without a sweep (:func:`_far_shift_count`)."""
 
 
-def inertia(curv, shift=0.0, tol=None):
-    """``(n_neg, n_zero, n_pos)`` of ``H + shift I``, certified (docs/math.md
-    section 7.3).
+def inertia(curv, damping=0.0, tol=None):
+    """``(n_neg, n_zero, n_pos)`` of ``H + damping I``, certified (docs/math.md
+    section 7.3); the damping may be negative (a shift of the spectrum).
 
-    An eigenvalue lambda of H counts as zero when ``|lambda + shift| <= tol ||H||``
-    (``||H||`` from :func:`~tallskinny_np.norms.norm_estimate`; ``tol`` defaults to the square root of the
-    dtype's machine epsilon, 1.5e-8 in float64). An eigenvalue further than that from
-    ``-shift`` is never counted in the wrong class; one within it may be counted as
-    zero or by its sign. A positive semi-definite GGN at shift 0 has no negative count.
+    An eigenvalue lambda of H counts as zero when ``|lambda + damping| <= tol ||H||``
+    (``||H||`` from :func:`~tallskinny_np.norms.norm_estimate`; ``tol`` defaults to the
+    square root of the dtype's machine epsilon, 1.5e-8 in float64). An eigenvalue further
+    than that from ``-damping`` is never counted in the wrong class; one within it may be
+    counted as zero or by its sign. A positive semi-definite GGN at damping 0 has no
+    negative count.
 
-    The counts come from two Riccati sweeps, at ``shift + t`` and ``shift - t`` with
+    The counts come from two Riccati sweeps, at ``damping + t`` and ``damping - t`` with
     ``t = tol ||H|| / 2``, by Sylvester's law of inertia: the sweep at ``c`` gives the
     inertia of a factorization F of ``H + c I``, and an estimate of
     ``||I - (H + c I) F^{-1}||_2`` below 1/4 proves that it is that of ``H + c I``.
@@ -48,7 +49,8 @@ def inertia(curv, shift=0.0, tol=None):
 
     Parameters
     ----------
-    shift : float
+    curv : Curvature
+    damping : float
     tol : float in (0, 1), optional
         Relative to ``||H||``; default ``sqrt(eps)`` of the dtype.
 
@@ -59,7 +61,7 @@ def inertia(curv, shift=0.0, tol=None):
     Raises
     ------
     UncertifiedInertiaError
-        No sweep near the shift could be certified and the network is too large for
+        No sweep near ``-damping`` could be certified and the network is too large for
         the dense fallback.
 
     References
@@ -68,10 +70,10 @@ def inertia(curv, shift=0.0, tol=None):
     and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4),
     1992. doi:10.1137/0613066
     """
-    shift = finite_real(shift, "shift")
+    damping = finite_real(damping, "damping")
     t = _half_band(curv, tol)
-    n_neg = _negative_count(curv, shift + t, t / 2)
-    n_pos = curv.n_params - _negative_count(curv, shift - t, t / 2)
+    n_neg = _negative_count(curv, damping + t, t / 2)
+    n_pos = curv.n_params - _negative_count(curv, damping - t, t / 2)
     return n_neg, curv.n_params - n_neg - n_pos, n_pos
 
 
@@ -100,14 +102,15 @@ def count_eigenvalues_below(curv, sigma, tol=None):
     return _negative_count(curv, t - sigma, t / 2)      # the sweep inertia(-sigma) uses
 
 
-def is_positive_definite(curv, shift=0.0, tol=None):
-    """Whether ``H + shift I`` is positive definite with a margin: True when every
-    eigenvalue of ``H + shift I`` exceeds ``tol ||H||``, False when one is below 0,
+def is_positive_definite(curv, damping=0.0, tol=None):
+    """Whether ``H + damping I`` is positive definite with a margin: True when every
+    eigenvalue of ``H + damping I`` exceeds ``tol ||H||``, False when one is below 0,
     either in between (docs/math.md section 7.3).
 
     Parameters
     ----------
-    shift : float
+    curv : Curvature
+    damping : float
     tol : float in (0, 1), optional
         Relative to ``||H||``; default ``sqrt(eps)``.
 
@@ -120,9 +123,9 @@ def is_positive_definite(curv, shift=0.0, tol=None):
     UncertifiedInertiaError
         As :func:`inertia`.
     """
-    shift = finite_real(shift, "shift")
+    damping = finite_real(damping, "damping")
     t = _half_band(curv, tol)
-    return _negative_count(curv, shift - t, t / 2) == 0  # the sweep inertia(shift) uses
+    return _negative_count(curv, damping - t, t / 2) == 0  # the sweep inertia(damping) uses
 
 
 def _half_band(curv, tol):

@@ -5,9 +5,9 @@ import math
 import textwrap
 
 from .files import atomic_write
+from .optimizers import FIRST_ORDER
 
 WIDTH = 100
-FIRST_ORDER = ("sgd", "adam")
 
 
 def first(rows, predicate):

@@ -86,8 +86,7 @@ from tqdm.auto import tqdm
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
 from ..model import MLP, cross_entropy
-from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
-                     ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
+from ..optim import loss_and_gradient
 from .cli import error
 from .datasets import (augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
@@ -99,34 +98,13 @@ from .options import (DIVERGENCE_FACTOR, LR_GRID, PROG, TUNED_LR, batch_size, bu
 from .preflight import check_plan, kernels_compiled
 from .store import (CHECKPOINT, METRICS, RunFileError, append_rows, check_out, commit,
                     existing_runs, read_checkpoint, resume_metrics, start_metrics)
-from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
+from .optimizers import FIRST_ORDER, FLAGS, OPTIMIZERS, build, setting
+from .summary import comparisons, plot, summarize, table, targets, targets_table
 
 def make_optimizer(name, args, task, lr=None):
-    lr = lr or args.lr or TUNED_LR[task].get(name)
-    if name == "sgd":
-        return SGD(lr, momentum=0.9)
-    if name == "adam":
-        return Adam(lr)
-    if name == "trust-region":
-        return TrustRegion(radius=args.radius)
-    rule = {"damping": args.damping, "backtrack": args.backtrack}
-    if name in ("hf", "hf-hessian"):
-        return HessianFree(kind="ggn" if name == "hf" else "hessian", **rule)
-    if name == "ggn-newton":
-        return GaussNewtonToNewton(switch_loss=args.switch_loss, **rule)
-    if name == "modified-newton":
-        return ModifiedNewton(floor=args.floor, **rule)
-    if name == "saddle-free":
-        return SaddleFreeNewton(max_pairs=args.negative_pairs, **rule)
-    return DampedNewton(kind="ggn" if name == "ggn" else "hessian", **rule)
-
-
-def setting(name, opt):
-    if name in FIRST_ORDER:
-        return f"lr {opt.lr:g}"
-    if name == "trust-region":
-        return "radius {:g}".format(opt.state["radius"])
-    return "damping {:g}".format(opt.state["damping"])
+    """Optimizer ``name`` of the registry (:mod:`tallskinny_np.training.optimizers`) with
+    the options; a first-order one's rate is ``lr``, else ``--lr``, else the tuned one."""
+    return build(name, args, lr or args.lr or TUNED_LR[task].get(name))
 
 
 class Diverged(FloatingPointError):
@@ -208,7 +186,7 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
     a resume, rebuilt where the optimizer state says it was). Returns the new parameters
     and the optimizer's info (empty for first order)."""
     net, xp = problem.net, problem.xp
-    if opt.kind is None:
+    if opt.order == 1:
         new = opt.step(params, grad)
         if not bool(xp.all(xp.isfinite(new))):
             raise FloatingPointError(f"the parameters became non-finite (lr {opt.lr:g})")
@@ -225,19 +203,17 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
         held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
                                  kind=kind)
     # A damping that stays keeps the held factorization: it decreases only before a rebuild.
-    hold = {} if isinstance(opt, TrustRegion) else {
-        "hold": (step + 1) % problem.args.curvature_every != 0}
+    hold = (step + 1) % problem.args.curvature_every != 0
     new, info = opt.step(params, loss, grad, held["curv"],
-                         lambda p: batch_loss(net, p, X, y), **hold)
+                         lambda p: batch_loss(net, p, X, y), hold)
     return new, dict(info, curvature=int(rebuilt))
 
 
 def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
-            "augment", "depth", "width", "activation", "damping", "radius", "batch",
-            "curvature_batch", "curvature_every", "negative_pairs", "switch_loss", "floor",
-            "backtrack", "target_loss", "dtype", "seed")
+            "augment", "depth", "width", "activation", "batch", "curvature_batch",
+            "curvature_every", "target_loss", "dtype", "seed", *FLAGS)
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None,
                   batch=batch_size(args, task, name))
@@ -379,7 +355,7 @@ def stop(out_dir, rows, name, opt, committed, what):
     """Keep the rows up to the failed step in ``metrics.csv`` (the checkpoint keeps the
     parameters of its last commit, step ``committed``) and raise :class:`Diverged`."""
     append_rows(out_dir, rows)
-    hint = f"; lower --lr (now {opt.lr:g})" if opt.kind is None else ""
+    hint = f"; lower --lr (now {opt.lr:g})" if opt.order == 1 else ""
     kept = ("no checkpoint was written" if committed is None
             else f"{CHECKPOINT} keeps step {committed}")
     raise Diverged(f"{name} diverged: {what}{hint}. {os.path.join(out_dir, METRICS)} holds "
@@ -446,8 +422,7 @@ def load(args):
 
 def curvature_kinds(args):
     """The curvature kinds the chosen optimizers build (empty for first order alone)."""
-    kinds = {make_optimizer(n, args, "train").kind for n in args.optimizers} - {None}
-    return kinds | ({"hessian"} if "ggn-newton" in args.optimizers else set())
+    return {kind for name in args.optimizers for kind in OPTIMIZERS[name].kinds}
 
 
 def compare(args, problem):

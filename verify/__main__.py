@@ -18,7 +18,7 @@ from tallskinny_np import MLP
 from tallskinny_np.activations import ACTIVATIONS
 from tallskinny_np.blocks import KINDS
 
-from tallskinny_np.training.files import atomic_write_text, describe_os_error, json_text
+from tallskinny_np.files import atomic_write_text, describe_os_error, json_text
 
 from .checks import check_all
 from .fd import METHODS

@@ -496,9 +496,9 @@ def step10_inertia(ctx):
               "In(H + eps I), numpy.linalg.eigvalsh", shifted, In_H, where),
     ]
     if hasattr(ctx.curv, "inertia"):
-        quantity, ref = f"Curvature.inertia(shift={eps})", "In(H + eps I), eigvalsh"
+        quantity, ref = f"Curvature.inertia(damping={eps})", "In(H + eps I), eigvalsh"
         try:
-            In_c = tuple(ctx.curv.inertia(shift=eps))
+            In_c = tuple(ctx.curv.inertia(damping=eps))
         except np.linalg.LinAlgError as e:
             return steps + [failure(10, "inertia_curv", quantity, ref, e)]
         steps.append(count(10, "inertia_curv", quantity, ref, In_c, In_H,

@@ -14,11 +14,11 @@ import sys
 import numpy as np
 
 from ..backend import backend_module
+from ..files import describe_os_error
 from ..model import MLP, cross_entropy
 from . import signals
 from .cli import HelpFormatter, error
 from .datasets import SOURCES, load_data, standardize
-from .files import describe_os_error
 from .folders import default_cache_dir
 from .store import CHECKPOINT, RunFileError, read_checkpoint
 

@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 
 from ..backend import to_numpy
-from .files import atomic_write, disk_full, partial_name
+from ..files import atomic_write, disk_full, partial_name
 from .options import PROG
 
 CHECKPOINT = "checkpoint.npz"
@@ -188,7 +188,7 @@ def read_checkpoint(path):
 
 
 # The files this program writes under --out (relative, with '/'): an --out holding others
-# needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
+# needs --overwrite. ".partial" is a file being written (tallskinny_np.files).
 OWN_FILE = re.compile(
     r"(\.lock|config\.json|summary\.txt|summary-(memorise|train|precision)\.csv"
     r"|(memorise|train|precision)\.png"

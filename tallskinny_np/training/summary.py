@@ -4,7 +4,7 @@ accuracy against step and training wall-clock."""
 import math
 import textwrap
 
-from .files import atomic_write
+from ..files import atomic_write
 from .optimizers import FIRST_ORDER
 
 WIDTH = 100

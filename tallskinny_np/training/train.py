@@ -71,7 +71,7 @@ from . import signals
 
 if __name__ == "__main__":
     # python -m: a signal while the modules below load gets one line, not a traceback
-    # (the installed script does this in tallskinny_np.training.cli.train_main).
+    # (the installed script does this in tallskinny_np.training.script.train_main).
     signals.quiet_start("tallskinny-train")
 
 import csv
@@ -85,14 +85,14 @@ from tqdm.auto import tqdm
 
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
+from ..files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
 from ..model import MLP, cross_entropy
 from ..optim import loss_and_gradient
 from .cli import error
 from .datasets import (augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
 from .evaluate import split_metrics
-from .files import (atomic_write, atomic_write_text, describe_os_error, json_text,
-                    locked, output_folder)
+from .files import locked
 from .options import (DIVERGENCE_FACTOR, LR_GRID, PROG, TUNED_LR, batch_size, budget,
                       parse_args)
 from .preflight import check_plan, kernels_compiled

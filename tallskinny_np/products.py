@@ -106,7 +106,7 @@ def CT_mv(blk, x):
     return out
 
 
-def hvp(blocks, xs, compiled=None):
+def hvp(blocks, xs, *, _compiled=None):
     """``H x`` in O(L) (docs/math.md section 3, Pearlmutter's algorithm as matrices).
 
     Forward ``y = M^{-1} Dx x`` (``y_l = Dx_l x_l + Dz_l y_{l-1}``); backward
@@ -114,11 +114,13 @@ def hvp(blocks, xs, compiled=None):
     ``z_{l-1} = C_l^T x_l + S_l y_{l-1} + Dz_l^T z_l``); then
     ``H x = A x + C P y + Dx^T z``.
 
-    ``compiled`` runs the hidden layers by the compiled segment kernels (module
-    docstring); None does so on NumPy in float64 for up to :data:`COMPILED_COLUMNS`
-    vectors, False never (the array-module products, as on CuPy and in float32).
+    On NumPy in float64 the hidden layers of up to :data:`COMPILED_COLUMNS` vectors run by
+    the compiled segment kernels (module docstring), the others by the array-module
+    products (as on CuPy and in float32). The tests choose through the private keyword
+    ``_compiled`` (True: the kernels, False: the array-module products).
     """
     layers = blocks.layers
+    compiled = _compiled
     if compiled is None:
         compiled = (array_module(xs[0]) is np and xs[0].dtype == np.float64
                     and xs[0].shape[-1] <= COMPILED_COLUMNS)

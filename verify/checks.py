@@ -469,10 +469,10 @@ def step9_solve(ctx):
         steps.append(record(9, f"solve[{method}]", quantity, ref, [("x", x, x_ref)],
                             kappa * ctx.ref_tol))
     # every structured stage, unrefined: by flop count small networks take the dense ones
-    quantity = "riccati_solve(riccati_factor(blocks, eps, structured=True), g)"
+    quantity = "riccati_solve(riccati_factor(blocks, eps, _structured=True), g)"
     net = ctx.curv.net
     try:
-        fac = riccati_factor(ctx.curv.blocks, ctx.damping, structured=True)
+        fac = riccati_factor(ctx.curv.blocks, ctx.damping, _structured=True)
         x = net.join(riccati_solve(fac, net.split(np.asarray(ctx.g_ref)[:, None])))[:, 0]
     except np.linalg.LinAlgError as e:
         return steps + [failure(9, "solve[structured]", quantity, ref, e)]

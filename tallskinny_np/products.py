@@ -23,9 +23,8 @@ from .blocks import FirstLayer, HiddenLayer, LossLayer, softmax_hessian_action
 
 COMPILED_COLUMNS = 2
 """The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
-one and two (memorisation problem, GGN: 0.26 against 0.38 ms and 0.36 against 0.43; width
-16, batch 16, L = 64: 5.6 against 7.3 and 5.6 against 6.5), the array-module products'
-batched BLAS calls from four (0.44 against 0.53 ms; 8.0 against 8.6)."""
+one and two, the array-module products' batched BLAS calls from four
+(benchmarks/README.md, "Measurements behind the package's constants")."""
 
 
 def Dx_mv(blk, x):

@@ -16,7 +16,11 @@ refinement are in :mod:`tallskinny_np.krylov`.
 import numpy as np
 
 from .backend import array_module
+from .deprecation import moved
 from .krylov import random_start
+
+__getattr__ = moved(__name__, {"gmres": "tallskinny_np.krylov",
+                               "lanczos_interval": "tallskinny_np.krylov"})
 
 BOUND_FLOOR = 1000
 """The backward-error bound is ``u * max(n, BOUND_FLOOR)``: dense LU with partial pivoting

@@ -14,11 +14,15 @@ from . import certified, norms, spectrum
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .blocks import KINDS, Blocks, gradient, linearize
 from .certified import METHODS, SOLVERS, UNCHECKED, SolveInfo  # noqa: F401 (SolveInfo: public)
-from .deprecation import renamed
+from .deprecation import moved, renamed
 from .errors import finite_real
 from .plan import BASE_BYTES, available_bytes, check_fits, plan
 from .products import hvp
 
+__getattr__ = moved(__name__, {
+    **dict.fromkeys(("BANDED", "GMRES_OUTER", "GMRES_RESTART", "GMRES_RTOL", "REFINE_TARGET"),
+                    "tallskinny_np.certified"),
+    **dict.fromkeys(("DENSE_INERTIA_MAX", "FAR_SHIFT", "OMEGA_MAX"), "tallskinny_np.spectrum")})
 CHECKED_BYTES = 2 ** 28
 """Memory needs of at least this many bytes (256 MiB) are checked against the memory
 available before they are allocated (:mod:`tallskinny_np.plan`)."""
@@ -141,10 +145,6 @@ class Curvature:
             raise ValueError(f"{name} contains non-finite values (nan or inf)")
         return (v[:, None] if v.ndim == 1 else v), v.ndim == 1
 
-    def _result(self, xs, vector):
-        out = self.net.join(xs)
-        return out[:, 0] if vector else out
-
     def hvp(self, v):
         """``H v`` (or ``G v`` for the GGN) in O(L): Pearlmutter's product written with the
         blocks, a forward and a backward pass (docs/math.md section 3.4).
@@ -165,7 +165,8 @@ class Curvature:
         V, vector = self._columns(v, "v")
         if V.shape[1] == 0:                       # no columns: an empty product
             return V.copy()
-        return self._result(hvp(self.blocks, self.net.split(V)), vector)
+        out = self.net.join(hvp(self.blocks, self.net.split(V)))
+        return out[:, 0] if vector else out
 
     def _check_damping(self, damping):
         damping = finite_real(damping, "damping")
@@ -253,13 +254,11 @@ class Curvature:
                                fallback)
 
     def modified_solve(self, b, damping, floor, refine=3):
-        """``(x, ||E||_2)`` with ``x = (H + damping I + E)^{-1} b`` by the modified sweep
-        (docs/math.md section 8.3): see :func:`tallskinny_np.certified.modified_solve`."""
+        """``(H + damping I + E)^{-1} b`` and ``||E||_2``: :func:`certified.modified_solve`."""
         return certified.modified_solve(self, b, damping, floor, refine)
 
     def solve_dampings(self, b, dampings, method="riccati", refine=3):
-        """``[(H + d I)^{-1} b for d in dampings]``, each certified: see
-        :func:`tallskinny_np.certified.solve_dampings`."""
+        """``[(H + d I)^{-1} b for d in dampings]``: :func:`certified.solve_dampings`."""
         return certified.solve_dampings(self, b, dampings, method, refine)
 
     @renamed(shift="damping")
@@ -269,8 +268,7 @@ class Curvature:
         return spectrum.inertia(self, damping, tol)
 
     def count_eigenvalues_below(self, sigma, tol=None):
-        """The number of eigenvalues of H below sigma, certified (docs/math.md eq. (4.19)):
-        see :func:`tallskinny_np.spectrum.count_eigenvalues_below`."""
+        """``n(H < sigma)``, certified: :func:`spectrum.count_eigenvalues_below`."""
         return spectrum.count_eigenvalues_below(self, sigma, tol)
 
     @renamed(shift="damping")
@@ -280,8 +278,7 @@ class Curvature:
         return spectrum.is_positive_definite(self, damping, tol)
 
     def lambda_min(self, tol=1e-8):
-        """The smallest eigenvalue of H to ``tol * max(1, ||H||)`` (docs/math.md section
-        4.7): see :func:`tallskinny_np.spectrum.lambda_min`."""
+        """H's smallest eigenvalue, to ``tol max(1, ||H||)``: :func:`spectrum.lambda_min`."""
         return spectrum.lambda_min(self, tol)
 
     def ritz_interval(self):

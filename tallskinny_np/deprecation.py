@@ -1,6 +1,7 @@
-"""Keywords of the public API that were renamed: the old name still works, with a
-:class:`DeprecationWarning` that names the new one."""
+"""Keywords and module attributes of the public API that were renamed or moved: the old
+name still works, with a :class:`DeprecationWarning` that names the new one."""
 import functools
+import importlib
 import warnings
 
 
@@ -35,3 +36,26 @@ def renamed(**old_to_new):
             return function(*args, **kwargs)
         return wrapper
     return decorate
+
+
+def moved(module, names):
+    """A module's ``__getattr__`` for the names that moved to other modules: ``names`` maps
+    each to the module that holds it now, and the old place still gives it, with a
+    :class:`DeprecationWarning` that names the new one.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from tallskinny_np import certify
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     certify.gmres.__module__, str(caught[0].message)
+    ('tallskinny_np.krylov', 'tallskinny_np.certify.gmres moved to tallskinny_np.krylov.gmres')
+    """
+    def __getattr__(name):
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} moved to {names[name]}.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(names[name]), name)
+    return __getattr__

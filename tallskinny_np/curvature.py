@@ -24,6 +24,7 @@ from .certify import (BOUND_FLOOR, PRODUCT_ROUNDING, backward_error_bound, backw
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
+from .losses import hessian_diagonal
 from .plan import BASE_BYTES, available_bytes, check_fits, plan
 from .products import hvp
 from .riccati import riccati_factor, riccati_solve
@@ -73,8 +74,8 @@ _SOLVERS = {
 
 
 class Curvature:
-    r"""The exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch
-    ``(X, y)``, as an O(L) operator with O(L) solves.
+    r"""The exact curvature of ``net``'s mean loss (cross-entropy or squared error) at
+    ``params`` on the batch ``(X, y)``, as an O(L) operator with O(L) solves.
 
     .. math::
 
@@ -89,7 +90,8 @@ class Curvature:
     params : array, shape ``(n_params,)``
         The point, in the layout of docs/math.md section 1.3.
     X : array, shape ``(B, n_0)``
-    y : array of int, shape ``(B,)``
+    y : array of int, shape ``(B,)``, or of float, shape ``(B, n_L)``
+        Labels, or the targets of ``loss="mse"``.
     kind : {"hessian", "ggn"}
     backend : {None, "numpy", "cupy"}
         Where to compute. By default the arrays' own module: CuPy arrays in means GPU
@@ -647,10 +649,11 @@ class Curvature:
     def _probe_norm(self, shift):
         """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
         whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
-        lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
+        lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s (Lambda_s)_kk zt_sj^2``."""
         if self._loss_diagonal is None:
             loss = self.blocks.layers[-1]
-            var = loss.pi * (1 - loss.pi) / loss.pi.shape[0]
+            var = hessian_diagonal(loss.loss, loss.pi, loss.Dz.shape[:1] + loss.W.shape[:1],
+                                   loss.Zt)
             # var before either zt: zt^2 alone overflows where a saturated softmax is 0
             diagonal = ((var[:, :, None] * loss.Zt[:, None, :]) * loss.Zt[:, None, :]).sum(axis=0)
             self._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))

@@ -14,7 +14,8 @@ import sys
 import numpy as np
 
 from ..backend import backend_module
-from ..model import MLP, cross_entropy
+from ..losses import cross_entropy
+from ..model import MLP
 from . import signals
 from .cli import HelpFormatter, error
 from .datasets import SOURCES, load_data, standardize

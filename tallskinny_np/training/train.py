@@ -85,7 +85,8 @@ from tqdm.auto import tqdm
 
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
-from ..model import MLP, cross_entropy
+from ..losses import cross_entropy
+from ..model import MLP
 from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
                      ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
 from .cli import error

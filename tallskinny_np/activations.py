@@ -21,6 +21,7 @@ into ``0 * inf``.
 
 At a kink (relu and leaky_relu at exactly 0) the derivative is torch's: ``relu'(0) = 0``
 and ``leaky_relu'(0)`` the negative slope; the second derivative of both is 0 everywhere.
+elu's second derivative jumps at 0, where it takes the left piece, ``e^0 = 1``.
 """
 import math
 from typing import Callable, NamedTuple
@@ -171,6 +172,24 @@ def _identity(U):
     return U.copy()
 
 
+def _elu(U):
+    # expm1 keeps the relative accuracy near 0; its argument is never positive
+    xp = array_module(U)
+    return xp.where(U > 0, U, xp.expm1(xp.minimum(U, 0)))
+
+
+def _elu_d1(U):
+    """1 above 0, ``e^u`` at and below it (the left piece at 0, as torch)."""
+    xp = array_module(U)
+    return xp.where(U > 0, 1, xp.exp(xp.minimum(U, 0))).astype(U.dtype)
+
+
+def _elu_d2(U):
+    """0 above 0, ``e^u`` at and below it."""
+    xp = array_module(U)
+    return xp.where(U > 0, 0, xp.exp(xp.minimum(U, 0))).astype(U.dtype)
+
+
 ACTIVATIONS = {a.name: a for a in (
     Activation("tanh", lambda U: array_module(U).tanh(U), _tanh_d1, _tanh_d2),
     Activation("sigmoid", lambda U: _logistic(U)[0], lambda U: _logistic(U)[1],
@@ -181,6 +200,7 @@ ACTIVATIONS = {a.name: a for a in (
     Activation("leaky_relu", _leaky_relu, _leaky_relu_d1, _zeros, kinks=(0.0,)),
     Activation("gelu", _gelu, _gelu_d1, _gelu_d2),
     Activation("silu", _silu, _silu_d1, _silu_d2),
+    Activation("elu", _elu, _elu_d1, _elu_d2, kinks=(0.0,)),
 )}
 """The built-in activations by name (docs/math.md section 2.1, table (2.3a))."""
 

@@ -67,6 +67,10 @@ def extended_reference(name, u):
             slope = 0 if name == "relu" else LEAKY_SLOPE
             return (np.where(u > 0, u, slope * u), np.where(u > 0, 1, slope) * one,
                     zero), None
+        if name == "elu":
+            e = np.exp(np.minimum(u, 0))
+            return (np.where(u > 0, u, np.expm1(np.minimum(u, 0))), np.where(u > 0, 1, e),
+                    np.where(u > 0, 0, e)), None
         s, s_minus = 1 / (1 + np.exp(-u)), 1 / (1 + np.exp(u))
         s1 = s * s_minus
         s2 = -s1 * np.tanh(u / 2)
@@ -157,6 +161,8 @@ def test_extreme_inputs_give_the_limits_without_overflow(name, dtype):
         expected = np.where(positive, u, 0), positive.astype(dtype), zero
     elif name == "identity":
         expected = u, np.ones_like(u), zero
+    elif name == "elu":
+        expected = np.where(positive, u, -1), positive.astype(dtype), zero
     elif name == "leaky_relu":
         slope = dtype(LEAKY_SLOPE)
         expected = np.where(positive, u, u * slope), np.where(positive, 1, slope), zero
@@ -170,14 +176,15 @@ def test_extreme_inputs_give_the_limits_without_overflow(name, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_kinks_follow_torch(dtype):
-    """At exactly 0: ``relu'(0) = 0`` and ``leaky_relu'(0)`` the negative slope; the
-    values are 0 and the second derivatives 0."""
+    """At exactly 0: ``relu'(0) = 0`` and ``leaky_relu'(0)`` the negative slope, with
+    second derivatives 0; elu's second derivative takes its left piece, 1."""
     zero = np.zeros(3, dtype=dtype)
-    for name, slope in (("relu", 0), ("leaky_relu", LEAKY_SLOPE)):
+    for name, slope, curvature in (("relu", 0, 0), ("leaky_relu", LEAKY_SLOPE, 0),
+                                   ("elu", 1, 1)):
         value, d1, d2 = evaluate(ACTIVATIONS[name], zero)
         np.testing.assert_array_equal(value, 0)
         np.testing.assert_array_equal(d1, dtype(slope))
-        np.testing.assert_array_equal(d2, 0)
+        np.testing.assert_array_equal(d2, curvature)
         assert ACTIVATIONS[name].kinks == (0.0,)
 
 

@@ -80,6 +80,9 @@ def activation(act, U):
         slope = 0.0 if name == "relu" else LEAKY_SLOPE
         pos = U.real > 0
         return np.where(pos, U, slope * U), np.where(pos, 1.0, slope)
+    if name == "elu":
+        pos = U.real > 0
+        return np.where(pos, U, np.expm1(np.where(pos, 0, U))), np.where(pos, 1.0, np.exp(U))
     if name == "gelu":
         cdf = 0.5 * (1 + scipy.special.erf(U / math.sqrt(2)))
         pdf = np.exp(-U * U / 2) / math.sqrt(2 * math.pi)

@@ -40,8 +40,8 @@ class MLP:
         each positive, and at least two classes for the cross-entropy.
     activation : str, Activation or list of them, optional
         The hidden layers' activation (default "tanh"): a name of
-        :data:`tallskinny_np.activations.ACTIVATIONS` (tanh, sigmoid, softplus, identity,
-        relu, leaky_relu, gelu, silu), a user's
+        :data:`tallskinny_np.activations.ACTIVATIONS` (the table of docs/math.md
+        section 2.1), a user's
         :class:`~tallskinny_np.activations.Activation` (its derivatives are checked
         against central differences here), or a list of these, one per hidden layer.
         At the kink of relu and leaky_relu the derivative is torch's: ``relu'(0) = 0``,

@@ -220,7 +220,8 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind, loss="cross_entropy"):
     Zt = with_ones(xp, Z, bias)
     B, c = G.shape
     if loss == "mse":
-        S = xp.broadcast_to((W.T @ W) * (2 / (B * c)), (B,) + W.shape[1:] * 2).copy()
+        n = W.shape[1]
+        S = xp.broadcast_to((W.T @ W) * (2 / (B * c)), (B, n, n)).copy()
     else:
         Ac = centred_rows(pi, W)                          # (B, c, n)
         S = (Ac * (pi[:, :, None] / B)).transpose(0, 2, 1) @ Ac

@@ -102,8 +102,10 @@ class MLP:
     MLP([4, 3, 3, 2], activation='tanh', bias=True, dtype=float64)
     >>> net.n_layers, net.n_classes, net.n_params, net.layer_params
     (3, 2, 35, [15, 12, 8])
-    >>> MLP([4, 3, 3, 4], activation=["relu", "gelu"], loss="mse", residual=True)
-    MLP([4, 3, 3, 4], activation=['relu', 'gelu'], bias=True, dtype=float64, loss='mse', residual=True)
+    >>> MLP([4, 3, 3, 4], activation="relu", loss="mse", residual=True)
+    MLP([4, 3, 3, 4], activation='relu', bias=True, dtype=float64, loss='mse', residual=True)
+    >>> MLP([4, 3, 3, 4], activation=["relu", "gelu"]).activation_names
+    ['relu', 'gelu']
     >>> MLP([4, 3, 3, 4], residual=True).residual_layers
     (False, True, False)
     """

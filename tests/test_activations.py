@@ -135,7 +135,8 @@ def test_values_and_derivatives_match_extended_precision(name, dtype):
             # a sum of terms, or erfc at a rounded argument (module docstring); the
             # subnormal spacing for what underflows
             err = np.abs(g.astype(np.longdouble) - ref)
-            bound = RELATIVE_ULPS * finfo.eps * scales[k] + SUBNORMAL_ULPS * finfo.smallest_subnormal
+            bound = (RELATIVE_ULPS * finfo.eps * scales[k]
+                     + SUBNORMAL_ULPS * finfo.smallest_subnormal)
             assert np.all(err <= bound), (k, u[np.argmax(err - bound)])
             continue
         normal = np.abs(ref) >= finfo.tiny

@@ -9,12 +9,13 @@ hidden layers 2 and 3, 4 -> 4) when residual, and none in layer 1 (3 -> 4) or th
 layer. The references are the verifier's: the plain backprop of :mod:`verify.reference`
 and its complex-step Hessian (exact to rounding), which share no code with the package;
 the batch keeps every pre-activation at least ``KINK_MARGIN`` from a kink, so a
-piecewise-linear activation's pieces are those of its neighbourhood. Each test checks
-that its network is not trivial: a Hessian of rank 10 or more, with negative eigenvalues,
-and a GGN of rank B or more (at most ``B n_L`` for the MSE, ``B (n_L - 1)`` for the
+piecewise-linear activation's pieces are those of its neighbourhood. Each test checks that
+its network is not trivial: a Hessian of rank 10 or more, with negative eigenvalues, and a
+GGN of rank B or more (at most ``B n_L`` for the MSE, ``B (n_L - 1)`` for the
 cross-entropy, whose ``Lambda_s`` annihilates ``1``; less where dead units or a linear net
-without bias make J deficient). The damping is a tenth to a quarter of ``||H||`` (so that it does not swamp the
-spectrum), chosen as far as it can be from the eigenvalues of ``-H``.
+without bias make J deficient). The damping is a tenth to a quarter of ``||H||`` (so that
+it does not swamp the spectrum), chosen as far as it can be from the eigenvalues of
+``-H``.
 """
 import numpy as np
 import pytest

@@ -2,12 +2,12 @@
 on a small random MLP against dense references.
 
 The network has --layers affine layers (the loss layer included): --inputs inputs,
---layers - 1 hidden layers of --width units and --classes classes (outputs for
---loss mse), residual with --residual. Its weights are drawn from --seed with standard
-deviation gain / sqrt(fan-in) and zero biases; the batch X is standard normal and the
-labels uniform (the targets standard normal), both from --seed; for relu and leaky_relu
-a sample is redrawn until its pre-activations are at least 0.05 from the kink. Prints one
-line per checked step; exit status 0 if every check passes, 1 if one fails, 2 for a refused configuration
+--layers - 1 hidden layers of --width units and --classes classes (outputs for --loss
+mse), residual with --residual. Its weights are drawn from --seed with standard deviation
+gain / sqrt(fan-in) and zero biases; the batch X is standard normal and the labels uniform
+(the targets standard normal), both from --seed; for an activation with a kink a sample is
+redrawn until its pre-activations are at least 0.05 from it. Prints one line per checked
+step; exit status 0 if every check passes, 1 if one fails, 2 for a refused configuration
 (for example a network too large for the dense references) or an unwritable --json.
 """
 import argparse

@@ -2,8 +2,9 @@
 split of its data (or of other data of the same shape and classes); for an autoencoder
 (``--targets inputs``) the loss alone.
 
-A checkpoint holds everything needed (:func:`tallskinny_np.training.store.read_checkpoint`):
-the layer sizes, activations, loss, residual layers and targets, the parameters, the per-channel normalisation of the
+A checkpoint holds everything needed
+(:func:`tallskinny_np.training.store.read_checkpoint`): the layer sizes, activations,
+loss, residual layers and targets, the parameters, the per-channel normalisation of the
 training pixels and the class names, checked against each other and against the data; the
 data are found again from the run's own ``--data`` (relative paths from the folder the run
 started in) unless given.

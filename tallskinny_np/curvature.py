@@ -29,8 +29,8 @@ available before they are allocated (:mod:`tallskinny_np.plan`)."""
 
 
 class Curvature:
-    r"""The exact curvature of ``net``'s mean cross-entropy at ``params`` on the batch
-    ``(X, y)``, as an O(L) operator with O(L) solves.
+    r"""The exact curvature of ``net``'s mean loss (cross-entropy or squared error) at
+    ``params`` on the batch ``(X, y)``, as an O(L) operator with O(L) solves.
 
     .. math::
 
@@ -45,7 +45,8 @@ class Curvature:
     params : array, shape ``(n_params,)``
         The point, in the layout of docs/math.md section 1.3.
     X : array, shape ``(B, n_0)``
-    y : array of int, shape ``(B,)``
+    y : array of int, shape ``(B,)``, or of float, shape ``(B, n_L)``
+        Labels, or the targets of ``loss="mse"``.
     kind : {"hessian", "ggn"}
     backend : {None, "numpy", "cupy"}
         Where to compute. By default the arrays' own module: CuPy arrays in means GPU

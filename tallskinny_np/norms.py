@@ -8,15 +8,17 @@ import numpy as np
 from .backend import array_module
 from .errors import UncertifiedInertiaError
 from .krylov import lanczos_interval
+from .losses import hessian_diagonal
 
 
 def probe_norm(curv, shift):
     """``max_i |H_ii + shift| <= ||H + shift I||_2`` over the loss layer's parameters,
     whose diagonal block of H is the loss layer's A (docs/math.md section 3.3): a free
-    lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s pi_sk (1 - pi_sk) zt_sj^2 / B``."""
+    lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s (Lambda_s)_kk zt_sj^2``."""
     if curv._loss_diagonal is None:
         loss = curv.blocks.layers[-1]
-        var = loss.pi * (1 - loss.pi) / loss.pi.shape[0]
+        var = hessian_diagonal(loss.loss, loss.pi, loss.Dz.shape[:1] + loss.W.shape[:1],
+                               loss.Zt)
         # var before either zt: zt^2 alone overflows where a saturated softmax is 0
         diagonal = ((var[:, :, None] * loss.Zt[:, None, :]) * loss.Zt[:, None, :]).sum(axis=0)
         curv._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))

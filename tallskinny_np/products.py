@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from .backend import array_module
-from .blocks import FirstLayer, HiddenLayer, LossLayer, softmax_hessian_action
+from .blocks import FirstLayer, HiddenLayer, LossLayer, loss_hessian_action
 
 COMPILED_COLUMNS = 2
 """The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
@@ -60,7 +60,7 @@ def A_mv(blk, x):
             return blk.A @ x
         case LossLayer():
             v = (blk.Zt @ x).transpose(1, 0, 2)             # v[s, k] = x_k . zt_s
-            return blk.Zt.T @ softmax_hessian_action(blk.pi, v).transpose(1, 0, 2)
+            return blk.Zt.T @ loss_hessian_action(blk, v).transpose(1, 0, 2)
 
 
 def S_mv(blk, y):
@@ -77,7 +77,7 @@ def _cross_factors(blk):
         case HiddenLayer():
             return (lambda Wy: blk.R[:, :, None] * Wy), blk.bS1
         case LossLayer():
-            return (lambda Wy: softmax_hessian_action(blk.pi, Wy)), blk.G
+            return (lambda Wy: loss_hessian_action(blk, Wy)), blk.G
 
 
 def C_mv(blk, y):

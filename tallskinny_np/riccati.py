@@ -255,7 +255,9 @@ def riccati_factor(blocks, damping, inertia=False, modify=None, *, _strategy=Non
 
 def _use_structured(blk, structured):
     """Whether layer 1, a hidden layer or the loss layer takes its structured stage
-    (:func:`riccati_factor`)."""
+    (:func:`riccati_factor`); the structured loss stage is the softmax's."""
+    if isinstance(blk, LossLayer) and blk.loss != "cross_entropy":
+        return False
     if structured is not None:
         return structured
     if isinstance(blk, LossLayer):

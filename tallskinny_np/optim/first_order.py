@@ -7,15 +7,17 @@ from .checks import real
 
 
 def loss_and_gradient(net, params, X, y):
-    """The batch-mean cross-entropy, its gradient and the softmax, by one forward and one
-    backward pass and no derivative blocks (docs/math.md eqs. (2.8), (2.9)).
+    """The batch-mean loss, its gradient and the softmax (the outputs for the MSE), by one
+    forward and one backward pass and no derivative blocks (docs/math.md eqs. (2.8),
+    (2.9)).
 
     Parameters
     ----------
     net : MLP
     params : array_like, shape (n_params,)
     X : array_like, shape (B, n_0)
-    y : array_like of int, shape (B,)
+    y : array_like of int, shape (B,), or of float, shape (B, n_L)
+        Labels, or the MSE's targets.
 
     Returns
     -------
@@ -23,7 +25,7 @@ def loss_and_gradient(net, params, X, y):
     g : ndarray, shape (n_params,)
         The gradient in the flat layout of docs/math.md section 1.3.
     pi : ndarray, shape (B, n_classes)
-        The softmax of the logits.
+        The softmax of the logits; for ``loss="mse"`` the logits, the network's outputs.
 
     Raises
     ------
@@ -43,7 +45,7 @@ def loss_and_gradient(net, params, X, y):
     params = net.check_params(params)
     X, y = net.check_data(X, y)
     lin = linearize(net, params, X, y)
-    return float(lin.loss), net.join(gradient(net, lin)), lin.pi
+    return float(lin.loss), net.join(gradient(net, lin)), lin.O if lin.pi is None else lin.pi
 
 
 class SGD:

@@ -4,6 +4,8 @@ the command line's parser."""
 import argparse
 import sys
 
+from ..activations import ACTIVATIONS
+from ..losses import LOSSES
 from .cli import HelpFormatter, integer, positive_float
 from .datasets import SOURCES
 from .folders import default_cache_dir
@@ -89,8 +91,16 @@ def parse_args(argv):
     p.add_argument("--depth", type=integer(2), default=16,
                    help="L, the number of affine layers (loss layer included)")
     p.add_argument("--width", type=integer(1), default=8, help="units per hidden layer")
-    p.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "softplus"),
+    p.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS),
                    help="hidden activation")
+    p.add_argument("--loss", default="cross_entropy", choices=LOSSES,
+                   help="the loss: cross-entropy against the labels, or the mean squared "
+                        "error against the --targets")
+    p.add_argument("--targets", choices=("labels", "inputs"), default="labels",
+                   help="what the network predicts: the labels (one-hot for --loss mse), "
+                        "or its own inputs (an autoencoder; needs --loss mse)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False,
+                   help="hidden layers of equal widths add their input")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="run this optimizer alone")
     group.add_argument("--compare", type=optimizer_list,
@@ -156,6 +166,8 @@ def parse_args(argv):
         if args.curvature_batch is not None and size is not None and args.curvature_batch > size:
             p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
                     f"gradient batch and cannot exceed {flag} ({size})")
+    if args.targets == "inputs" and args.loss != "mse":
+        p.error("--targets inputs (an autoencoder) needs --loss mse")
     if not 0 <= args.val_fraction < 1:
         p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     args.progress = sys.stderr.isatty() and not args.quiet

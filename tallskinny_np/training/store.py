@@ -144,7 +144,8 @@ def commit(directory, rows, n_rows, state):
 def read_checkpoint(path):
     """The checkpoint at ``path`` as a dict: ``params`` (float array), ``opt`` (optimizer
     state), ``step``, ``wall``, ``loss0``, ``metrics_bytes``, ``metrics_rows``, ``config``
-    (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``),
+    (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``,
+    and ``loss``, ``residual``, ``targets`` where recorded),
     ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names),
     ``cwd`` (the folder the run started in, against which relative data paths resolve;
     None in checkpoints written before it was recorded).

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tallskinny_np.training.files import atomic_write, atomic_write_text, describe_os_error
+from tallskinny_np.files import atomic_write, atomic_write_text, describe_os_error
 
 SLOPE_RANGE = (16, 512)           # depths over which slopes are fitted
 GPU_SLOPE_RANGE = (16, 1024)

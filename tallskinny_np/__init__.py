@@ -6,12 +6,12 @@ The public names load their modules (and NumPy, SciPy, numba) on first use, so t
 command-line programs can set up their signal handling before that takes its second."""
 import importlib
 
-__all__ = ["MLP", "Curvature", "PlanMemoryError", "SingularPivotError", "UncertifiedSolveError",
-           "UncertifiedSolveWarning", "UncertifiedInertiaError"]
+__all__ = ["MLP", "Activation", "Curvature", "PlanMemoryError", "SingularPivotError",
+           "UncertifiedSolveError", "UncertifiedSolveWarning", "UncertifiedInertiaError"]
 __version__ = "0.1.0"
 
-_MODULES = {"MLP": "model", "Curvature": "curvature", "PlanMemoryError": "errors",
-            "SingularPivotError": "errors",
+_MODULES = {"MLP": "model", "Activation": "activations", "Curvature": "curvature",
+            "PlanMemoryError": "errors", "SingularPivotError": "errors",
             "UncertifiedSolveError": "errors", "UncertifiedSolveWarning": "errors",
             "UncertifiedInertiaError": "errors"}
 

@@ -62,10 +62,9 @@ SWEEP_THREADS = 1
 calling single-threaded BLAS; at most numba's ``NUMBA_NUM_THREADS``). With 2 a stage forms
 its pivot beside the rest and splits its largest products in two. That pays only on idle
 cores: the threads meet at every stage, and one that another process has preempted holds
-the other up. In one run of the factor-rate benchmark on this project's 2-core machine
-(benchmarks/README.md, width 16, batch 16, L = 64) two threads took 102 ms against 119 ms
-on one; with another process keeping one core busy, 354 ms against 120 ms. One thread is
-the default; set 2 on cores of your own."""
+the other up: with another process keeping one core busy, two threads took three times
+as long as one (benchmarks/README.md, "Measurements behind the package's
+constants"). One thread is the default; set 2 on cores of your own."""
 
 _local = threading.local()                 # in_sweep: this thread runs a sweep
 _blas_lock = threading.Lock()

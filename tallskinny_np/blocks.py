@@ -11,7 +11,8 @@ layer laid out as ``(k, j)`` = (output unit, input unit or bias), see
 block   compact shape      meaning (dense block)
 ======  =================  ===========================================================
 Dx      (B, m, q)          ``Dx[(s,i),(k,j)] = delta_ik Dx[s,i,j] = delta_ik S1[s,i] Zt[s,j]``
-Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) W``
+Dz      (B, m, n)          block-diagonal over samples, block s = ``diag(S1[s]) W``,
+                           plus ``I`` in a residual layer (eq. (2.5a))
 A       (m, q, q)          block-diagonal over output units, ``sum_s R[s,k] zt_s zt_s^T``;
                            for layer 1 kept as its factors ``GramA(Zt, R)``
 S       (B, n, n)          block-diagonal over samples, block s = ``W^T diag(R[s]) W``
@@ -25,9 +26,11 @@ products (:func:`tallskinny_np.products.C_mv`, ``CT_mv``), the range stages of
 :mod:`tallskinny_np.wide` and the compiled dense stage read it through its factors; only
 :func:`dense_C` forms it, for one layer at a time (the dense stages, verification).
 
-The loss layer (c classes, ``G = (pi - Y)/B``, ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``,
-docs/math.md section 2.4) keeps Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W``
-(the 1 x Bn row), S (B, n, n) and the factors of its A and C: ``pi``, ``Zt``, ``W`` and
+The loss layer (c classes or outputs, ``G = d loss / d O``; for the cross-entropy
+``G = (pi - Y)/B`` and ``Lambda_s = (diag(pi_s) - pi_s pi_s^T)/B``, for the MSE
+``G = 2 (O - T) / (B c)`` and ``Lambda_s = 2 I / (B c)``; docs/math.md sections 2.4, 2.6)
+keeps Dx (c, q) = ``G^T Zt`` (the 1 x p row), Dz (B, n) = ``G W`` (the 1 x Bn row),
+S (B, n, n) and the factors of its A and C: ``pi`` (None for the MSE), ``Zt``, ``W`` and
 ``G`` (the coefficients of C's ``delta`` term; None for the GGN). Neither ``Lambda_s`` nor
 A (``(c q)^2`` numbers) nor C (``c q B n``) is ever formed: at ImageNet scale they would take
 gigabytes (:mod:`tallskinny_np.loss_stage` works with the factors).
@@ -52,10 +55,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
-from .activations import activation
+from . import kernels, losses
+from .activations import evaluate
 from .backend import array_module
-from .model import cross_entropy
 
 GramA = namedtuple("GramA", "Zt R")
 GramA.__doc__ = "Layer 1's A: ``A[k] = Zt^T diag(R[:, k]) Zt``, Zt (B, q), R (B, m)."
@@ -80,15 +82,17 @@ class HiddenLayer(NamedTuple):
 
 
 class LossLayer(NamedTuple):
-    """The blocks of the cross-entropy loss layer L (c classes, ``a_L = 1``), with A and C
-    as their factors (eqs. (2.15), (2.17))."""
+    """The blocks of the loss layer L (c classes or outputs, ``a_L = 1``), with A and C
+    as their factors (eqs. (2.15), (2.17)); ``loss`` names the loss, whose ``Lambda_s``
+    :func:`loss_hessian_action` applies."""
     Dx: object      # (c, q): the 1 x p row G^T Zt
     Dz: object      # (B, n): the 1 x Bn row G W
     S: object       # (B, n, n): S[s] = W^T Lambda_s W
-    pi: object      # (B, c): the softmax of the logits
+    pi: object      # (B, c): the softmax of the logits; None for loss="mse"
     Zt: object      # (B, q): the layer's input vectors zt_s (rows)
     W: object       # (c, n): the loss layer's weights
-    G: object = None    # (B, c): (pi - Y)/B, the coefficients of C's delta term; None: GGN
+    G: object = None    # (B, c): d loss / d O, the coefficients of C's delta term; None: GGN
+    loss: str = "cross_entropy"     # a name of tallskinny_np.losses.LOSSES
 
 
 class DenseBlocks(NamedTuple):
@@ -110,7 +114,8 @@ class Linearization:
 
     ``Z[l]`` is the input of layer l+1 (``Z[0] = X``), ``S1[l]``, ``S2[l]`` the activation
     derivatives of hidden layer l+1, ``b[l]`` the backprop vector ``d loss / d z_{l+1}``
-    (B x n_{l+1}) of hidden layer l+1, ``pi`` the softmax, ``G = (pi - Y)/B``.
+    (B x n_{l+1}) of hidden layer l+1, ``O`` the logits, ``pi`` their softmax (None for
+    the MSE), ``G = d loss / d O`` (eqs. (2.6), (2.6a)).
     """
     loss: object
     Z: list
@@ -119,6 +124,7 @@ class Linearization:
     b: list
     pi: object
     G: object
+    O: object
 
 
 def with_ones(xp, Z, bias):
@@ -129,33 +135,31 @@ def with_ones(xp, Z, bias):
 
 
 def linearize(net, params, X, y):
-    """Forward pass, loss and backprop ``b_{l-1} = b_l Dz_l`` (docs/math.md section 2)."""
-    xp = array_module(params, X)
-    act = activation(net.activation)
+    """Forward pass, loss and backprop ``b_{l-1} = b_l Dz_l`` (docs/math.md section 2,
+    eqs. (1.1), (1.1a), (2.8), (2.8a)): a residual layer adds its input to its output and
+    its backprop vector to the one below."""
     layers = net.unpack(params)
     Z, S1, S2 = [X], [], []
-    for W, c in layers[:-1]:
+    for (W, c), act, skip in zip(layers[:-1], net.activations, net.residual_layers):
         U = Z[-1] @ W.T
         if c is not None:
             U = U + c
-        out, s1, s2 = act(xp, U)
-        Z.append(out)
+        out, s1, s2 = evaluate(act, U)
+        Z.append(Z[-1] + out if skip else out)
         S1.append(s1)
         S2.append(s2)
     W, c = layers[-1]
     O = Z[-1] @ W.T
     if c is not None:
         O = O + c
-    loss, pi = cross_entropy(O, y)
-    B = X.shape[0]
-    G = pi.copy()
-    G[xp.arange(B), y] -= 1
-    G /= B
+    loss, G, pi = losses.value_and_gradient(net.loss_name, O, y)
     b = [None] * (net.n_layers - 1)
     b[-1] = G @ W
     for l in range(net.n_layers - 2, 0, -1):
         b[l - 1] = (b[l] * S1[l]) @ layers[l][0]
-    return Linearization(loss, Z, S1, S2, b, pi, G)
+        if net.residual_layers[l]:
+            b[l - 1] += b[l]
+    return Linearization(loss, Z, S1, S2, b, pi, G, O)
 
 
 def gradient(net, lin):
@@ -182,37 +186,46 @@ def second_derivative_blocks(xp, Zt, W, R, use_numba=None):
     return A, S
 
 
-def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first):
+def hidden_blocks(xp, Z, W, S1, S2, b, bias, kind, first, residual=False):
     """The records of a stack of layers 1..L-1 with equal shapes (leading layer axis):
-    a :class:`FirstLayer` (layer 1 alone, ``first=True``) or a :class:`HiddenLayer`."""
+    a :class:`FirstLayer` (layer 1 alone, ``first=True``) or a :class:`HiddenLayer`.
+    A residual layer's Dz gains the identity (eq. (2.5a)); its A, S, C are those of its
+    activation term, the identity term being linear."""
     Zt = with_ones(xp, Z, bias)
     Dx = S1[..., :, None] * Zt[..., None, :]
     if first:
         return FirstLayer(Dx, None if kind == "ggn" else GramA(Zt, b * S2))
     Dz = S1[..., :, None] * W[:, None]
+    if residual:
+        n = Dz.shape[-1]
+        Dz[..., xp.arange(n), xp.arange(n)] += 1
     if kind == "ggn":
         return HiddenLayer(Dx, Dz, None, None, Zt)
     R = b * S2
     return HiddenLayer(Dx, Dz, *second_derivative_blocks(xp, Zt, W, R), Zt, b * S1, R, W)
 
 
-def softmax_hessian_action(pi, v):
-    """``Lambda_s v_s = pi_s * (v_s - pi_s . v_s) / B`` (eq. (2.14)) for every sample s,
-    for pi ``(B, c)`` and v ``(B, c, r)``, without forming Lambda_s."""
-    p = pi[:, :, None]
-    return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
+def loss_hessian_action(blk, v):
+    """``Lambda_s v_s`` for every sample s of the loss layer's record, for v ``(B, c, r)``,
+    without forming ``Lambda_s`` (eqs. (2.14), (2.14a))."""
+    return losses.hessian_action(blk.loss, blk.pi, v)
 
 
-def loss_blocks(xp, Z, W, pi, G, bias, kind):
-    """The :class:`LossLayer` record of the cross-entropy loss layer (docs/math.md
-    section 2.4): Dx, Dz, ``S_s = W^T Lambda_s W = sum_k pi_sk a_sk a_sk^T / B`` with the
-    centred rows ``a_sk = W_k - W^T pi_s`` (eq. (2.16), a batched matmul: ``B c n^2`` flops,
-    no ``c x c`` matrix), and the factors of A and C."""
+def loss_blocks(xp, Z, W, pi, G, bias, kind, loss="cross_entropy"):
+    """The :class:`LossLayer` record of the loss layer (docs/math.md sections 2.4, 2.6):
+    Dx, Dz, S and the factors of A and C. For the cross-entropy
+    ``S_s = W^T Lambda_s W = sum_k pi_sk a_sk a_sk^T / B`` with the centred rows
+    ``a_sk = W_k - W^T pi_s`` (eq. (2.16), a batched matmul: ``B c n^2`` flops, no
+    ``c x c`` matrix); for the MSE ``S_s = 2 W^T W / (B c)`` (eq. (2.16a))."""
     Zt = with_ones(xp, Z, bias)
-    B = pi.shape[0]
-    Ac = centred_rows(pi, W)                          # (B, c, n)
-    S = (Ac * (pi[:, :, None] / B)).transpose(0, 2, 1) @ Ac
-    return LossLayer(G.T @ Zt, G @ W, S, pi, Zt, W, G if kind == "hessian" else None)
+    B, c = G.shape
+    if loss == "mse":
+        n = W.shape[1]
+        S = xp.broadcast_to((W.T @ W) * (2 / (B * c)), (B, n, n)).copy()
+    else:
+        Ac = centred_rows(pi, W)                          # (B, c, n)
+        S = (Ac * (pi[:, :, None] / B)).transpose(0, 2, 1) @ Ac
+    return LossLayer(G.T @ Zt, G @ W, S, pi, Zt, W, G if kind == "hessian" else None, loss)
 
 
 def centred_rows(pi, W):
@@ -242,15 +255,16 @@ class Blocks:
 
         def add(indices, first):
             st = lambda arrs: xp.stack([arrs[i] for i in indices])
+            # a segment's layers share their shape, and with it whether they add their input
             blk = hidden_blocks(xp, st(lin.Z), st(Ws), st(lin.S1), st(lin.S2), st(lin.b),
-                                net.bias, kind, first)
+                                net.bias, kind, first, net.residual_layers[indices[0]])
             self.segments.append((list(indices), blk))
 
         add([0], first=True)
         shape = lambda l: (net.sizes[l], net.sizes[l + 1])
         for _, run in itertools.groupby(range(1, L - 1), key=shape):
             add(list(run), first=False)
-        loss = loss_blocks(xp, lin.Z[-1], Ws[-1], lin.pi, lin.G, net.bias, kind)
+        loss = loss_blocks(xp, lin.Z[-1], Ws[-1], lin.pi, lin.G, net.bias, kind, net.loss_name)
         self.segments.append(([L - 1], _map(lambda a: a[None], loss)))
         self.layers = [None] * L
         for indices, blk in self.segments:
@@ -267,9 +281,10 @@ class Blocks:
 
 
 def _map(fn, a):
-    """fn applied to every array inside nested named tuples or lists (None stays None)."""
-    if a is None:
-        return None
+    """fn applied to every array inside nested named tuples or lists (None and the loss's
+    name stay as they are)."""
+    if a is None or isinstance(a, str):
+        return a
     if isinstance(a, list):
         return [_map(fn, x) for x in a]
     if isinstance(a, tuple):
@@ -348,10 +363,10 @@ def dense_A(blk):
             # difference of the class-diagonal and rank-B parts is inf - inf where
             # |zt_s|^2 overflows although Lambda_s zt_s zt_s^T does not (a saturated
             # softmax: Lambda_s = 0).
-            xp = array_module(blk.pi)
-            (B, c), q = blk.pi.shape, blk.Zt.shape[1]
-            eye = xp.eye(c, dtype=blk.pi.dtype)
-            Lam = (blk.pi[:, :, None] * eye - blk.pi[:, :, None] * blk.pi[:, None, :]) / B
+            xp = array_module(blk.Zt)
+            (B, q), c = blk.Zt.shape, blk.W.shape[0]
+            eye = xp.eye(c, dtype=blk.Zt.dtype)
+            Lam = loss_hessian_action(blk, xp.broadcast_to(eye, (B, c, c)))
             LamZ = Lam[:, :, None, :] * blk.Zt[:, None, :, None]         # (B, c, q, c)
             # sum over s of LamZ[s, k, i, l] Zt[s, j], one matmul: einsum does not use BLAS
             return (LamZ.reshape(B, -1).T @ blk.Zt).reshape(c * q, c * q)
@@ -370,7 +385,8 @@ def dense_C(blk):
                 return None
             F, g = blk.R[:, :, None] * blk.W[None], blk.bS1
         case LossLayer():
-            F = blk.pi[:, :, None] * centred_rows(blk.pi, blk.W) / blk.pi.shape[0]
+            F = loss_hessian_action(blk, array_module(blk.W).broadcast_to(
+                blk.W, (blk.Zt.shape[0],) + blk.W.shape))
             g = blk.G
     B, m, n = F.shape
     q = blk.Zt.shape[1]

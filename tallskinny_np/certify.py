@@ -7,16 +7,20 @@ solve of a factorization, so it applies to every solver and to NumPy and CuPy al
   ``||b - A x|| / (||A|| ||x|| + ||b||)`` from the residual and a lower bound on ``||A||``;
   :func:`product_rounding` adds what the rounding of the product that computed the
   residual can hide.
-- :func:`lanczos_interval`: Ritz values ``theta_min <= theta_max`` of H, which lie inside
-  ``[lambda_min, lambda_max]``, so ``max(|theta_min + s|, |theta_max + s|) <= ||H + s I||``.
-- :func:`gmres`: right-preconditioned GMRES, the inner solver of GMRES-based iterative
-  refinement (Carson and Higham 2017).
 - :func:`factor_distance`: an estimate of ``||I - A F^{-1}||_2`` for a factorization F of A;
   below 1 it proves that A and F have the same inertia (docs/math.md section 7.3).
+
+The Lanczos interval that bounds ``||H + s I||`` from below and the GMRES of GMRES-based
+refinement are in :mod:`tallskinny_np.krylov`.
 """
 import numpy as np
 
 from .backend import array_module
+from .deprecation import moved
+from .krylov import random_start
+
+__getattr__ = moved(__name__, {"gmres": "tallskinny_np.krylov",
+                               "lanczos_interval": "tallskinny_np.krylov"})
 
 BOUND_FLOOR = 1000
 """The backward-error bound is ``u * max(n, BOUND_FLOOR)``: dense LU with partial pivoting
@@ -77,76 +81,6 @@ def backward_errors(R, X, B, norm=0.0):
     return np.divide(r, den, out=np.where(r > 0, np.inf, 0.0), where=den > 0)
 
 
-def lanczos_interval(apply, n, xp, dtype, steps=20, seed=0):
-    """Ritz values ``(theta_min, theta_max)`` of the symmetric operator ``apply`` after
-    ``steps`` Lanczos steps with full reorthogonalization from a seeded random start.
-    Both lie in ``[lambda_min, lambda_max]`` (Cauchy interlacing), and the extreme Ritz
-    values converge to the extreme eigenvalues first. Both are NaN when a product or an
-    inner product is not finite (the operator overflows the dtype): Ritz values of a
-    tridiagonal matrix with NaN in it would be garbage, not bounds."""
-    with np.errstate(over="ignore", invalid="ignore"):      # judged below: NaN
-        alpha, beta = _lanczos(apply, n, xp, dtype, min(steps, n), seed)
-    if not np.all(np.isfinite(alpha + beta)):
-        return np.nan, np.nan
-    T = np.diag(alpha) + np.diag(beta[:len(alpha) - 1], 1) + np.diag(beta[:len(alpha) - 1], -1)
-    theta = np.linalg.eigvalsh(T)
-    return float(theta[0]), float(theta[-1])
-
-
-def _lanczos(apply, n, xp, dtype, steps, seed):
-    """The diagonal and off-diagonal of :func:`lanczos_interval`'s tridiagonal matrix."""
-    rng = np.random.default_rng(seed)
-    q = xp.asarray(rng.standard_normal(n)).astype(dtype)
-    Q = xp.zeros((steps, n), dtype=dtype)
-    alpha, beta = [], []
-    q = q / xp.linalg.norm(q)
-    for j in range(steps):
-        Q[j] = q
-        w = apply(q)
-        alpha.append(float(q @ w))
-        for _ in range(2):                                # twice is enough (Kahan)
-            w = w - Q[:j + 1].T @ (Q[:j + 1] @ w)
-        b = float(xp.linalg.norm(w))
-        if j + 1 == steps or b <= np.finfo(dtype).eps * max(1.0, max(map(abs, alpha))):
-            break
-        beta.append(b)
-        q = w / b
-    return alpha, beta
-
-
-def gmres(apply, precond, r, restart, rtol):
-    """Approximately solve ``A d = r`` (one column) by GMRES on ``A M^{-1}``, with
-    ``precond`` applying ``M^{-1}``: at most ``restart`` steps, stopping when the
-    least-squares residual falls below ``rtol ||r||``. Returns d."""
-    xp = array_module(r)
-    beta = float(xp.linalg.norm(r))
-    if beta == 0:
-        return xp.zeros_like(r)
-    n = r.shape[0]
-    restart = min(restart, n)
-    V = xp.zeros((restart + 1, n), dtype=r.dtype)
-    Z = xp.zeros((restart, n), dtype=r.dtype)
-    Hs = np.zeros((restart + 1, restart))
-    V[0] = r / beta
-    e1 = np.zeros(restart + 1)
-    e1[0] = beta
-    y = np.zeros(0)
-    for j in range(restart):
-        Z[j] = precond(V[j])
-        w = apply(Z[j])
-        for _ in range(2):
-            h = V[:j + 1] @ w
-            w = w - V[:j + 1].T @ h
-            Hs[:j + 1, j] += np.asarray(h.get() if xp is not np else h, dtype=float)
-        Hs[j + 1, j] = float(xp.linalg.norm(w))
-        y, *_ = np.linalg.lstsq(Hs[:j + 2, :j + 1], e1[:j + 2], rcond=None)
-        res = np.linalg.norm(e1[:j + 2] - Hs[:j + 2, :j + 1] @ y)
-        if res <= rtol * beta or Hs[j + 1, j] == 0:
-            break
-        V[j + 1] = w / Hs[j + 1, j]
-    return Z[:len(y)].T @ xp.asarray(y, dtype=r.dtype)
-
-
 def factor_distance(apply, solve, n, xp, dtype, iterations=6, columns=4, seed=1,
                     stop_above=np.inf):
     """An estimate of ``omega = ||I - A F^{-1}||_2`` by block power iteration on
@@ -158,8 +92,7 @@ def factor_distance(apply, solve, n, xp, dtype, iterations=6, columns=4, seed=1,
     Wozniakowski 1992); the caller asks for ``omega < 1/4`` to certify ``omega < 1``. The
     estimates never decrease (Rayleigh quotients of powers of a positive semi-definite
     matrix), so one at least ``stop_above`` is returned at once."""
-    rng = np.random.default_rng(seed)
-    V = xp.asarray(rng.standard_normal((n, min(columns, n)))).astype(dtype)
+    V = random_start(n, xp, dtype, seed, min(columns, n))
     estimate = 0.0
     for _ in range(iterations):
         V = V / xp.linalg.norm(V, axis=0)

@@ -1,4 +1,8 @@
-"""Exceptions with which the solvers refuse to return garbage."""
+"""Exceptions with which the solvers refuse to return garbage, and the checks that raise
+them."""
+import math
+import numbers
+
 import numpy as np
 
 from .tolerance import singular
@@ -77,3 +81,18 @@ class PlanMemoryError(MemoryError):
             f"{what} needs about {need / 1e9:.1f} GB and {available / 1e9:.1f} GB is "
             f"available ({plan.summary()}); use a smaller batch, float32, or a GPU "
             f"(backend='cupy')")
+
+
+def finite_real(value, name):
+    """value as a float, or ValueError if it is not a finite real number (a 0-d real
+    array counts as a number; a Fraction or an int converts to the nearest float)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        value = value.item()
+    try:
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+              and math.isfinite(value))
+    except OverflowError:                  # a Fraction or int beyond float's range
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    return float(value)

@@ -1,49 +1,74 @@
 """The MLP, its parameter layout and its loss (docs/math.md section 1).
 
-Layers 1..L-1 are hidden, ``z_l = sigma(z_{l-1} W_l^T + 1 c_l^T)``; layer L is the loss
-layer, ``loss = mean_s CE(z_{L-1,s} W_L^T + c_L, y_s)``. The flat parameter vector holds,
-for each layer in order, ``W_l`` row-major ``(n_l x n_{l-1})`` then ``c_l``: the layout of
-PyTorch's ``parameters_to_vector`` on a stack of ``nn.Linear``. The products and solvers
-work on per-layer blocks ``[W_l, c_l]`` of shape ``(n_l, q_l, r)`` instead;
-:meth:`MLP.split` and :meth:`MLP.join` convert between the two layouts.
+Layers 1..L-1 are hidden, ``z_l = sigma_l(z_{l-1} W_l^T + 1 c_l^T)``, plus ``z_{l-1}`` in a
+residual layer; layer L is the loss layer, the mean cross-entropy or squared error of the
+logits ``z_{L-1} W_L^T + c_L``. The flat parameter vector holds, for each layer in order,
+``W_l`` row-major ``(n_l x n_{l-1})`` then ``c_l``: the layout of PyTorch's
+``parameters_to_vector`` on a stack of ``nn.Linear``. The products and solvers work on
+per-layer blocks ``[W_l, c_l]`` of shape ``(n_l, q_l, r)`` instead; :meth:`MLP.split` and
+:meth:`MLP.join` convert between the two layouts.
 """
 import math
 import numbers
 
 import numpy as np
 
-from .activations import activation as _activation
+from . import losses
+from .activations import Activation, activation as _activation, value
 from .backend import array_module
 
 
 class MLP:
-    r"""A tanh/sigmoid/softplus MLP with a cross-entropy loss layer.
+    r"""An MLP with a cross-entropy or squared-error loss layer, optionally residual.
 
-    Layers 1 to L-1 are hidden, layer L fuses the last affine map with the mean
-    cross-entropy (docs/math.md section 1.1, eqs. (1.1), (1.2)):
+    Layers 1 to L-1 are hidden, layer L fuses the last affine map with the loss
+    (docs/math.md section 1.1, eqs. (1.1), (1.1a), (1.2), (1.2a)):
 
     .. math::
 
-        Z_l = \sigma(Z_{l-1} W_l^T + 1 c_l^T), \qquad
-        \mathrm{loss} = \frac{1}{B} \sum_s \mathrm{CE}(Z_{L-1,s} W_L^T + c_L, y_s).
+        Z_l = \sigma_l(Z_{l-1} W_l^T + 1 c_l^T) \; [+ Z_{l-1}], \qquad
+        \mathrm{loss} = \ell(Z_{L-1} W_L^T + 1 c_L^T, y),
+
+    with the identity term in the residual layers and ``ell`` the mean cross-entropy
+    against labels or the mean squared error against targets.
 
     Parameters
     ----------
     sizes : sequence of int
         ``[n_0, n_1, ..., n_L]``: ``n_0`` inputs, hidden widths ``n_1..n_{L-1}``, ``n_L``
-        classes. At least three sizes (one hidden layer and the loss layer), each
-        positive, and at least two classes.
-    activation : {"tanh", "sigmoid", "softplus"}, optional
-        The hidden layers' activation (default "tanh").
+        classes or outputs. At least three sizes (one hidden layer and the loss layer),
+        each positive, and at least two classes for the cross-entropy.
+    activation : str, Activation or list of them, optional
+        The hidden layers' activation (default "tanh"): a name of
+        :data:`tallskinny_np.activations.ACTIVATIONS` (the table of docs/math.md
+        section 2.1), a user's
+        :class:`~tallskinny_np.activations.Activation` (its derivatives are checked
+        against central differences here), or a list of these, one per hidden layer.
+        At the kink of relu and leaky_relu the derivative is torch's: ``relu'(0) = 0``,
+        ``leaky_relu'(0) = 0.01``.
     bias : bool, optional
         Whether every layer has a bias (default True).
     dtype : {numpy.float64, numpy.float32}, optional
         The precision of every computation (default float64).
+    loss : {"cross_entropy", "mse"}, optional
+        The mean cross-entropy against integer labels (default), or the mean over all
+        ``B n_L`` entries of the squared error against float targets of shape
+        ``(B, n_L)``, as ``torch.nn.MSELoss()``.
+    residual : bool, optional
+        Whether every hidden layer after the first whose input and output widths are
+        equal adds its input, ``Z_l = Z_{l-1} + sigma_l(...)`` (default False). The
+        parameter layout is unchanged.
 
     Attributes
     ----------
     sizes : tuple of int
         The layer sizes.
+    activations : tuple of Activation
+        The activation of each hidden layer.
+    loss_name : str
+        "cross_entropy" or "mse".
+    residual_layers : tuple of bool
+        For each of the L layers, whether it adds its input (eq. (1.1a)).
     layer_params : list of int
         ``p_l``, the parameter count of each layer (eq. (1.4)).
     offsets : list of int
@@ -54,7 +79,8 @@ class MLP:
     Raises
     ------
     ValueError
-        For sizes, activation, bias or dtype out of range; the message names the problem.
+        For sizes, activation, bias, dtype, loss or residual out of range; the message
+        names the problem.
 
     Notes
     -----
@@ -76,9 +102,16 @@ class MLP:
     MLP([4, 3, 3, 2], activation='tanh', bias=True, dtype=float64)
     >>> net.n_layers, net.n_classes, net.n_params, net.layer_params
     (3, 2, 35, [15, 12, 8])
+    >>> MLP([4, 3, 3, 4], activation="relu", loss="mse", residual=True)
+    MLP([4, 3, 3, 4], activation='relu', bias=True, dtype=float64, loss='mse', residual=True)
+    >>> MLP([4, 3, 3, 4], activation=["relu", "gelu"]).activation_names
+    ['relu', 'gelu']
+    >>> MLP([4, 3, 3, 4], residual=True).residual_layers
+    (False, True, False)
     """
 
-    def __init__(self, sizes, activation="tanh", bias=True, dtype=np.float64):
+    def __init__(self, sizes, activation="tanh", bias=True, dtype=np.float64,
+                 loss="cross_entropy", residual=False):
         sizes = list(sizes)
         if len(sizes) < 3:
             raise ValueError(
@@ -88,7 +121,8 @@ class MLP:
         for n in sizes:
             if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
                 raise ValueError(f"layer sizes must be positive integers; got sizes={sizes}")
-        if sizes[-1] < 2:
+        losses.check_loss(loss)
+        if loss == "cross_entropy" and sizes[-1] < 2:
             raise ValueError(
                 f"the loss layer needs at least 2 classes (cross-entropy over one class is "
                 f"constant); got {sizes[-1]}"
@@ -99,13 +133,23 @@ class MLP:
             raise ValueError(f"dtype must be float64 or float32; got {dtype!r}") from None
         if dtype not in (np.float64, np.float32):
             raise ValueError(f"dtype must be float64 or float32; got {dtype}")
-        _activation(activation)
         if not isinstance(bias, bool):
             raise ValueError(f"bias must be True or False; got {bias!r}")
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be True or False; got {residual!r}")
+        self.activations = _hidden_activations(activation, len(sizes) - 2)
         self.sizes = tuple(int(n) for n in sizes)
-        self.activation = activation
+        self.activation = activation if isinstance(activation, (str, Activation)) else list(
+            activation)
         self.bias = bias
         self.dtype = dtype
+        self.loss_name = loss
+        self.residual = residual
+        L = len(self.sizes) - 1
+        # the first and the loss layer never add their input (eq. (1.1a))
+        self.residual_layers = tuple(residual and 0 < l < L - 1
+                                     and self.sizes[l] == self.sizes[l + 1]
+                                     for l in range(L))
         shapes = [(m, n) for n, m in zip(self.sizes[:-1], self.sizes[1:])]
         self.layer_params = [m * n + (m if bias else 0) for m, n in shapes]
         self.offsets = np.concatenate([[0], np.cumsum(self.layer_params)]).tolist()
@@ -121,9 +165,20 @@ class MLP:
         """``n_L``, the number of classes of the loss layer."""
         return self.sizes[-1]
 
+    @property
+    def activation_names(self):
+        """The hidden activations' names: one string when all layers share it, else a
+        list with one per hidden layer (what a checkpoint records)."""
+        names = [a.name for a in self.activations]
+        return names[0] if len(set(names)) == 1 and not isinstance(
+            self.activation, list) else names
+
     def __repr__(self):
-        return (f"MLP({list(self.sizes)}, activation={self.activation!r}, "
-                f"bias={self.bias}, dtype={self.dtype.name})")
+        extra = "" if self.loss_name == "cross_entropy" else f", loss={self.loss_name!r}"
+        if self.residual:
+            extra += ", residual=True"
+        return (f"MLP({list(self.sizes)}, activation={self.activation_names!r}, "
+                f"bias={self.bias}, dtype={self.dtype.name}{extra})")
 
     def init_params(self, seed=0, gain=1.0):
         """A random flat parameter vector: ``W ~ N(0, gain^2 / fan_in)``, zero biases.
@@ -267,20 +322,22 @@ class MLP:
         ----------
         X : array_like, shape (B, n_0)
             A batch of inputs, real, ``B >= 1``.
-        y : array_like of int, shape (B,)
-            Class labels in ``[0, n_classes)``.
+        y : array_like of int, shape (B,), or of float, shape (B, n_L)
+            Class labels in ``[0, n_classes)`` for the cross-entropy, real targets for
+            the MSE.
 
         Returns
         -------
         X : ndarray
             X in the net's dtype.
         y : ndarray
-            y unchanged.
+            The labels unchanged, or the targets in the net's dtype.
 
         Raises
         ------
         ValueError
-            For a wrong shape or dtype, a non-finite input or a label out of range.
+            For a wrong shape or dtype, a non-finite input or target, or a label out of
+            range.
         """
         xp = array_module(X, y)
         X = xp.asarray(X)
@@ -293,6 +350,8 @@ class MLP:
         X = X.astype(self.dtype, copy=False)
         if not bool(xp.all(xp.isfinite(X))):
             raise ValueError("X contains non-finite values (nan or inf)")
+        if self.loss_name == "mse":
+            return X, self._check_targets(xp, y, X.shape[0])
         if y.shape != (X.shape[0],):
             raise ValueError(f"y must have shape ({X.shape[0]},) to match X; got {y.shape}")
         if not np.issubdtype(y.dtype, np.integer):
@@ -304,8 +363,20 @@ class MLP:
             )
         return X, y
 
+    def _check_targets(self, xp, y, B):
+        """The MSE's targets y ``(B, n_L)`` in the net's dtype, after checking them."""
+        if y.shape != (B, self.sizes[-1]):
+            raise ValueError(f"y must hold float targets of shape ({B}, {self.sizes[-1]}) "
+                             f"for loss='mse'; got shape {y.shape}")
+        check_real(y, "y")
+        y = y.astype(self.dtype, copy=False)
+        if not bool(xp.all(xp.isfinite(y))):
+            raise ValueError("y contains non-finite values (nan or inf)")
+        return y
+
     def logits(self, params, X):
-        """The logits ``O = Z_{L-1} W_L^T + 1 c_L^T`` of a batch (docs/math.md eq. (1.2)).
+        """The logits ``O = Z_{L-1} W_L^T + 1 c_L^T`` of a batch (docs/math.md eqs. (1.1),
+        (1.1a), (1.2)): for the MSE, the network's outputs.
 
         Parameters
         ----------
@@ -326,17 +397,17 @@ class MLP:
         >>> net.logits(net.init_params(seed=0), np.ones((5, 4))).shape
         (5, 2)
         """
-        xp = array_module(params, X)
-        act = _activation(self.activation)
         Z = X
         layers = self.unpack(params)
-        for W, c in layers[:-1]:
-            Z = act(xp, Z @ W.T + (c if c is not None else 0))[0]
+        for (W, c), act, skip in zip(layers[:-1], self.activations, self.residual_layers):
+            out = value(act, Z @ W.T + (c if c is not None else 0))
+            Z = Z + out if skip else out
         W, c = layers[-1]
         return Z @ W.T + (c if c is not None else 0)
 
     def loss(self, params, X, y):
-        """The mean cross-entropy of the batch (docs/math.md eq. (1.2)).
+        """The batch's mean cross-entropy or squared error (docs/math.md eqs. (1.2),
+        (1.2a)).
 
         Parameters
         ----------
@@ -344,8 +415,8 @@ class MLP:
             A flat parameter vector.
         X : array_like, shape (B, n_0)
             A batch of inputs.
-        y : array_like of int, shape (B,)
-            Class labels in ``[0, n_classes)``.
+        y : array_like of int, shape (B,), or of float, shape (B, n_L)
+            Class labels in ``[0, n_classes)`` for the cross-entropy; targets for the MSE.
 
         Returns
         -------
@@ -373,7 +444,7 @@ class MLP:
         """
         params = self.check_params(params)
         X, y = self.check_data(X, y)
-        return cross_entropy(self.logits(params, X), y)[0]
+        return losses.value(self.loss_name, self.logits(params, X), y)
 
 
 def check_real(a, name):
@@ -383,13 +454,17 @@ def check_real(a, name):
         raise ValueError(f"{name} must be a real array; got dtype {a.dtype}")
 
 
-def cross_entropy(O, y):
-    """Mean cross-entropy of logits O (B x c) against labels y, and softmax(O)."""
-    xp = array_module(O)
-    shifted = O - O.max(axis=1, keepdims=True)
-    e = xp.exp(shifted)
-    lse = xp.log(e.sum(axis=1))
-    pi = e / e.sum(axis=1, keepdims=True)
-    B = O.shape[0]
-    loss = (lse - shifted[xp.arange(B), y]).mean()
-    return loss, pi
+def _hidden_activations(activation, n_hidden):
+    """The :class:`Activation` of each of the ``n_hidden`` hidden layers, from one name or
+    record or a list of them."""
+    if isinstance(activation, (str, Activation)):
+        return (_activation(activation),) * n_hidden
+    try:
+        specs = list(activation)
+    except TypeError:
+        raise ValueError(f"unknown activation {activation!r}: give a name, an Activation "
+                         f"or a list of them") from None
+    if len(specs) != n_hidden:
+        raise ValueError(f"activation lists one per hidden layer: {n_hidden} for this "
+                         f"network; got {len(specs)}")
+    return tuple(_activation(a) for a in specs)

@@ -263,8 +263,9 @@ triangle on the right is many times slower on a single row than ``trsv`` on the 
 work."""
 
 TRSM_WHOLE = 1024
-"""From this order on the triangle is applied by one ``trsm``: at 4096 it ran at the rate of
-dgemm (63 GFLOP/s on one thread), the blocks of :data:`TRSM_BLOCK` columns at 46."""
+"""From this order on the triangle is applied by one ``trsm``, which then runs at the rate
+of dgemm, faster than the blocks of :data:`TRSM_BLOCK` columns
+(benchmarks/README.md, "Measurements behind the package's constants")."""
 
 TRSM_BLOCK = 64
 """Columns per block of the triangular solve of many rows (:func:`_triangular_rows`): the
@@ -318,7 +319,8 @@ def onenorm(Q):
     """``||Q||_1`` of a symmetric F-order matrix from its lower triangle: column j's sum
     is its part on and below the diagonal plus row j's part left of it (added while
     walking the earlier columns). Four partial sums per column: a single one chains every
-    addition on the previous one, about 8 times slower at ``p = 256``."""
+    addition on the previous one, several times slower (benchmarks/README.md,
+    "Measurements behind the package's constants")."""
     p = Q.shape[0]
     col = np.zeros(p)
     for j in range(p):

@@ -114,7 +114,8 @@ def plan(net, batch, kind="hessian", dtype=None, backend="numpy"):
         if l == L - 1:
             blocks += size * (m * q + B * n + B * n * n + 2 * B * m + B * q + m * n)
             setup += 2 * B * m * n * n
-            layers.append(_loss_plan(l, m, q, B, n, hessian, compiled, size))
+            layers.append(_loss_plan(l, m, q, B, n, hessian, compiled, size,
+                                     net.loss_name == "cross_entropy"))
             continue
         blocks += size * (B * m * q + (B * m * n + B * q if l else 0))
         if hessian:
@@ -158,12 +159,12 @@ def _hidden_plan(l, B, m, q, a_in, compiled, size):
     return LayerPlan(l + 1, "dense", size * kept, size * transient, dense)
 
 
-def _loss_plan(l, c, q, B, n, hessian, compiled, size):
-    """The loss layer's stage: by its structure where
+def _loss_plan(l, c, q, B, n, hessian, compiled, size, softmax):
+    """The loss layer's stage: for the cross-entropy (``softmax``) by its structure where
     :func:`tallskinny_np.riccati.loss_pays`, else dense."""
     p, a_in, r = c * q, B * n, min(B, q)
     dense, structured = loss_stage_flops(c, q, B, n, hessian)
-    if loss_pays(c, q, B, n, hessian):
+    if softmax and loss_pays(c, q, B, n, hessian):
         kept = c * (r * r + 2 * B * r + B * B) + B * B + q * r + B * r
         transient = (2 * c * B * n + 3 * B * B * n * n + B * B * n * r
                      + 2 * c * B * B + c * n * r)

@@ -19,13 +19,12 @@ import numpy as np
 from numba import njit
 
 from .backend import array_module
-from .blocks import FirstLayer, HiddenLayer, LossLayer, softmax_hessian_action
+from .blocks import FirstLayer, HiddenLayer, LossLayer, loss_hessian_action
 
 COMPILED_COLUMNS = 2
 """The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
-one and two (memorisation problem, GGN: 0.26 against 0.38 ms and 0.36 against 0.43; width
-16, batch 16, L = 64: 5.6 against 7.3 and 5.6 against 6.5), the array-module products'
-batched BLAS calls from four (0.44 against 0.53 ms; 8.0 against 8.6)."""
+one and two, the array-module products' batched BLAS calls from four
+(benchmarks/README.md, "Measurements behind the package's constants")."""
 
 
 def Dx_mv(blk, x):
@@ -61,7 +60,7 @@ def A_mv(blk, x):
             return blk.A @ x
         case LossLayer():
             v = (blk.Zt @ x).transpose(1, 0, 2)             # v[s, k] = x_k . zt_s
-            return blk.Zt.T @ softmax_hessian_action(blk.pi, v).transpose(1, 0, 2)
+            return blk.Zt.T @ loss_hessian_action(blk, v).transpose(1, 0, 2)
 
 
 def S_mv(blk, y):
@@ -78,7 +77,7 @@ def _cross_factors(blk):
         case HiddenLayer():
             return (lambda Wy: blk.R[:, :, None] * Wy), blk.bS1
         case LossLayer():
-            return (lambda Wy: softmax_hessian_action(blk.pi, Wy)), blk.G
+            return (lambda Wy: loss_hessian_action(blk, Wy)), blk.G
 
 
 def C_mv(blk, y):
@@ -106,7 +105,7 @@ def CT_mv(blk, x):
     return out
 
 
-def hvp(blocks, xs, compiled=None):
+def hvp(blocks, xs, *, _compiled=None):
     """``H x`` in O(L) (docs/math.md section 3, Pearlmutter's algorithm as matrices).
 
     Forward ``y = M^{-1} Dx x`` (``y_l = Dx_l x_l + Dz_l y_{l-1}``); backward
@@ -114,11 +113,13 @@ def hvp(blocks, xs, compiled=None):
     ``z_{l-1} = C_l^T x_l + S_l y_{l-1} + Dz_l^T z_l``); then
     ``H x = A x + C P y + Dx^T z``.
 
-    ``compiled`` runs the hidden layers by the compiled segment kernels (module
-    docstring); None does so on NumPy in float64 for up to :data:`COMPILED_COLUMNS`
-    vectors, False never (the array-module products, as on CuPy and in float32).
+    On NumPy in float64 the hidden layers of up to :data:`COMPILED_COLUMNS` vectors run by
+    the compiled segment kernels (module docstring), the others by the array-module
+    products (as on CuPy and in float32). The tests choose through the private keyword
+    ``_compiled`` (True: the kernels, False: the array-module products).
     """
     layers = blocks.layers
+    compiled = _compiled
     if compiled is None:
         compiled = (array_module(xs[0]) is np and xs[0].dtype == np.float64
                     and xs[0].shape[-1] <= COMPILED_COLUMNS)

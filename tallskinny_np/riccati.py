@@ -25,9 +25,28 @@ through the factor of their T); memory O(L (p a + p^2)) either way. Stage 1 need
 
 "Inertia (Sylvester)": ``n_neg(H + eps I) = sum_l n_neg(Qxx_l)``, likewise for zero and
 positive eigenvalues, so the same backward sweep gives the inertia in O(L).
+
+The stage protocol. Each layer's stage is one of three records, and the sweep dispatches on
+its type:
+
+- :class:`CompiledStage` (a hidden layer or a dense layer 1 on NumPy in float64,
+  :func:`tallskinny_np.stage.factor_stage`): the factor of Qxx and ``W^T``; the
+  substitutions are :func:`tallskinny_np.stage.backward` and
+  :func:`tallskinny_np.stage.forward`, which apply the gain through W.
+- :class:`RangeStage` (a hidden layer's range stage on NumPy in float64,
+  :func:`tallskinny_np.wide.compiled_range_stage`): T's factor and the
+  :class:`~tallskinny_np.wide.RangeRows`; the substitutions are
+  :func:`tallskinny_np.wide.range_backward` and :func:`tallskinny_np.wide.range_forward`.
+- :class:`GainStage` (every other stage: the array-module ones, the loss layer's, the
+  array-module range stages): the factor of Qxx, ``Qxy`` applied as ``Qxy.T @ k`` and the
+  gain ``K`` applied as ``K @ y``; the substitutions are the formulas above.
+
+Every factor, whatever its kind, has ``solve(u)``, ``inertia`` (summed by the sweep) and
+``rcond`` (checked by it). Which stage a layer takes is decided by flop counts
+(:func:`stage_flops`, :func:`tallskinny_np.loss_stage.loss_stage_flops`).
 """
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -36,13 +55,15 @@ from .backend import array_module, sweep_threads
 from .blocks import (FirstLayer, GramA, HiddenLayer, LossLayer, block_diagonal, dense_A,
                      dense_C, gram_blocks, layer_size)
 from .congruences import add_sample_blocks, congruences
+from .deprecation import renamed
 from .errors import SingularPivotError, check_pivot
-from .loss_stage import LossCross, LossGain, loss_stage, loss_stage_flops, loss_update
+from .loss_stage import (LossCross, LossFactor, LossGain, loss_stage, loss_stage_flops,
+                         loss_update)
 from .modified import modified_pivot
 from .products import DxT_mv, Dx_mv, DzT_mv, Dz_mv
-from .symmetric import sym_factor
-from .wide import (RangeFactor, RangeRows, compiled_range_stage, in_range, range_backward,
-                   range_forward, range_gain, range_stage)
+from .symmetric import EighFactor, LapackFactor, sym_factor
+from .wide import (RangeCross, RangeFactor, RangeGain, RangeRows, compiled_range_stage,
+                   in_range, range_backward, range_forward, range_gain, range_stage)
 
 MIN_SAVING = 1e6
 """A layer takes its structured stage only where that saves at least this many flops
@@ -55,40 +76,51 @@ LOSS_SAVING = 8
 Bunch-Kaufman factor is the more accurate one (:mod:`tallskinny_np.loss_stage`)."""
 
 
-class Stage(NamedTuple):
-    """One layer's stage of the sweep.
+Factor = Union[pivot.PivotFactor, LapackFactor, EighFactor, RangeFactor, LossFactor]
+"""A factored pivot Qxx (module docstring, "The stage protocol")."""
 
-    ``factor`` is the factored pivot Qxx: a :class:`tallskinny_np.pivot.PivotFactor` on
-    the compiled path, else one of :func:`tallskinny_np.symmetric.sym_factor` or of the
-    structured stages of :mod:`tallskinny_np.wide`; each has ``solve``, ``inertia`` and
-    ``rcond``. The compiled path keeps ``W = G^{-1} Qxy`` (as ``Wt``, ``a_{l-1} x p``) and
-    applies the gain through it; a compiled range stage keeps ``W = G^{-1} Q^T Qxy`` with
-    what its substitutions need besides as ``Wt``, a
-    :class:`tallskinny_np.wide.RangeRows`. The array-module path keeps ``Qxy`` and ``K``
-    (a range stage's ``K`` is a :class:`tallskinny_np.wide.RangeGain` and the dense loss
-    stage's on the compiled path a :class:`SchurGain`, both applied as ``K @ y``).
-    """
-    factor: object
-    Qxy: object
-    K: object
-    Wt: object
+
+class CompiledStage(NamedTuple):
+    """A compiled stage (module docstring, "The stage protocol"): the gain
+    ``K = -G^{-T} S W`` is applied through ``W = G^{-1} Qxy``."""
+    factor: pivot.PivotFactor     # Qxx = G S G^T (p x p)
+    Wt: np.ndarray | None         # W^T (a_{l-1} x p, F-order); None at layer 1 (y_0 = 0)
+
+
+class RangeStage(NamedTuple):
+    """A compiled range stage (module docstring, "The stage protocol")."""
+    factor: RangeFactor           # Qxx = Q T Q^T + eps (I - Q Q^T)
+    rows: RangeRows               # W^T of T's factor, Dx V and the part outside range(Q)
+
+
+class GainStage(NamedTuple):
+    """A stage that keeps ``Qxy`` and the gain ``K = -Qxx^{-1} Qxy`` (module docstring,
+    "The stage protocol"); both None at layer 1 (``y_0 = 0``). Each is ``p x a_{l-1}``, as
+    a NumPy or CuPy array or as an operator that applies it without forming it."""
+    factor: Factor
+    Qxy: Union[np.ndarray, RangeCross, LossCross, None]      # applied as Qxy.T @ k
+    K: Union[np.ndarray, RangeGain, LossGain, "SchurGain", None]  # applied as K @ y
+
+
+Stage = Union[CompiledStage, RangeStage, GainStage]
 
 
 class Riccati(NamedTuple):
-    """The derivative blocks' layers, the per-layer :class:`Stage`, the summed inertia
-    ``(n_neg, n_zero, n_pos)`` of ``H + eps I`` (None unless asked for) and ``singular``,
-    the 1-based layer of the first pivot that is singular to working precision (None when
-    every pivot is sound, so the factors can also solve)."""
-    layers: list
-    stages: list
-    inertia: tuple
-    singular: int
-    modification: list = None     # the modified sweep's blocks E_l (p_l x p_l), else None
+    """The factored sweep of :func:`riccati_factor`."""
+    layers: list                  # the derivative blocks' layer records
+    stages: list[Stage]           # one per layer
+    inertia: tuple | None         # (n_neg, n_zero, n_pos) of H + eps I, if counted
+    singular: int | None          # the 1-based layer of the first pivot singular to
+    #                               working precision; None: every pivot is sound
+    modification: list | None = None  # the modified sweep's blocks E_l (p_l x p_l)
 
 
+@renamed(eps="damping")
 @sweep_threads()
-def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, modify=None):
-    """The backward Riccati sweep for ``H + eps I`` (``eps`` may be negative: a shift).
+def riccati_factor(blocks, damping, inertia=False, modify=None, *, _strategy=None,
+                   _structured=None):
+    """The backward Riccati sweep for ``H + eps I``, ``eps = damping`` (which may be
+    negative: a shift).
 
     Without ``inertia`` (to solve), a Qxx that is singular to working precision raises
     :class:`SingularPivotError` naming its layer. With ``inertia=True`` each Qxx's inertia
@@ -96,16 +128,17 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     eigenvalues); past such a pivot :func:`riccati_solve` refuses the factors unless told
     ``past_singular``.
 
-    On NumPy in float64 with ``strategy=None`` the hidden layers (and a dense layer 1) run
-    the compiled stages of :mod:`tallskinny_np.stage`, and the other stages form their
-    pivots and updates of P by its compiled kernels (:func:`_schur_stage`,
-    :func:`tallskinny_np.loss_stage.loss_update`); otherwise (CuPy, float32, or an
-    explicit ``strategy`` of :func:`tallskinny_np.symmetric.sym_factor`) the array-module
-    stages. ``structured`` picks the structured stages (:mod:`tallskinny_np.wide`,
-    :mod:`tallskinny_np.loss_stage`): None by flop count (:func:`_use_structured`: the
-    range of the batch at layer 1 and at the hidden layers where the batch is smaller than
-    the layer's fan-in, the loss layer by its structure, each where it saves enough), True
-    always, False never.
+    On NumPy in float64 the hidden layers (and a dense layer 1) run the compiled stages of
+    :mod:`tallskinny_np.stage`, and the other stages form their pivots and updates of P by
+    its compiled kernels (:func:`_schur_stage`, :func:`tallskinny_np.loss_stage.loss_update`);
+    otherwise (CuPy, float32) the array-module stages. The structured stages
+    (:mod:`tallskinny_np.wide`, :mod:`tallskinny_np.loss_stage`) are taken by flop count
+    (:func:`_use_structured`: the range of the batch at layer 1 and at the hidden layers
+    where the batch is smaller than the layer's fan-in, the loss layer by its structure,
+    each where it saves enough). The tests reach the other paths through two private
+    keywords: ``_strategy`` (``"lapack"`` or ``"eigh"``, the array-module stages with that
+    factorization of :func:`tallskinny_np.symmetric.sym_factor`) and ``_structured``
+    (True: the structured stages always, False: never).
 
     ``modify=delta`` (> 0) runs the modified sweep of docs/math.md section 8.3: each pivot
     ``Qxx_l``, as soon as it is formed, is replaced by the positive definite
@@ -118,14 +151,10 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     ----------
     blocks : tallskinny_np.blocks.Blocks
         The derivative blocks (``Curvature.blocks``).
-    eps : float
-        The shift of ``H + eps I``.
+    damping : float
+        eps of ``H + eps I`` (the keyword ``eps`` is deprecated).
     inertia : bool
         Count the inertia and go on past singular pivots instead of raising.
-    strategy : {None, "lapack", "eigh"}
-        The pivot factorization of the array-module stages.
-    structured : {None, True, False}
-        The structured end and range stages: by flop count, always, never.
     modify : float or None
         delta of the modified sweep.
 
@@ -154,6 +183,7 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
     >>> bool(np.allclose(curv @ x + 0.1 * x, b)), sum(fac.inertia) == net.n_params
     (True, True)
     """
+    eps, strategy, structured = damping, _strategy, _structured
     layers = blocks.layers
     xp = array_module(layers[0].Dx)
     compiled = (xp is np and layers[0].Dx.dtype == np.float64 and strategy is None
@@ -182,18 +212,18 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
         match blk:
             case HiddenLayer() if compiled and by_structure:
                 f, rows, P = compiled_range_stage(blocks, blk, P, eps, pd_l, *buffers)
-                st = Stage(f, None, None, rows)
+                st = RangeStage(f, rows)
             case FirstLayer() | HiddenLayer() if by_structure:
                 in_basis = in_range(blocks, blk)
                 f = range_stage(in_basis, P, eps, pd_l, strategy)
                 if l == 0:
-                    st, P = Stage(f, None, None, None), None
+                    st, P = GainStage(f, None, None), None
                 else:
                     K, Qxy, P = range_gain(in_basis, f, blk, P)
-                    st = Stage(f, Qxy, K, None)
+                    st = GainStage(f, Qxy, K)
             case LossLayer() if by_structure:
                 f = loss_stage(blk, eps, pd_l, strategy)
-                st, P = Stage(f, LossCross(blk), LossGain(f, blk), None), None
+                st, P = GainStage(f, LossCross(blk), LossGain(f, blk)), None
                 if l > 0:
                     P = loss_update(f, blk, compiled)
             case HiddenLayer() | FirstLayer() if compiled:
@@ -225,7 +255,9 @@ def riccati_factor(blocks, eps, inertia=False, strategy=None, structured=None, m
 
 def _use_structured(blk, structured):
     """Whether layer 1, a hidden layer or the loss layer takes its structured stage
-    (:func:`riccati_factor`)."""
+    (:func:`riccati_factor`); the structured loss stage is the softmax's."""
+    if isinstance(blk, LossLayer) and blk.loss != "cross_entropy":
+        return False
     if structured is not None:
         return structured
     if isinstance(blk, LossLayer):
@@ -278,12 +310,15 @@ def _array_stage(xp, blk, f, P, congruence_terms, l):
     """The array-module stage from the factor f of Qxx: ``(Stage, P_{l-1})``.
     ``congruence_terms`` are ``(Dx^T P Dz, Dz^T P Dz)`` (None for zero ones)."""
     if l == 0:
-        return Stage(f, None, None, None), None
+        # a compiled factor is substituted by the compiled kernels, with no gain to apply
+        if isinstance(f, pivot.PivotFactor):
+            return CompiledStage(f, None), None
+        return GainStage(f, None, None), None
     Qxy, Qyy = _qxy_qyy(xp, blk, congruence_terms)
     K = -f.solve(Qxy)
     P = Qyy + Qxy.T @ K
     P = 0.5 * (P + P.T)                        # keep P exactly symmetric against drift
-    return Stage(f, Qxy, K, None), P
+    return GainStage(f, Qxy, K), P
 
 
 def _schur_stage(blk, f, congruence_terms):
@@ -296,7 +331,7 @@ def _schur_stage(blk, f, congruence_terms):
     Qxy, Qyy = _qxy_qyy(np, blk, congruence_terms)
     Wt = Qxy.copy().T                 # Qxy's C-order copy is Qxy^T in F-order
     stage.schur_update(f.arrays, Wt, Qyy.T, stage.two_threads())   # Qyy: C-order, symmetric
-    return Stage(f, Qxy, SchurGain(f, Wt), None), Qyy
+    return GainStage(f, Qxy, SchurGain(f, Wt)), Qyy
 
 
 class SchurGain(NamedTuple):
@@ -333,7 +368,7 @@ def _compiled_stage(blk, P, eps, pd, scratch, P_out):
         if isinstance(A, GramA):
             A = gram_blocks(A.R, A.Zt)
         f = pivot.PivotFactor.of(stage.first_stage(blk.Dx, A, P, eps, pd))
-        return Stage(f, None, None, None), None
+        return CompiledStage(f, None), None
     B, m, q = blk.Dx.shape
     C = np.empty((m * q, B * blk.Dz.shape[2]))
     if blk.R is not None:
@@ -341,7 +376,7 @@ def _compiled_stage(blk, P, eps, pd, scratch, P_out):
     arrays, Wt, P = stage.factor_stage(blk.Dx, blk.Dz, blk.A, blk.S, blk.R is not None, C,
                                        np.zeros((m * q, m * q), order="F"), P, eps, pd,
                                        stage.two_threads(), scratch, P_out)
-    return Stage(pivot.PivotFactor.of(arrays), None, None, Wt), P
+    return CompiledStage(pivot.PivotFactor.of(arrays), Wt), P
 
 
 def _sum(*terms):
@@ -391,58 +426,59 @@ def riccati_solve(fac, gs, past_singular=False):
             "solve; factor H + damping I at a damping that is not on an eigenvalue")
     layers = fac.layers
     L = len(layers)
-    r = gs[0].shape[-1]
     k = [None] * L
     pv = None                                  # p_L = 0
     for l in range(L - 1, -1, -1):
-        blk, st = layers[l], fac.stages[l]
-        if isinstance(st.Wt, RangeRows):
-            k[l], pv = range_backward(st.factor, st.Wt, blk, np.ascontiguousarray(gs[l]),
-                                      None if pv is None else np.ascontiguousarray(pv))
-            continue
-        if _compiled(st):
-            Dz = blk.Dz if l > 0 else None
-            k[l], pv = stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx, Dz,
-                                      np.ascontiguousarray(gs[l]),
-                                      None if pv is None else np.ascontiguousarray(pv))
-            continue
-        qx = -gs[l]
-        if pv is not None:
-            qx = qx + DxT_mv(blk, pv)
-        if isinstance(st.factor, RangeFactor):               # Qxx acts on (p_l, r)
-            k[l] = -st.factor.solve(qx.reshape(-1, r), outside=-gs[l].reshape(-1, r))
-        else:
-            k[l] = -st.factor.solve(qx.reshape(-1, r))
-        if l > 0:
-            pl = (st.Qxy.T @ k[l]).reshape(blk.Dz.shape[0], -1, r)
-            pv = pl if pv is None else pl + DzT_mv(blk, pv)
+        k[l], pv = _backward(fac.stages[l], layers[l], gs[l], pv, l)
     xs = []
     y = None
     for l in range(L):
-        blk, st = layers[l], fac.stages[l]
-        if isinstance(st.Wt, RangeRows):
-            x, y = range_forward(st.factor, st.Wt, blk, k[l], y)
-            xs.append(x)
-            continue
-        if _compiled(st):
-            x, y = stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
-                                 blk.Dz if l > 0 else None, k[l], y)
-            xs.append(x)
-            continue
-        x = (k[l] if y is None else k[l] + st.K @ y.reshape(-1, r)).reshape(gs[l].shape)
+        x, y = _forward(fac.stages[l], layers[l], k[l], y, gs[l].shape, l, l < L - 1)
         xs.append(x)
-        if l < L - 1:
-            if isinstance(st.factor, RangeFactor):
-                x = st.factor.in_range(x)
-            y = Dx_mv(blk, x) if y is None else Dx_mv(blk, x) + Dz_mv(blk, y)
     return xs
 
 
-def _compiled(st):
-    """Whether the compiled kernels apply the stage: a compiled factor without the gain K
-    of the array-module stages (which also factor by :class:`tallskinny_np.pivot.PivotFactor`
-    on NumPy in float64; at layer 1, which has no gain, either way solves alike)."""
-    return isinstance(st.factor, pivot.PivotFactor) and st.K is None
+def _backward(st, blk, g, pv, l):
+    """The backward substitution of one stage: ``(k_l, p_{l-1})`` from the right-hand
+    side ``g`` ``(n_l, q_l, r)`` and ``p_l`` (None for ``p_L = 0``)."""
+    match st:
+        case RangeStage():
+            return range_backward(st.factor, st.rows, blk, np.ascontiguousarray(g),
+                                  None if pv is None else np.ascontiguousarray(pv))
+        case CompiledStage():
+            return stage.backward(st.factor.arrays, _rows(st, blk), blk.Dx,
+                                  blk.Dz if l > 0 else None, np.ascontiguousarray(g),
+                                  None if pv is None else np.ascontiguousarray(pv))
+    r = g.shape[-1]
+    qx = -g
+    if pv is not None:
+        qx = qx + DxT_mv(blk, pv)
+    if isinstance(st.factor, RangeFactor):                   # Qxx acts on (p_l, r)
+        k = -st.factor.solve(qx.reshape(-1, r), outside=-g.reshape(-1, r))
+    else:
+        k = -st.factor.solve(qx.reshape(-1, r))
+    if l == 0:
+        return k, pv
+    pl = (st.Qxy.T @ k).reshape(blk.Dz.shape[0], -1, r)
+    return k, (pl if pv is None else pl + DzT_mv(blk, pv))
+
+
+def _forward(st, blk, k, y, shape, l, more):
+    """The forward substitution of stage l: ``(x_l, y_l)`` from ``k_l`` and ``y_{l-1}``
+    (None for ``y_0 = 0``); x in the right-hand side's ``shape``, and ``y_l`` only where
+    ``more`` layers follow."""
+    match st:
+        case RangeStage():
+            return range_forward(st.factor, st.rows, blk, k, y)
+        case CompiledStage():
+            return stage.forward(st.factor.arrays, _rows(st, blk), blk.Dx,
+                                 blk.Dz if l > 0 else None, k, y)
+    r = shape[-1]
+    x = (k if y is None else k + st.K @ y.reshape(-1, r)).reshape(shape)
+    if not more:
+        return x, y
+    xr = st.factor.in_range(x) if isinstance(st.factor, RangeFactor) else x
+    return x, (Dx_mv(blk, xr) if y is None else Dx_mv(blk, xr) + Dz_mv(blk, y))
 
 
 def _rows(st, blk):

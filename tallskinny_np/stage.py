@@ -188,9 +188,9 @@ def _signed_syrk(Y, iy, n, n_pos, k, ld, Pn, ip):
 def _mirror_lower(X, split, tile=16):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
     column of the lower triangle is a row of the upper one, far apart in memory), each
-    off the diagonal as one transposed slice: at ``n = 256`` about half the time of an
-    element loop over tiles of 32. With ``split`` two threads take alternate columns of
-    tiles."""
+    off the diagonal as one transposed slice, faster than an element loop
+    (benchmarks/README.md, "Measurements behind the package's constants"). With
+    ``split`` two threads take alternate columns of tiles."""
     n = X.shape[0]
     parts = 2 if split else 1
     for task in prange(parts):

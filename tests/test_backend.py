@@ -46,12 +46,12 @@ def test_eigh_riccati_equals_lapack_riccati(kind, eps):
     curv = Curvature(net, params, X, y, kind=kind)
     gs = net.split(np.random.default_rng(3).standard_normal((net.n_params, 2)))
     lapack = riccati_factor(curv.blocks, eps, inertia=True)
-    eigh = riccati_factor(curv.blocks, eps, inertia=True, strategy="eigh")
+    eigh = riccati_factor(curv.blocks, eps, inertia=True, _strategy="eigh")
     assert lapack.inertia == eigh.inertia
     assert sum(eigh.inertia) == net.n_params
     solve = lambda fac: net.join(riccati_solve(fac, gs))
     x1 = solve(riccati_factor(curv.blocks, eps))
-    x2 = solve(riccati_factor(curv.blocks, eps, strategy="eigh"))
+    x2 = solve(riccati_factor(curv.blocks, eps, _strategy="eigh"))
     # Both are backward stable, so they may differ by O(cond * eps) relative.
     H = curv.hvp(np.eye(net.n_params)) + eps * np.eye(net.n_params)
     cond = np.linalg.cond(H)

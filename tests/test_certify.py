@@ -7,9 +7,10 @@ import pytest
 from conftest import GRID, dense_curvature
 from tallskinny_np import (MLP, Curvature, SingularPivotError, UncertifiedSolveError,
                            UncertifiedSolveWarning)
-from tallskinny_np import curvature as curvature_module
+from tallskinny_np import certified, norms, spectrum
 from tallskinny_np.certify import (PRODUCT_ROUNDING, backward_error_bound, backward_errors,
-                                   factor_distance, gmres, lanczos_interval)
+                                   factor_distance)
+from tallskinny_np.krylov import gmres, lanczos_interval
 from verify.dense import dense_hessian
 
 RNG = np.random.default_rng(7)
@@ -108,12 +109,12 @@ def test_a_well_conditioned_solve_is_certified_by_the_first_solve_and_one_produc
 def test_a_poor_factorization_is_rescued_by_gmres_and_the_path_says_so(monkeypatch):
     case = next(c for c in GRID if c.depth >= 4)
     curv = _curvature(case)
-    solve = curvature_module._SOLVERS["riccati"]
+    solve = certified.SOLVERS["riccati"]
 
     def perturbed(fac, gs):                            # a factorization 10% off
         return [1.1 * x for x in solve[1](fac, gs)]
 
-    monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], perturbed))
+    monkeypatch.setitem(certified.SOLVERS, "riccati", (solve[0], perturbed))
     b = RNG.standard_normal(curv.n_params)
     x, info = curv.solve(b, 0.5, refine=0, return_info=True)
     assert info.path[0] == ("factor", "gmres")
@@ -125,16 +126,16 @@ def test_a_poor_factorization_is_rescued_by_gmres_and_the_path_says_so(monkeypat
 def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatch):
     case = next(c for c in GRID if c.depth >= 4)
     curv = _curvature(case)
-    solve = curvature_module._SOLVERS["riccati"]
-    banded = curvature_module._SOLVERS[curvature_module.BANDED]
+    solve = certified.SOLVERS["riccati"]
+    banded = certified.SOLVERS[certified.BANDED]
     garbage = lambda fac, gs: [np.ones_like(x) for x in gs]
-    monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], garbage))
+    monkeypatch.setitem(certified.SOLVERS, "riccati", (solve[0], garbage))
     b = RNG.standard_normal(curv.n_params)
     x, info = curv.solve(b, 0.5, return_info=True)
     assert info.path[0][-1] in ("banded", "refine") and "banded" in info.path[0]
     assert info.backward_error[0] <= info.bound
 
-    monkeypatch.setitem(curvature_module._SOLVERS, curvature_module.BANDED, (banded[0], garbage))
+    monkeypatch.setitem(certified.SOLVERS, certified.BANDED, (banded[0], garbage))
     curv = _curvature(case)
     with pytest.raises(UncertifiedSolveError) as err:
         curv.solve(b, 0.5)
@@ -146,13 +147,13 @@ def test_the_banded_solve_is_the_fallback_and_failure_raises_or_warns(monkeypatc
 
 def test_without_fallback_the_chain_stops_after_the_first_factorization(monkeypatch):
     case = next(c for c in GRID if c.depth >= 4)
-    solve = curvature_module._SOLVERS["riccati"]
+    solve = certified.SOLVERS["riccati"]
     calls = []
-    banded = curvature_module._SOLVERS[curvature_module.BANDED]
-    monkeypatch.setitem(curvature_module._SOLVERS, curvature_module.BANDED,
+    banded = certified.SOLVERS[certified.BANDED]
+    monkeypatch.setitem(certified.SOLVERS, certified.BANDED,
                         (lambda *a: calls.append(1) or banded[0](*a), banded[1]))
     garbage = lambda fac, gs: [np.ones_like(x) for x in gs]
-    monkeypatch.setitem(curvature_module._SOLVERS, "riccati", (solve[0], garbage))
+    monkeypatch.setitem(certified.SOLVERS, "riccati", (solve[0], garbage))
     curv = _curvature(case)
     b = RNG.standard_normal(curv.n_params)
     with pytest.raises(UncertifiedSolveError):
@@ -170,9 +171,9 @@ def test_without_fallback_the_chain_stops_after_the_first_factorization(monkeypa
 def test_a_solve_that_is_nowhere_finite_raises_the_named_error(monkeypatch, fallback):
     case = next(c for c in GRID if c.depth >= 4)
     nan = lambda fac, gs: [np.full_like(x, np.nan) for x in gs]
-    for key in ("riccati", curvature_module.BANDED):
-        factor = curvature_module._SOLVERS[key][0]
-        monkeypatch.setitem(curvature_module._SOLVERS, key, (factor, nan))
+    for key in ("riccati", certified.BANDED):
+        factor = certified.SOLVERS[key][0]
+        monkeypatch.setitem(certified.SOLVERS, key, (factor, nan))
     curv = _curvature(case)
     with pytest.raises(UncertifiedSolveError) as err:
         curv.solve(curv.grad, 0.5, fallback=fallback, uncertified="return")
@@ -221,17 +222,17 @@ def test_an_inaccurate_sweep_is_not_trusted_and_the_dense_count_or_error_takes_o
         monkeypatch):
     case = next(c for c in GRID if c.depth >= 4 and c.batch >= 3)
     w = np.linalg.eigvalsh(dense_curvature(case, "hessian"))
-    solve = curvature_module._SOLVERS["riccati"]
+    solve = certified.SOLVERS["riccati"]
     # A substitution 2x off makes ||I - A F^{-1}|| = 1: no sweep may be trusted.
-    monkeypatch.setitem(curvature_module._SOLVERS, "riccati",
+    monkeypatch.setitem(certified.SOLVERS, "riccati",
                         (solve[0], lambda fac, gs: [2.0 * x for x in solve[1](fac, gs)]))
     curv = _curvature(case)
     sigma = 0.5 * (w[2] + w[3])                       # between two separated eigenvalues
     assert w[3] - w[2] > 1e-3
     assert curv.count_eigenvalues_below(sigma) == 3
     assert curv._eigenvalues is not None              # the count came from the fallback
-    monkeypatch.setattr(curvature_module, "DENSE_INERTIA_MAX", 0)
-    with pytest.raises(curvature_module.UncertifiedInertiaError, match="cannot be certified"):
+    monkeypatch.setattr(spectrum, "DENSE_INERTIA_MAX", 0)
+    with pytest.raises(spectrum.UncertifiedInertiaError, match="cannot be certified"):
         _curvature(case).inertia(-sigma)
 
 
@@ -242,8 +243,8 @@ def test_the_free_norm_bound_is_a_principal_submatrix_of_h():
     last = curv.net.split(np.arange(curv.n_params, dtype=float))[-1].astype(int).ravel()
     for shift in (0.0, 0.7, -3.0):
         expected = np.abs(np.diag(H)[last] + shift).max()
-        assert curv._probe_norm(shift) == pytest.approx(expected, rel=1e-12, abs=1e-15)
-        assert curv._probe_norm(shift) <= np.linalg.norm(H + shift * np.eye(len(H)), 2)
+        assert norms.probe_norm(curv, shift) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert norms.probe_norm(curv, shift) <= np.linalg.norm(H + shift * np.eye(len(H)), 2)
 
 
 @pytest.mark.parametrize("activation, width, depth, gain, seed", [

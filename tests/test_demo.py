@@ -49,7 +49,7 @@ def test_demo_reports_a_failed_solve_with_a_nonzero_status(capsys):
     (["--damping", "-0.1"], "--damping: must be a finite number > 0"),
     (["--damping", "inf"], "--damping: must be a finite number > 0"),
     (["--seed", "x"], "--seed: expected an integer"),
-    (["--activation", "relu"], "--activation: invalid choice"),
+    (["--activation", "swish"], "--activation: invalid choice"),
 ])
 def test_demo_rejects_bad_options_with_a_clear_message(capsys, argv, message):
     with pytest.raises(SystemExit) as exc:

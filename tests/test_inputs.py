@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import GRID, KINDS, U64, condition_number, dense_curvature, relative_error
-from tallskinny_np import MLP, Curvature, SingularPivotError
+from tallskinny_np import MLP, Curvature, SingularPivotError, spectrum
 from tallskinny_np.curvature import METHODS
 from tallskinny_np.optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
                                  SaddleFreeNewton, TrustRegion)
@@ -33,7 +33,10 @@ def problem():
     (dict(sizes=[4, 0, 3]), "positive integers"),
     (dict(sizes=[4, 2.5, 3]), "positive integers"),
     (dict(sizes=[4, 3, 1]), "at least 2 classes"),
-    (dict(activation="relu"), "unknown activation"),
+    (dict(activation="swish"), "unknown activation"),
+    (dict(activation=["tanh"]), "one per hidden layer"),
+    (dict(loss="l1"), "unknown loss"),
+    (dict(residual="yes"), "residual must be True or False"),
     (dict(activation=None), "unknown activation"),
     (dict(dtype=np.float16), "dtype must be float64 or float32"),
     (dict(bias="yes"), "bias must be True or False"),
@@ -215,7 +218,7 @@ def test_counts_at_shifts_far_beyond_the_norm_need_no_eigenvalues(problem, monke
     net, params, X, y = problem
     net = MLP(SIZES, activation="tanh", bias=True, dtype=dtype)
     curv = Curvature(net, params.astype(dtype), X, y)
-    monkeypatch.setattr(Curvature, "_dense_negative_count", None)   # any use fails
+    monkeypatch.setattr(spectrum, "_dense_negative_count", None)   # any use fails
     n = net.n_params
     for big in (1e300, 1e39, 1e5):
         assert curv.inertia(big) == (0, 0, n) and curv.inertia(-big) == (n, 0, 0)

@@ -75,7 +75,7 @@ def test_sweep_with_the_structured_loss_stage_solves(kind, size, strategy, monke
     curv = Curvature(net, net.init_params(seed=3, gain=1.5), rng.standard_normal((B, 7)),
                      rng.integers(0, c, B), kind=kind)
     eps = 0.05
-    fac = riccati_factor(curv.blocks, eps, strategy=strategy)
+    fac = riccati_factor(curv.blocks, eps, _strategy=strategy)
     assert isinstance(fac.stages[-1].factor, LossFactor)
     M = curv.hvp(np.eye(net.n_params)) + eps * np.eye(net.n_params)
     b = rng.standard_normal((net.n_params, 2))
@@ -84,7 +84,7 @@ def test_sweep_with_the_structured_loss_stage_solves(kind, size, strategy, monke
     cond = np.abs(w).max() / np.abs(w).min()
     x = net.join(riccati_solve(fac, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)
-    assert (riccati_factor(curv.blocks, eps, inertia=True, strategy=strategy).inertia
+    assert (riccati_factor(curv.blocks, eps, inertia=True, _strategy=strategy).inertia
             == (int((w < 0).sum()), 0, int((w > 0).sum())))
 
 
@@ -105,7 +105,7 @@ def test_structured_loss_stage_in_float32(kind):
     w = np.linalg.eigvalsh(M)
     cond = np.abs(w).max() / np.abs(w).min()
     b = rng.standard_normal((n, 2))
-    fac = riccati_factor(c32.blocks, eps, structured=True)
+    fac = riccati_factor(c32.blocks, eps, _structured=True)
     assert isinstance(fac.stages[-1].factor, LossFactor)
     x = nets[1].join(riccati_solve(fac, nets[1].split(b.astype(np.float32))))
     x_ref = np.linalg.solve(M, b)
@@ -128,7 +128,7 @@ def test_damping_zero_is_refused(size):
     curv = Curvature(net, net.init_params(seed=0, gain=1.3), rng.standard_normal((B, 7)),
                      rng.integers(0, c, B), kind="ggn")
     with pytest.raises(SingularPivotError):
-        riccati_factor(curv.blocks, 0.0, structured=True)
+        riccati_factor(curv.blocks, 0.0, _structured=True)
     with pytest.raises(SingularPivotError):
         curv.solve(curv.grad, 0.0)
 

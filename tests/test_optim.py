@@ -20,7 +20,7 @@ from scipy.optimize import brentq
 
 from conftest import jacobian_fd
 from tallskinny_np import MLP, Curvature, SingularPivotError
-from tallskinny_np.model import cross_entropy
+from tallskinny_np.losses import cross_entropy
 from tallskinny_np.optim import (SGD, Adam, DampedNewton, HessianFree, SaddleFreeNewton,
                                  TrustRegion, loss_and_gradient, model_decrease,
                                  saddle_free_solve, truncated_cg, trust_region_subproblem)

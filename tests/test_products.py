@@ -17,7 +17,7 @@ from tallskinny_np.products import COMPILED_COLUMNS, hvp
 
 def _both(curv, V):
     xs = curv.net.split(V)
-    return [curv.net.join(hvp(curv.blocks, xs, compiled=c)) for c in (True, False)]
+    return [curv.net.join(hvp(curv.blocks, xs, _compiled=c)) for c in (True, False)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -59,7 +59,7 @@ def test_float32_takes_the_array_module_products():
     v = rng.standard_normal((net.n_params, 1)).astype(np.float32)
     xs = net.split(v)
     assert np.array_equal(net.join(hvp(curv.blocks, xs)),
-                          net.join(hvp(curv.blocks, xs, compiled=False)))
+                          net.join(hvp(curv.blocks, xs, _compiled=False)))
 
 
 def test_default_path_by_number_of_vectors():
@@ -71,5 +71,5 @@ def test_default_path_by_number_of_vectors():
                      rng.integers(0, 2, 6))
     for r in (1, COMPILED_COLUMNS, COMPILED_COLUMNS + 1):
         xs = net.split(rng.standard_normal((net.n_params, r)))
-        chosen = net.join(hvp(curv.blocks, xs, compiled=r <= COMPILED_COLUMNS))
+        chosen = net.join(hvp(curv.blocks, xs, _compiled=r <= COMPILED_COLUMNS))
         assert np.array_equal(net.join(hvp(curv.blocks, xs)), chosen)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from tallskinny_np import (MLP, Curvature, SingularPivotError, backend, curvature, kernels,
+from tallskinny_np import (MLP, Curvature, SingularPivotError, backend, certified, kernels,
                            pivot, stage)
 from tallskinny_np.blocks import dense_A, to_dense
 from tallskinny_np.riccati import SchurGain, riccati_factor, riccati_solve
@@ -127,7 +127,7 @@ def test_schur_loss_stage_matches_array_stage(kind, eps):
     curv = Curvature(net, net.init_params(seed=2), rng.standard_normal((5, 3)),
                      rng.integers(0, 3, 5), kind=kind)
     fast = riccati_factor(curv.blocks, eps, inertia=True)
-    ref = riccati_factor(curv.blocks, eps, inertia=True, strategy="lapack")
+    ref = riccati_factor(curv.blocks, eps, inertia=True, _strategy="lapack")
     assert isinstance(fast.stages[-1].K, SchurGain)
     y = rng.standard_normal((fast.stages[-1].Qxy.shape[1], 2))
     ky, ky_ref = fast.stages[-1].K @ y, ref.stages[-1].K @ y
@@ -158,9 +158,9 @@ def test_sweep_on_two_threads_agrees_with_one(kind, eps, monkeypatch):
     results = {}
     for n in (1, 2):
         monkeypatch.setattr(backend, "SWEEP_THREADS", n)
-        fac = riccati_factor(curv.blocks, eps, structured=False)
+        fac = riccati_factor(curv.blocks, eps, _structured=False)
         results[n] = (net.join(riccati_solve(fac, gs)),
-                      riccati_factor(curv.blocks, eps, inertia=True, structured=False).inertia)
+                      riccati_factor(curv.blocks, eps, inertia=True, _structured=False).inertia)
     (x1, in1), (x2, in2) = results[1], results[2]
     assert np.linalg.norm(x2 - x1) <= 100 * cond * np.finfo(float).eps * np.linalg.norm(x1)
     assert in1 == in2 == (int((w < 0).sum()), 0, int((w > 0).sum()))
@@ -245,7 +245,7 @@ def test_counting_factorization_past_a_singular_pivot_refuses_to_solve(structure
     rng = np.random.default_rng(6)
     curv = Curvature(net, net.init_params(seed=4), rng.standard_normal((3, 6)),
                      rng.integers(0, 3, 3), kind="hessian")
-    fac = riccati_factor(curv.blocks, 0.0, inertia=True, structured=structured)
+    fac = riccati_factor(curv.blocks, 0.0, inertia=True, _structured=structured)
     assert fac.singular == len(net.sizes) - 1 and sum(fac.inertia) == net.n_params
     with pytest.raises(SingularPivotError, match=f"layer {fac.singular} .*inertia=True"):
         riccati_solve(fac, net.split(curv.grad[:, None]))
@@ -276,8 +276,8 @@ def test_certified_solve_falls_back_on_the_sweep_past_a_singular_pivot(monkeypat
     def refuse(blocks, shift):
         raise SingularPivotError(None, 0.0, "banded system", "refused by the test")
 
-    banded = curvature._SOLVERS[curvature.BANDED]
-    monkeypatch.setitem(curvature._SOLVERS, curvature.BANDED, (refuse, banded[1]))
+    banded = certified.SOLVERS[certified.BANDED]
+    monkeypatch.setitem(certified.SOLVERS, certified.BANDED, (refuse, banded[1]))
     b = rng.standard_normal(net.n_params)
     x, info = curv.solve(b, shift, return_info=True)
     assert info.path == (("factor", "gmres"),) and info.backward_error[0] <= info.bound

@@ -3,6 +3,7 @@ sub-batch, the common initialisation and data order of ``--compare``, the diverg
 and the one-line messages for bad input. Tiny networks and a few steps only. Killing runs:
 test_train_kill.py."""
 import csv
+import json
 import os
 import zipfile
 
@@ -54,10 +55,15 @@ class Interrupt(Exception):
     pass
 
 
+AUTOENCODER = ["--loss", "mse", "--targets", "inputs", "--activation", "relu", "--residual"]
+REGRESSION = ["--loss", "mse", "--activation", "gelu", "--residual"]
+
+
 @pytest.mark.parametrize("name, extra", [
     ("adam", []), ("ggn", []), ("trust-region", []), ("hf", []),
-    ("ggn", ["--curvature-every", "4"])], ids=["adam", "ggn", "trust-region", "hf",
-                                               "ggn-reused-curvature"])
+    ("ggn", ["--curvature-every", "4"]), ("ggn", AUTOENCODER), ("newton", REGRESSION)],
+    ids=["adam", "ggn", "trust-region", "hf", "ggn-reused-curvature", "ggn-autoencoder",
+         "newton-regression"])
 def test_resume_continues_the_identical_trajectory(tmp_path, monkeypatch, name, extra):
     """A run interrupted in step 7 (after its checkpoint at step 6) and resumed, and a run
     resumed with a larger budget, reproduce the uninterrupted run's metrics exactly (with
@@ -387,6 +393,40 @@ def test_evaluate_reports_the_checkpoint_on_a_split(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
 
 
+def test_autoencoder_and_regression_run_and_evaluate(tmp_path, capsys):
+    """``--targets inputs``: the outputs are the 64 inputs, the loss their mean squared
+    error, no accuracy; ``--loss mse`` on the labels: one-hot targets, an accuracy. The
+    checkpoint records activation, loss, residual layers and targets, and evaluate
+    reproduces the last validation loss from it."""
+    for extra, outputs in ((AUTOENCODER, 64), (REGRESSION, 10)):
+        out = tmp_path / extra[-2]
+        assert main(TINY + extra + ["--optimizer", "ggn", "--task", "train", "--steps", "4",
+                                    "--second-order-steps", "4", "--out", str(out)]) == 0
+        rows = metrics(out / "train" / "ggn" / "metrics.csv")
+        assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+        with np.load(out / "train" / "ggn" / "checkpoint.npz") as ck:
+            network = json.loads(ck["network"].item())
+        assert network["sizes"] == [64, 4, 4, outputs]
+        assert (network["activation"], network["loss"], network["residual"]) == (
+            extra[extra.index("--activation") + 1], "mse", True)
+        capsys.readouterr()
+        assert main(["evaluate", str(out / "train" / "ggn")]) == 0
+        report = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+        assert float(report["loss"]) == pytest.approx(float(rows[-1]["val_loss"]), abs=1e-4)
+        if outputs == 64:
+            assert rows[-1]["val_acc"] == "" and "top-1" not in report     # no accuracy
+        else:
+            assert 0 <= float(rows[-1]["val_acc"]) <= 1
+            assert float(report["top-1"]) == pytest.approx(float(rows[-1]["val_acc"]),
+                                                           abs=1e-4)
+
+
+def test_autoencoder_needs_the_squared_error(capsys):
+    with pytest.raises(SystemExit):
+        main(TINY + ["--targets", "inputs"])
+    assert "--targets inputs (an autoencoder) needs --loss mse" in capsys.readouterr().err
+
+
 def rewrite_checkpoint(path, **fields):
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
@@ -403,7 +443,7 @@ def test_evaluate_checks_the_checkpoint_against_itself_and_the_data(tmp_path, ca
     for fields, words in [
             (dict(network=network([64, 5, 4, 10], "tanh")), "its layer sizes [64, 5, 4, 10] "
              "take 399 parameters, but its 'params' field holds 330"),
-            (dict(network=network([64, 4, 4, 10], "relu")), "its 'network' field does not "
+            (dict(network=network([64, 4, 4, 10], "swish")), "its 'network' field does not "
              "describe a network of this program"),
             (dict(mean=np.zeros(3), std=np.ones(3)), "its normalisation ('mean' and 'std', "
              "3 channels) does not fit its 64 inputs"),

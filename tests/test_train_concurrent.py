@@ -64,7 +64,7 @@ BUILD = textwrap.dedent("""
     import json, os, sys, time
     import numpy as np
     from tallskinny_np.training import folders
-    from tallskinny_np.training.files import atomic_save, atomic_write_text
+    from tallskinny_np.files import atomic_save, atomic_write_text
 
     def build(paths, labels, resolution, directory, workers, progress, skip_unreadable):
         # Decoding stand-in (no torchvision needed): slow enough for the race.

@@ -22,7 +22,7 @@ def _wide_problem(seed, kind, bias, activation="tanh", sizes=(300, 6, 6, 6, 50),
 
 
 def _raw_solve(net, curv, b, eps, structured):
-    fac = riccati_factor(curv.blocks, eps, structured=structured)
+    fac = riccati_factor(curv.blocks, eps, _structured=structured)
     return net.join(riccati_solve(fac, net.split(b)))
 
 
@@ -47,7 +47,7 @@ def test_structured_end_stages_match_dense(kind, bias, activation, eps):
         x = _raw_solve(net, curv, b, eps, structured)
         err = np.linalg.norm(x - x_ref) / np.linalg.norm(x_ref)
         assert err <= 100 * cond * U64, f"{structured=}: error {err:.2e}, cond {cond:.2e}"
-        assert (riccati_factor(curv.blocks, eps, inertia=True, structured=structured).inertia
+        assert (riccati_factor(curv.blocks, eps, inertia=True, _structured=structured).inertia
                 == (int((w < 0).sum()), 0, int((w > 0).sum())))
     x = curv.solve(b, eps)
     berr = lambda z: (np.linalg.norm(M @ z - b)
@@ -92,12 +92,12 @@ def test_range_of_the_batch_at_hidden_layers_matches_dense(kind, eps, strategy):
     x_ref = np.linalg.solve(M, b)
     w = np.linalg.eigvalsh(M)
     cond = np.abs(w).max() / np.abs(w).min()
-    fac = riccati_factor(curv.blocks, eps, structured=True, strategy=strategy)
+    fac = riccati_factor(curv.blocks, eps, _structured=True, _strategy=strategy)
     assert all(isinstance(st.factor, RangeFactor) for st in fac.stages[:-1])
     x = net.join(riccati_solve(fac, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)
-    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True,
-                           strategy=strategy).inertia
+    assert (riccati_factor(curv.blocks, eps, inertia=True, _structured=True,
+                           _strategy=strategy).inertia
             == (int((w < 0).sum()), 0, int((w > 0).sum())))
 
 
@@ -118,7 +118,7 @@ def test_range_of_the_batch_in_float32(kind, eps):
     w = np.linalg.eigvalsh(M)
     cond = np.abs(w).max() / np.abs(w).min()
     b = np.random.default_rng(8).standard_normal((n, 2))
-    fac = riccati_factor(c32.blocks, eps, structured=True)
+    fac = riccati_factor(c32.blocks, eps, _structured=True)
     assert all(isinstance(st.factor, RangeFactor) for st in fac.stages[:-1])
     x = net32.join(riccati_solve(fac, net32.split(b.astype(np.float32))))
     x_ref = np.linalg.solve(M, b)
@@ -135,9 +135,9 @@ def test_compiled_range_stage_matches_array_module(kind, eps):
     (through ``strategy="lapack"``, which form Qxy whole): the same pivot solves and rcond
     layer by layer, the same solution block by block, and the same inertia."""
     net, curv = _wide_problem(7, kind, True, sizes=(6, 12, 12, 12, 4), B=3)
-    fast = riccati_factor(curv.blocks, eps, structured=True)
-    ref = riccati_factor(curv.blocks, eps, structured=True, strategy="lapack")
-    assert all(isinstance(st.Wt, RangeRows) for st in fast.stages[1:-1])
+    fast = riccati_factor(curv.blocks, eps, _structured=True)
+    ref = riccati_factor(curv.blocks, eps, _structured=True, _strategy="lapack")
+    assert all(isinstance(st.rows, RangeRows) for st in fast.stages[1:-1])
     rng = np.random.default_rng(10)
     for st, st_ref in zip(fast.stages[:-1], ref.stages[:-1]):
         u = rng.standard_normal((st.factor.V.shape[0] * st.factor.m, 2))
@@ -147,9 +147,9 @@ def test_compiled_range_stage_matches_array_module(kind, eps):
     gs = net.split(rng.standard_normal((net.n_params, 3)))
     for l, (x, x_ref) in enumerate(zip(riccati_solve(fast, gs), riccati_solve(ref, gs))):
         assert np.linalg.norm(x - x_ref) <= 1e-10 * np.linalg.norm(x_ref), l
-    assert (riccati_factor(curv.blocks, eps, inertia=True, structured=True).inertia
-            == riccati_factor(curv.blocks, eps, inertia=True, structured=True,
-                              strategy="lapack").inertia)
+    assert (riccati_factor(curv.blocks, eps, inertia=True, _structured=True).inertia
+            == riccati_factor(curv.blocks, eps, inertia=True, _structured=True,
+                              _strategy="lapack").inertia)
 
 
 @pytest.mark.parametrize("strategy", ["lapack", "eigh"])
@@ -168,6 +168,6 @@ def test_array_module_range_stages_keep_the_outside_part_exact(strategy):
     x_ref = np.linalg.solve(M, b)
     w = np.linalg.eigvalsh(M)
     cond = np.abs(w).max() / np.abs(w).min()
-    fac = riccati_factor(curv.blocks, eps, structured=True, strategy=strategy)
+    fac = riccati_factor(curv.blocks, eps, _structured=True, _strategy=strategy)
     x = net.join(riccati_solve(fac, net.split(b)))
     assert np.linalg.norm(x - x_ref) <= 100 * cond * U64 * np.linalg.norm(x_ref)

@@ -2,9 +2,11 @@
 on a small random MLP against dense references.
 
 The network has --layers affine layers (the loss layer included): --inputs inputs,
---layers - 1 hidden layers of --width units and --classes classes. Its weights are drawn
-from --seed with standard deviation gain / sqrt(fan-in) and zero biases; the batch X is
-standard normal and the labels uniform, both from --seed. Prints one line per checked
+--layers - 1 hidden layers of --width units and --classes classes (outputs for --loss
+mse), residual with --residual. Its weights are drawn from --seed with standard deviation
+gain / sqrt(fan-in) and zero biases; the batch X is standard normal and the labels uniform
+(the targets standard normal), both from --seed; for an activation with a kink a sample is
+redrawn until its pre-activations are at least 0.05 from it. Prints one line per checked
 step; exit status 0 if every check passes, 1 if one fails, 2 for a refused configuration
 (for example a network too large for the dense references) or an unwritable --json.
 """
@@ -17,10 +19,11 @@ import numpy as np
 from tallskinny_np import MLP
 from tallskinny_np.activations import ACTIVATIONS
 from tallskinny_np.blocks import KINDS
+from tallskinny_np.losses import LOSSES
 
-from tallskinny_np.training.files import atomic_write_text, describe_os_error, json_text
+from tallskinny_np.files import atomic_write_text, describe_os_error, json_text
 
-from .checks import check_all
+from .checks import check_all, draw_batch
 from .fd import METHODS
 
 def prog():
@@ -46,9 +49,15 @@ def parser():
     p.add_argument("--width", type=positive, default=4, help="hidden width (default 4)")
     p.add_argument("--batch", type=positive, default=3, help="batch size B (default 3)")
     p.add_argument("--inputs", type=positive, default=5, help="input size n_0 (default 5)")
-    p.add_argument("--classes", type=positive, default=3, help="classes n_L (default 3)")
+    p.add_argument("--classes", type=positive, default=3,
+                   help="classes n_L, or outputs for --loss mse (default 3)")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh",
                    help="hidden activation (default tanh)")
+    p.add_argument("--loss", choices=LOSSES, default="cross_entropy",
+                   help="the loss layer's loss (default cross_entropy)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False,
+                   help="hidden layers of equal widths add their input (default: "
+                        "--no-residual)")
     p.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
                    help="biases in every layer (default: --bias)")
     p.add_argument("--kind", choices=KINDS, default="hessian",
@@ -79,11 +88,10 @@ def main(argv=None):
         return 2
     sizes = [args.inputs] + [args.width] * (args.layers - 1) + [args.classes]
     try:
-        net = MLP(sizes, activation=args.activation, bias=args.bias, dtype=args.dtype)
+        net = MLP(sizes, activation=args.activation, bias=args.bias, dtype=args.dtype,
+                  loss=args.loss, residual=args.residual)
         params = net.init_params(seed=args.seed, gain=args.gain)
-        rng = np.random.default_rng(args.seed)
-        X = rng.standard_normal((args.batch, args.inputs)).astype(args.dtype)
-        y = rng.integers(0, args.classes, size=args.batch)
+        X, y = draw_batch(net, params, np.random.default_rng(args.seed), args.batch)
         report = check_all(net, params, X, y, kind=args.kind, damping=args.damping,
                            method=args.method)
     except ValueError as e:

@@ -6,7 +6,7 @@ assembled densely from its derivative blocks by :mod:`verify.assemble`) with a r
 computed independently (:mod:`verify.reference`, :mod:`verify.fd`, NumPy's dense linear
 algebra). Steps, as numbered in the report (sections and equations of docs/math.md):
 
-1. forward pass: activations, softmax, loss;
+1. forward pass: activations, logits, softmax (cross-entropy), loss;
 2. each layer's Dx and Dz (section 2.2) vs central differences of the layer;
 3. each layer's A, S, C (section 2.3) vs central differences of the b-contracted first
    derivatives;
@@ -67,6 +67,10 @@ from . import assemble, dense, fd, reference
 ROUNDING_FACTOR = 1e4
 FD_TOL = 1e-7
 ERROR_SAFETY = 10
+KINK_MARGIN = 0.05
+"""The least distance of a pre-activation from a kink (relu's 0) at a checked point: the
+central differences' steps move pre-activations by up to about 0.02."""
+MAX_DRAWS = 10000
 
 
 @dataclass
@@ -252,16 +256,18 @@ def step1_forward(ctx):
     lin = ctx.curv.linearization
     pairs = [(f"Z_{l} (input of layer {l + 1})", lin.Z[l], ctx.Zs[l])
              for l in range(ctx.L)]
-    pi = reference.cross_entropy(reference.affine(ctx.net.bias, ctx.thetas[-1], ctx.Zs[-1]),
-                                 ctx.y)[1]
+    O = reference.affine(ctx.net.bias, ctx.thetas[-1], ctx.Zs[-1])
     ref = "plain NumPy forward (verify.reference)"
-    return [
+    steps = [
         record(1, "Z", "activations Z_l (linearization)", ref, pairs, ctx.rounding),
-        record(1, "pi", "softmax pi (linearization)", ref, [("pi", lin.pi, pi)],
-               ctx.rounding),
-        record(1, "loss", "Curvature.loss", ref, [("loss", ctx.curv.loss, ctx.loss)],
-               ctx.rounding),
+        record(1, "O", "logits O (linearization)", ref, [("O", lin.O, O)], ctx.rounding),
     ]
+    if ctx.net.loss_name == "cross_entropy":
+        steps.append(record(1, "pi", "softmax pi (linearization)", ref,
+                            [("pi", lin.pi, reference.cross_entropy(O, ctx.y)[1])],
+                            ctx.rounding))
+    return steps + [record(1, "loss", "Curvature.loss", ref,
+                           [("loss", ctx.curv.loss, ctx.loss)], ctx.rounding)]
 
 
 def layer_variables(ctx, l):
@@ -297,7 +303,8 @@ def second_derivatives(ctx, l):
     GGN's loss layer ``J^T Lambda J`` of the logits (:func:`verify.dense.gauss_newton`)."""
     w, unpack = layer_variables(ctx, l)
     if ctx.kind == "ggn":
-        G, error = dense.gauss_newton(lambda v: reference.affine(ctx.net.bias, *unpack(v)),
+        G, error = dense.gauss_newton(ctx.net,
+                                      lambda v: reference.affine(ctx.net.bias, *unpack(v)),
                                       w, ctx.y, method="richardson")
         return G, np.full(G.shape, error)
     b = ctx.bs[l] if l < ctx.L - 1 else None
@@ -469,10 +476,10 @@ def step9_solve(ctx):
         steps.append(record(9, f"solve[{method}]", quantity, ref, [("x", x, x_ref)],
                             kappa * ctx.ref_tol))
     # every structured stage, unrefined: by flop count small networks take the dense ones
-    quantity = "riccati_solve(riccati_factor(blocks, eps, structured=True), g)"
+    quantity = "riccati_solve(riccati_factor(blocks, eps, _structured=True), g)"
     net = ctx.curv.net
     try:
-        fac = riccati_factor(ctx.curv.blocks, ctx.damping, structured=True)
+        fac = riccati_factor(ctx.curv.blocks, ctx.damping, _structured=True)
         x = net.join(riccati_solve(fac, net.split(np.asarray(ctx.g_ref)[:, None])))[:, 0]
     except np.linalg.LinAlgError as e:
         return steps + [failure(9, "solve[structured]", quantity, ref, e)]
@@ -496,9 +503,9 @@ def step10_inertia(ctx):
               "In(H + eps I), numpy.linalg.eigvalsh", shifted, In_H, where),
     ]
     if hasattr(ctx.curv, "inertia"):
-        quantity, ref = f"Curvature.inertia(shift={eps})", "In(H + eps I), eigvalsh"
+        quantity, ref = f"Curvature.inertia(damping={eps})", "In(H + eps I), eigvalsh"
         try:
-            In_c = tuple(ctx.curv.inertia(shift=eps))
+            In_c = tuple(ctx.curv.inertia(damping=eps))
         except np.linalg.LinAlgError as e:
             return steps + [failure(10, "inertia_curv", quantity, ref, e)]
         steps.append(count(10, "inertia_curv", quantity, ref, In_c, In_H,
@@ -509,7 +516,7 @@ def step10_inertia(ctx):
 def step11_ggn(ctx):
     if ctx.kind != "ggn":
         return []
-    G_fd, error = dense.gauss_newton(lambda v: reference.logits(ctx.net, v, ctx.X),
+    G_fd, error = dense.gauss_newton(ctx.net, lambda v: reference.logits(ctx.net, v, ctx.X),
                                      ctx.params, ctx.y, method="richardson")
     return [record(11, "ggn", "GGN = A + C P M^-1 Dx + ... (eq. 3.5)",
                    "J^T Lambda J, J central differences",
@@ -533,7 +540,10 @@ def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
     params : ndarray, shape (n_params,)
         The point, in the flat layout of docs/math.md section 1.3.
     X : array_like, shape (B, n_0)
-    y : array_like of int, shape (B,)
+        For a piecewise-linear activation, every pre-activation at least
+        :data:`KINK_MARGIN` from a kink (:func:`draw_batch`).
+    y : array_like of int, shape (B,), or of float, shape (B, n_L)
+        Labels, or the targets of ``loss="mse"``.
     kind : {"hessian", "ggn"}, optional
         The curvature to check (default ``curv.kind``, or "hessian").
     damping : float, optional
@@ -555,8 +565,9 @@ def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
     Raises
     ------
     ValueError
-        For a network above the size limit, an unknown method, or a ``curv`` that is
-        not of ``net`` at ``params`` or not of ``kind``.
+        For a network above the size limit, an unknown method, a point within
+        :data:`KINK_MARGIN` of a kink, or a ``curv`` that is not of ``net`` at
+        ``params`` or not of ``kind``.
 
     Examples
     --------
@@ -577,6 +588,12 @@ def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
     if method not in fd.METHODS:
         raise ValueError(f"unknown reference method {method!r}; choose one of {fd.METHODS}")
     dense.check_size(net, X)
+    margin = reference.kink_distance(net, params, X)
+    if margin < KINK_MARGIN:
+        raise ValueError(
+            f"a pre-activation lies {margin:.2g} from a kink of the activation, closer than "
+            f"{KINK_MARGIN}: the derivatives are those of one piece only where central "
+            f"differences stay on it; draw the batch by verify.checks.draw_batch")
     if curv is None:
         curv = Curvature(net, params, X, y, kind=kind or "hessian")
     elif kind not in (None, curv.kind):
@@ -597,3 +614,26 @@ def check_all(net, params, X, y, kind=None, damping=0.1, curv=None,
             # garbage in the quantities under test (a NaN, a singular K) fails the step
             report.append(failure(number, "raised", f"step {number}", "", e))
     return report
+
+
+def draw_batch(net, params, rng, batch):
+    """``(X, y)``: standard normal inputs and uniform labels (standard normal targets for
+    the MSE) from the generator rng; for an activation with kinks, each sample is redrawn
+    until all its pre-activations lie at least :data:`KINK_MARGIN` from them (samples
+    pass through the network independently)."""
+    rows = []
+    for _ in range(MAX_DRAWS):
+        x = rng.standard_normal((1, net.sizes[0]))
+        if reference.kink_distance(net, params, x) >= KINK_MARGIN:
+            rows.append(x)
+            if len(rows) == batch:
+                break
+    else:
+        raise ValueError(f"no batch of {batch} samples with every pre-activation "
+                         f"{KINK_MARGIN} from a kink in {MAX_DRAWS} draws")
+    X = np.concatenate(rows).astype(net.dtype)
+    c = net.sizes[-1]
+    if net.loss_name == "mse":
+        return X, rng.standard_normal((batch, c))
+    return X, rng.integers(0, c, size=batch)
+

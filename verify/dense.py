@@ -62,7 +62,7 @@ def formula(curv):
 
 
 def dense_hessian(net, params, X, y, method="complex-step"):
-    """The dense Hessian of the mean cross-entropy of a small network.
+    """The dense Hessian of the mean loss of a small network.
 
     Parameters
     ----------
@@ -70,7 +70,8 @@ def dense_hessian(net, params, X, y, method="complex-step"):
     params : ndarray, shape (P,)
         The point, in the flat layout of docs/math.md section 1.3.
     X : array_like, shape (B, n_0)
-    y : array_like of int, shape (B,)
+    y : array_like of int, shape (B,), or of float, shape (B, n_L)
+        Labels, or the targets of ``loss="mse"``.
     method : {"complex-step", "richardson", "formula"}, optional
         ``"complex-step"`` (default) and ``"richardson"`` differentiate the plain
         backprop gradient of :mod:`verify.reference`, which shares no code with
@@ -113,15 +114,16 @@ def dense_hessian(net, params, X, y, method="complex-step"):
     return fd.jacobian(lambda v: reference.gradient(net, v, X, y), params, method)
 
 
-def gauss_newton(logits, w, y, method="complex-step"):
+def gauss_newton(net, logits, w, y, method="complex-step"):
     """``J^T Lambda J`` with J the Jacobian of ``logits(w)`` (B x c) at w and Lambda the
-    Hessian of the mean cross-entropy in the logits, the Jacobian of ``(pi - Y) / B``, both
+    Hessian of ``net``'s loss in the logits, the Jacobian of its gradient
+    (:func:`verify.reference.loss_gradient`), both
     differentiated by ``method``; and an estimate of its absolute error for
     ``"richardson"`` (0 for complex step): first-order propagation of the largest error
     estimates ``dJ``, ``dLam`` of :func:`verify.fd.jacobian_and_error`,
     ``2 dJ max_j (1^T |Lambda| |J|)_j + dLam (max_j sum_k |J_kj|)^2``."""
     O = logits(w)
-    gradient = lambda o: reference.cross_entropy_gradient(o, y)
+    gradient = lambda o: reference.loss_gradient(net, o, y)
     if method != "richardson":
         J, Lam = fd.jacobian(logits, w, method), fd.jacobian(gradient, O, method)
         return J.T @ Lam @ J, 0.0
@@ -170,4 +172,4 @@ def dense_ggn(net, params, X, y, method="complex-step"):
     if method == "formula":
         return formula(Curvature(net, params, X, y, kind="ggn"))
     X = np.asarray(X, dtype=np.float64)
-    return gauss_newton(lambda v: reference.logits(net, v, X), params, y, method)[0]
+    return gauss_newton(net, lambda v: reference.logits(net, v, X), params, y, method)[0]

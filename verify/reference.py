@@ -5,14 +5,24 @@ else: no function of ``tallskinny_np`` is called here, so that an error in the s
 code cannot cancel against the same error in its reference. Everything is evaluated in
 float64 whatever the net's dtype, and is analytic in the parameters and activations
 (no ``abs``, ``max`` or conjugation of a variable), so that a complex-step derivative of
-any of these functions is exact to rounding (see :mod:`verify.fd`).
+any of these functions is exact to rounding (see :mod:`verify.fd`). The piecewise-linear
+activations are evaluated by their pieces, the piece chosen by the real part (a constant
+under a complex step): exact away from their kinks, where the verifier keeps its points.
+A user's own activation is evaluated by its own functions.
 
 Per-layer parameters are held as ``theta_l`` of shape ``(n_l, q)``: row k is ``W_l[k, :]``
 followed, with bias, by ``c_l[k]`` (q = n_{l-1} + 1 with bias, n_{l-1} without). Flattened
 row-major this is the ``(k, j)`` layout in which the derivative blocks are stored
 (docs/math.md eq. (1.5)); :func:`block_order` maps it to the flat layout of section 1.3.
 """
+import math
+
 import numpy as np
+import scipy.special
+
+from tallskinny_np.activations import ACTIVATIONS
+
+LEAKY_SLOPE = 0.01
 
 
 def block_order(net):
@@ -54,21 +64,63 @@ def join(net, thetas):
     return flat
 
 
-def activation(name, U):
-    """``(sigma(U), sigma'(U))`` for tanh, sigmoid or softplus, analytic in U."""
+def activation(act, U):
+    """``(sigma(U), sigma'(U))`` of an activation record, analytic in U: the formulas of
+    docs/math.md section 2.1 for the built-in ones, the record's own f and df for a
+    user's."""
+    if ACTIVATIONS.get(act.name) is not act:
+        return act.f(U), act.df(U)
+    name = act.name
     if name == "tanh":
         t = np.tanh(U)
         return t, 1 - t * t
+    if name == "identity":
+        return U, np.ones_like(U)
+    if name in ("relu", "leaky_relu"):
+        slope = 0.0 if name == "relu" else LEAKY_SLOPE
+        pos = U.real > 0
+        return np.where(pos, U, slope * U), np.where(pos, 1.0, slope)
+    if name == "elu":
+        pos = U.real > 0
+        return np.where(pos, U, np.expm1(np.where(pos, 0, U))), np.where(pos, 1.0, np.exp(U))
+    if name == "gelu":
+        cdf = 0.5 * (1 + scipy.special.erf(U / math.sqrt(2)))
+        pdf = np.exp(-U * U / 2) / math.sqrt(2 * math.pi)
+        return U * cdf, cdf + U * pdf
     # the logistic function, written with tanh so that no exp overflows
     s = 0.5 * (1 + np.tanh(0.5 * U))
     if name == "sigmoid":
         return s, s * (1 - s)
+    if name == "silu":
+        return U * s, s * (1 + U * (1 - s))
     if name == "softplus":
         # log(1 + e^u) = u + log(1 + e^-u): pick the branch by the real part (a constant
         # under a complex step) so the exponent is never positive
         pos = U.real > 0
         return np.where(pos, U, 0) + np.log1p(np.exp(np.where(pos, -U, U))), s
-    raise ValueError(f"unknown activation {name!r}")
+    raise ValueError(f"no reference formula for activation {name!r}")
+
+
+def residual_layers(net):
+    """For each layer, whether it adds its input (docs/math.md eq. (1.1a)): the hidden
+    layers after the first whose input and output widths are equal, in a residual net."""
+    L = net.n_layers
+    return [net.residual and 0 < l < L - 1 and net.sizes[l] == net.sizes[l + 1]
+            for l in range(L)]
+
+
+def kink_distance(net, params, X):
+    """The smallest ``|U - kink|`` over the hidden units of the layers whose activation
+    has kinks (inf without any): where central differences of the verifier, whose steps
+    move U by a few thousandths, are derivatives."""
+    thetas = split(net, params)
+    Zs = hidden(net, thetas, np.asarray(X, dtype=np.float64))
+    out = math.inf
+    for theta, Z, act in zip(thetas, Zs, net.activations):
+        U = affine(net.bias, theta, Z)
+        for kink in act.kinks:
+            out = min(out, float(np.abs(U - kink).min()))
+    return out
 
 
 def cross_entropy(O, y):
@@ -89,6 +141,22 @@ def cross_entropy_gradient(O, y):
     return G / len(y)
 
 
+def loss_value(net, O, y):
+    """The mean cross-entropy (eq. (1.2)) or the mean squared error over all entries
+    (eq. (1.2a)) of the logits O."""
+    if net.loss_name == "mse":
+        return ((O - y) ** 2).sum() / O.size
+    return cross_entropy(O, y)[0]
+
+
+def loss_gradient(net, O, y):
+    """The gradient of :func:`loss_value` in the logits: eq. (2.6) or ``2 (O - T) /
+    (B n_L)`` (eq. (2.6a))."""
+    if net.loss_name == "mse":
+        return 2 * (O - y) / O.size
+    return cross_entropy_gradient(O, y)
+
+
 def affine(bias, theta, Z):
     """``Z W^T + 1 c^T`` (eq. (1.1)), with ``theta = [W, c]``."""
     n = Z.shape[1]
@@ -107,11 +175,13 @@ def is_loss(net, l):
 
 def layer(net, l, theta, Z, y):
     """Layer l's function (0-based): ``sigma(Z W^T + c)`` (B x n_l) for a hidden layer,
-    the mean cross-entropy as a 1-vector (``a_L = 1``) for the loss layer."""
+    plus Z in a residual one, the mean loss as a 1-vector (``a_L = 1``) for the loss
+    layer."""
     U = affine(net.bias, theta, Z)
     if is_loss(net, l):
-        return np.atleast_1d(cross_entropy(U, y)[0])
-    return activation(net.activation, U)[0]
+        return np.atleast_1d(loss_value(net, U, y))
+    out = activation(net.activations[l], U)[0]
+    return Z + out if residual_layers(net)[l] else out
 
 
 def layer_vjp(net, l, theta, Z, b, y):
@@ -120,10 +190,11 @@ def layer_vjp(net, l, theta, Z, b, y):
     section 2.2. The loss layer ignores b (``b_L = 1``)."""
     U = affine(net.bias, theta, Z)
     if is_loss(net, l):
-        R = cross_entropy_gradient(U, y)
+        R = loss_gradient(net, U, y)
     else:
-        R = b * activation(net.activation, U)[1]
-    return R.T @ with_ones(net.bias, Z), R @ theta[:, :Z.shape[1]]
+        R = b * activation(net.activations[l], U)[1]
+    dZ = R @ theta[:, :Z.shape[1]]
+    return R.T @ with_ones(net.bias, Z), dZ + b if residual_layers(net)[l] else dZ
 
 
 def hidden(net, thetas, Z, start=0):
@@ -131,7 +202,8 @@ def hidden(net, thetas, Z, start=0):
     of layer start+1) through the hidden layers."""
     Zs = [Z]
     for l in range(start, net.n_layers - 1):
-        Zs.append(activation(net.activation, affine(net.bias, thetas[l], Zs[-1]))[0])
+        out = activation(net.activations[l], affine(net.bias, thetas[l], Zs[-1]))[0]
+        Zs.append(Zs[-1] + out if residual_layers(net)[l] else out)
     return Zs
 
 
@@ -155,7 +227,7 @@ def backprop(net, thetas, Zs, y):
 
 
 def loss(net, params, X, y):
-    """The mean cross-entropy at a flat parameter vector (real or complex)."""
+    """The mean loss at a flat parameter vector (real or complex)."""
     return forward(net, split(net, params), X, y)[1]
 
 

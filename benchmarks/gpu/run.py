@@ -374,7 +374,7 @@ class Run:
 
     def write(self):
         """report.json and report.md, each atomically."""
-        from tallskinny_np.training.files import atomic_write_text, json_text
+        from tallskinny_np.files import atomic_write_text, json_text
         data = self.summary()
         atomic_write_text(self.out / "report.json", json_text(data, indent=1) + "\n")
         atomic_write_text(self.out / "report.md", markdown(data))
@@ -693,7 +693,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
         return worker()
-    from tallskinny_np.training.files import output_folder
+    from tallskinny_np.files import output_folder
     try:
         output_folder(args.out)
         run = Run(args)

@@ -1,12 +1,9 @@
 """What the command-line programs (``tallskinny-demo``, ``tallskinny-train``) share:
 argparse types that check numbers on parsing with a message that says what was expected,
-the help layout, the one-line error message, and the ``tallskinny-train`` script's entry
-point, which sets up its signal handling before the heavy modules load."""
+the help layout and the one-line error message."""
 import argparse
 import math
 import sys
-
-from . import signals
 
 
 def integer(low, high=None):
@@ -58,12 +55,3 @@ def error(prog, message, status=2):
     """Print ``prog: error: message`` (one line) to stderr; return ``status``."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
-
-
-def train_main():
-    """The ``tallskinny-train`` script: a signal during start-up gets one line from the
-    first instant (:func:`signals.quiet_start`), then
-    :func:`tallskinny_np.training.train.main`."""
-    signals.quiet_start("tallskinny-train")
-    from .train import main
-    return main()

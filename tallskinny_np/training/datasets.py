@@ -15,11 +15,12 @@ import functools
 import glob
 import os
 import pickle
-from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from .splits import Data, check_classes, split_train_val, whole
 
 SOURCES = ("digits", "imagefolder", "imagenet-npz", "synthetic")
 
@@ -29,62 +30,6 @@ def load_digits():
     with resources.files("tallskinny_np.training").joinpath("data/digits.npz").open("rb") as f:
         d = np.load(f)
         return d["images"], d["target"].astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Split:
-    """The rows ``rows`` of a set of uint8 ``images`` (N, r, r, channels) with int64
-    ``labels``: a training or validation split. Both splits of one source share the
-    (possibly memory-mapped) image array, so splitting copies nothing."""
-    images: np.ndarray
-    labels: np.ndarray
-    rows: np.ndarray
-
-    def __len__(self):
-        return len(self.rows)
-
-    def batch(self, index):
-        """uint8 images and labels of the split's samples ``index`` (positions in the
-        split, any order)."""
-        rows = self.rows[index]
-        return np.asarray(self.images[rows]), self.labels[rows]
-
-
-@dataclass(frozen=True)
-class Data:
-    """A training and a validation split, the class names, the number of image files
-    that could not be read (skipped), warnings about the data found while loading it
-    (for example class folders without images) and, for image files, each cache's
-    ``files``, ``cached`` (read from an earlier build) and ``cache`` (its folder), and what
-    its decoding took (``seconds``, ``images_per_s``, ``workers``)."""
-    train: Split
-    val: Split
-    classes: list
-    skipped: int = 0
-    warnings: tuple = ()
-    decode: tuple = ()
-
-    @property
-    def n_features(self):
-        return int(np.prod(self.train.images.shape[1:]))
-
-
-def whole(images, labels):
-    """All of ``images`` as one split."""
-    return Split(images, labels, np.arange(len(labels)))
-
-
-def split_train_val(images, labels, val_fraction, seed):
-    """A seeded random split into training and validation rows (``val_fraction`` of the
-    samples, at least one of each when ``0 < val_fraction < 1``)."""
-    n = len(labels)
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"the validation fraction must lie in [0, 1); got {val_fraction}")
-    n_val = min(max(int(round(val_fraction * n)), int(val_fraction > 0)), n - 1)
-    perm = np.random.default_rng([seed, 1]).permutation(n)
-    # Sorted rows keep memmap reads of a split roughly sequential.
-    return (Split(images, labels, np.sort(perm[n_val:])),
-            Split(images, labels, np.sort(perm[:n_val])))
 
 
 @functools.lru_cache(maxsize=2)
@@ -151,12 +96,6 @@ def box_downsample(images, resolution):
     k = s // resolution
     boxes = images.reshape(len(images), resolution, k, resolution, k, images.shape[-1])
     return np.rint(boxes.mean(axis=(2, 4))).astype(np.uint8)
-
-
-def check_classes(classes, available, source):
-    if classes is not None and not 1 <= classes <= available:
-        raise ValueError(f"--classes must lie in [1, {available}] for {source}; got "
-                         f"{classes}")
 
 
 def digits_data(resolution=None, classes=None, val_fraction=0.2, seed=0):

@@ -1,8 +1,10 @@
 """``tallskinny-train evaluate``: the loss and top-1/top-5 accuracy of a checkpoint on a
-split of its data (or of other data of the same shape and classes).
+split of its data (or of other data of the same shape and classes); for an autoencoder
+(``--targets inputs``) the loss alone.
 
-A checkpoint holds everything needed (:func:`tallskinny_np.training.store.read_checkpoint`):
-the layer sizes and activation, the parameters, the per-channel normalisation of the
+A checkpoint holds everything needed
+(:func:`tallskinny_np.training.store.read_checkpoint`): the layer sizes, activations,
+loss, residual layers and targets, the parameters, the per-channel normalisation of the
 training pixels and the class names, checked against each other and against the data; the
 data are found again from the run's own ``--data`` (relative paths from the folder the run
 started in) unless given.
@@ -13,32 +15,61 @@ import sys
 
 import numpy as np
 
-from ..backend import backend_module
-from ..model import MLP, cross_entropy
+from .. import losses
+from ..backend import array_module, backend_module
+from ..files import describe_os_error
+from ..model import MLP
 from . import signals
 from .cli import HelpFormatter, error
 from .datasets import SOURCES, load_data, standardize
-from .files import describe_os_error
 from .folders import default_cache_dir
 from .store import CHECKPOINT, RunFileError, read_checkpoint
 
 PROG = "tallskinny-train evaluate"
 
 
-def split_metrics(net, params, split, mean, std, xp=np, chunk=4096, top=(1,)):
-    """Mean cross-entropy and the top-k accuracy for each k of ``top`` over a whole split,
-    its images standardised with ``mean`` and ``std``, in chunks of ``chunk`` images."""
+TARGETS = ("labels", "inputs")
+
+
+def loss_targets(net, targets, X, labels):
+    """What the net's loss compares its outputs with for a batch: the labels (the
+    cross-entropy's), their one-hot rows (the MSE's regression onto the classes), or for
+    ``targets="inputs"`` the standardised inputs X themselves (an autoencoder)."""
+    if targets == "inputs":
+        return X
+    if net.loss_name == "mse":
+        xp = array_module(X)
+        return (labels[:, None] == xp.arange(net.sizes[-1])).astype(net.dtype)
+    return labels
+
+
+def accuracy(O, labels, targets):
+    """The batch's top-1 accuracy of the outputs O against the labels; nan for an
+    autoencoder, which has no classes to be right about."""
+    if targets == "inputs":
+        return float("nan")
+    return float((O.argmax(axis=1) == labels).mean())
+
+
+def split_metrics(net, params, split, mean, std, xp=np, chunk=4096, top=(1,),
+                  targets="labels"):
+    """Mean loss and the top-k accuracy for each k of ``top`` (nan for ``targets="inputs"``)
+    over a whole split, its images standardised with ``mean`` and ``std``, in chunks of
+    ``chunk`` images."""
     total, hits = 0.0, np.zeros(len(top))
     for start in range(0, len(split), chunk):
         images, y = split.batch(np.arange(start, min(start + chunk, len(split))))
         X = standardize(images, mean, std, net.dtype, xp)
         y = xp.asarray(y)
         O = net.logits(params, X)
-        loss, _ = cross_entropy(O, y)
+        loss = losses.value(net.loss_name, O, loss_targets(net, targets, X, y))
         total += float(loss) * len(y)
-        # Rank of the true class: the number of classes with a larger logit.
-        rank = (O > O[xp.arange(len(y)), y][:, None]).sum(axis=1)
-        hits += [float((rank < k).sum()) for k in top]
+        if targets == "labels":
+            # Rank of the true class: the number of classes with a larger output.
+            rank = (O > O[xp.arange(len(y)), y][:, None]).sum(axis=1)
+            hits += [float((rank < k).sum()) for k in top]
+    if targets == "inputs":
+        return (total / len(split),) + (float("nan"),) * len(top)
     return (total / len(split),) + tuple(float(h) / len(split) for h in hits)
 
 
@@ -71,14 +102,21 @@ def parse_args(argv):
 
 def checked_network(ck, path):
     """The MLP a checkpoint describes, after checking its fields against each other: the
-    layer sizes, activation and dtype make a network whose parameter count is that of
-    ``params``; ``mean`` and ``std`` are finite per-channel vectors (std > 0) of a channel
-    count that divides the input size; the class names are as many as the outputs. A
-    RunFileError naming the file and the field otherwise."""
+    layer sizes, activations, loss, residual layers and dtype make a network whose
+    parameter count is that of ``params``; ``mean`` and ``std`` are finite per-channel
+    vectors (std > 0) of a channel count that divides the input size; the class names are
+    as many as the outputs (an autoencoder's outputs as its inputs). A RunFileError naming
+    the file and the field otherwise. A checkpoint written before the loss, residual
+    layers and targets were recorded has the defaults (cross-entropy on the labels, no
+    residual layers)."""
     network = ck["network"]
     try:
-        net = MLP(network["sizes"], activation=network["activation"], dtype=network["dtype"])
-    except (KeyError, TypeError, ValueError) as e:
+        net = MLP(network["sizes"], activation=network["activation"], dtype=network["dtype"],
+                  loss=network.get("loss", "cross_entropy"),
+                  residual=network.get("residual", False))
+        if network.get("targets", "labels") not in TARGETS:
+            raise ValueError(f"unknown targets {network['targets']!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RunFileError(f"{path}: its 'network' field does not describe a network of "
                            f"this program ({network!r}: {e})") from None
     if ck["params"].size != net.n_params:
@@ -93,7 +131,11 @@ def checked_network(ck, path):
     if not np.all(std > 0) or net.sizes[0] % mean.size:
         raise RunFileError(f"{path}: its normalisation ('mean' and 'std', {mean.size} "
                            f"channels) does not fit its {net.sizes[0]} inputs with std > 0")
-    if len(ck["classes"]) != net.sizes[-1]:
+    if network.get("targets") == "inputs":
+        if net.sizes[-1] != net.sizes[0]:
+            raise RunFileError(f"{path}: an autoencoder's {net.sizes[-1]} outputs must be "
+                               f"as many as its {net.sizes[0]} inputs")
+    elif len(ck["classes"]) != net.sizes[-1]:
         raise RunFileError(f"{path}: its 'classes' field names {len(ck['classes'])} classes, "
                            f"its network has {net.sizes[-1]} outputs")
     return net
@@ -121,7 +163,9 @@ def evaluate(args):
                      skip_unreadable=args.skip_unreadable,
                      allow_empty_classes=args.allow_empty_classes)
     sizes = list(net.sizes)
-    if data.n_features != sizes[0] or len(data.classes) != sizes[-1]:
+    targets = ck["network"].get("targets", "labels")
+    outputs = data.n_features if targets == "inputs" else len(data.classes)
+    if data.n_features != sizes[0] or outputs != sizes[-1]:
         raise ValueError(f"the data have {data.n_features} inputs and {len(data.classes)} "
                          f"classes; the network of {path} takes {sizes[0]} and {sizes[-1]}")
     if data.train.images.shape[-1] != ck["mean"].size:
@@ -133,12 +177,15 @@ def evaluate(args):
     xp = backend_module(args.backend)
     split = data.val if args.split == "val" else data.train
     loss, top1, top5 = split_metrics(net, xp.asarray(ck["params"].astype(net.dtype)), split,
-                                     ck["mean"], ck["std"], xp, top=(1, min(5, sizes[-1])))
+                                     ck["mean"], ck["std"], xp, top=(1, min(5, sizes[-1])),
+                                     targets=targets)
     print(f"checkpoint  {path} (step {ck['step']})")
     print(f"data        {' '.join([source, *paths])}: {args.split} split, {len(split)} images")
+    print(f"network     {net!r}")
     print(f"loss        {loss:.4f}")
-    print(f"top-1       {top1:.4f}")
-    print(f"top-5       {top5:.4f}")
+    if targets == "labels":
+        print(f"top-1       {top1:.4f}")
+        print(f"top-5       {top5:.4f}")
     return 0
 
 

@@ -30,9 +30,10 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from .datasets import Data, check_classes, split_train_val, whole
-from .files import (atomic_save, atomic_write_text, disk_full, free_bytes, locked,
-                    npy_size, output_folder)
+from ..files import (atomic_save, atomic_write_text, disk_full, free_bytes, npy_size,
+                     output_folder)
+from .files import locked
+from .splits import Data, check_classes, split_train_val, whole
 
 DEVKIT = "ILSVRC2012_devkit_t12"
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", f"{DEVKIT}.tar.gz")

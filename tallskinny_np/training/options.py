@@ -4,16 +4,15 @@ the command line's parser."""
 import argparse
 import sys
 
-from .cli import HelpFormatter, integer, nonnegative_float, positive_float
+from ..activations import ACTIVATIONS
+from ..losses import LOSSES
+from .cli import HelpFormatter, integer, positive_float
 from .datasets import SOURCES
 from .folders import default_cache_dir
-from .summary import FIRST_ORDER
+from .optimizers import DEFAULT_COMPARE, FIRST_ORDER, FLAGS, OPTIMIZERS
 
 PROG = "tallskinny-train"
 PROGRESS_EVERY = 60.0     # seconds between progress lines when stderr is not a terminal
-OPTIMIZERS = ("sgd", "adam", "newton", "ggn", "ggn-newton", "modified-newton", "hf",
-              "hf-hessian", "saddle-free", "trust-region")
-DEFAULT_COMPARE = ("sgd", "adam", "ggn", "trust-region")
 TASKS = ("memorise", "train", "precision")
 DEFAULT_STEPS = {"memorise": 3000, "train": 2000, "precision": 30000}
 DEFAULT_SECOND_ORDER_STEPS = {"memorise": 300, "train": None,   # None: steps // 5
@@ -92,10 +91,18 @@ def parse_args(argv):
     p.add_argument("--depth", type=integer(2), default=16,
                    help="L, the number of affine layers (loss layer included)")
     p.add_argument("--width", type=integer(1), default=8, help="units per hidden layer")
-    p.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "softplus"),
+    p.add_argument("--activation", default="tanh", choices=sorted(ACTIVATIONS),
                    help="hidden activation")
+    p.add_argument("--loss", default="cross_entropy", choices=LOSSES,
+                   help="the loss: cross-entropy against the labels, or the mean squared "
+                        "error against the --targets")
+    p.add_argument("--targets", choices=("labels", "inputs"), default="labels",
+                   help="what the network predicts: the labels (one-hot for --loss mse), "
+                        "or its own inputs (an autoencoder; needs --loss mse)")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=False,
+                   help="hidden layers of equal widths add their input")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--optimizer", choices=OPTIMIZERS, help="run this optimizer alone")
+    group.add_argument("--optimizer", choices=tuple(OPTIMIZERS), help="run this optimizer alone")
     group.add_argument("--compare", type=optimizer_list,
                        help=f"comma-separated optimizers (default {','.join(DEFAULT_COMPARE)})")
     p.add_argument("--task", choices=TASKS + ("both",), default="both",
@@ -109,22 +116,8 @@ def parse_args(argv):
     p.add_argument("--lr-sweep", type=float_list, nargs="?", const=(),
                    help="tune the SGD/Adam rates first: comma-separated rates, or none for "
                         f"the grid {','.join(f'{x:g}' for x in LR_GRID)} (default: no sweep)")
-    p.add_argument("--damping", type=nonnegative_float, default=1.0,
-                   help="initial Levenberg-Marquardt damping of the damped second-order "
-                        "methods (all but trust-region)")
-    p.add_argument("--radius", type=positive_float, default=1.0,
-                   help="initial trust-region radius")
-    p.add_argument("--negative-pairs", type=integer(1), default=20,
-                   help="saddle-free: flip at most this many of the most negative "
-                        "eigenpairs of H (the others are absorbed by a larger damping)")
-    p.add_argument("--floor", type=positive_float, default=1e-8,
-                   help="modified-newton: the smallest eigenvalue of a modified pivot")
-    p.add_argument("--backtrack", type=integer(0), default=3,
-                   help="damped second-order methods (not trust-region): halvings of a "
-                        "rejected downhill step before the damping is raised")
-    p.add_argument("--switch-loss", type=positive_float, default=0.1,
-                   help="ggn-newton: the batch loss at which Gauss-Newton steps give way to "
-                        "Newton steps")
+    for name, keywords in FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), **keywords)
     p.add_argument("--curvature-every", type=integer(1), default=1,
                    help="rebuild the curvature every N steps and reuse it in between")
     p.add_argument("--batch", type=integer(1), default=32, help="images per gradient batch")
@@ -173,6 +166,8 @@ def parse_args(argv):
         if args.curvature_batch is not None and size is not None and args.curvature_batch > size:
             p.error(f"--curvature-batch ({args.curvature_batch}) is a sub-batch of the "
                     f"gradient batch and cannot exceed {flag} ({size})")
+    if args.targets == "inputs" and args.loss != "mse":
+        p.error("--targets inputs (an autoencoder) needs --loss mse")
     if not 0 <= args.val_fraction < 1:
         p.error(f"--val-fraction must lie in [0, 1); got {args.val_fraction}")
     args.progress = sys.stderr.isatty() and not args.quiet

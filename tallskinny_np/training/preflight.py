@@ -8,7 +8,7 @@ import numpy as np
 from .. import stage
 from ..plan import BASE_BYTES, available_bytes, gigabytes, plan
 from .options import batch_size
-from .summary import FIRST_ORDER
+from .optimizers import FIRST_ORDER
 
 
 def curvature_batch(args):

@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 
 from ..backend import to_numpy
-from .files import atomic_write, disk_full, partial_name
+from ..files import atomic_write, disk_full, partial_name
 from .options import PROG
 
 CHECKPOINT = "checkpoint.npz"
@@ -144,7 +144,8 @@ def commit(directory, rows, n_rows, state):
 def read_checkpoint(path):
     """The checkpoint at ``path`` as a dict: ``params`` (float array), ``opt`` (optimizer
     state), ``step``, ``wall``, ``loss0``, ``metrics_bytes``, ``metrics_rows``, ``config``
-    (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``),
+    (what determines the trajectory), ``network`` (``sizes``, ``activation``, ``dtype``,
+    and ``loss``, ``residual``, ``targets`` where recorded),
     ``mean`` and ``std`` (per channel, of the training pixels 0..255), ``classes`` (names),
     ``cwd`` (the folder the run started in, against which relative data paths resolve;
     None in checkpoints written before it was recorded).
@@ -188,7 +189,7 @@ def read_checkpoint(path):
 
 
 # The files this program writes under --out (relative, with '/'): an --out holding others
-# needs --overwrite. ".partial" is a file being written (tallskinny_np.training.files).
+# needs --overwrite. ".partial" is a file being written (tallskinny_np.files).
 OWN_FILE = re.compile(
     r"(\.lock|config\.json|summary\.txt|summary-(memorise|train|precision)\.csv"
     r"|(memorise|train|precision)\.png"

@@ -4,10 +4,10 @@ accuracy against step and training wall-clock."""
 import math
 import textwrap
 
-from .files import atomic_write
+from ..files import atomic_write
+from .optimizers import FIRST_ORDER
 
 WIDTH = 100
-FIRST_ORDER = ("sgd", "adam")
 
 
 def first(rows, predicate):
@@ -63,7 +63,7 @@ def summarize(task, runs, batches, thresholds):
 
 
 def fmt(v, spec):
-    if v is None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):    # nan: an autoencoder's accuracy
         return "-"
     return str(int(v)) if spec == "d" else format(v, spec)
 
@@ -159,23 +159,24 @@ def comparisons(task, summary, runs):
     return lines
 
 
-def plot(task, runs, path, title):
+def plot(task, runs, path, title, loss="cross_entropy"):
     """Loss and accuracy against step (left) and training wall-clock (right, log scale
     from the first measured time: a step-0 point at 0 s has no place on it), one colour
-    per optimizer, one legend for the figure."""
+    per optimizer, one legend for the figure; ``loss`` names the loss on the axis."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
+    what = "mean squared error" if loss == "mse" else "cross-entropy loss [nats]"
     if task != "train":
         series = [("batch_loss", "-"), ("batch_acc", "-")]
-        ylabels = ("batch cross-entropy loss [nats]", "batch accuracy [%]")
+        ylabels = (f"batch {what}", "batch accuracy [%]")
     else:
         series = [("train_loss", "-"), ("val_loss", "--"), ("train_acc", "-"),
                   ("val_acc", "--")]
-        ylabels = ("cross-entropy loss [nats]", "accuracy [%]")
+        ylabels = (what, "accuracy [%]")
     handles = []
     for i, (name, (label, rows)) in enumerate(runs.items()):
         colour = f"C{i}"

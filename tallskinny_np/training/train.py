@@ -17,6 +17,12 @@ then it prints a table per task, writes ``<task>.png`` (loss and accuracy agains
 against training wall-clock, one line per optimizer), ``summary.txt`` and
 ``summary-<task>.csv``.
 
+Networks. ``--activation`` takes any built-in activation and ``--residual`` makes the
+hidden layers of equal widths residual. With ``--loss mse`` the network regresses the
+one-hot labels, or with ``--targets inputs`` its own standardised inputs: an autoencoder
+through the width-``--width`` middle, which has no accuracy (memorise then runs its whole
+budget, and the accuracy columns are empty).
+
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
 memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
 others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for train).
@@ -71,7 +77,7 @@ from . import signals
 
 if __name__ == "__main__":
     # python -m: a signal while the modules below load gets one line, not a traceback
-    # (the installed script does this in tallskinny_np.training.cli.train_main).
+    # (the installed script does this in tallskinny_np.training.script.train_main).
     signals.quiet_start("tallskinny-train")
 
 import csv
@@ -83,50 +89,29 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import losses
 from ..backend import array_module, backend_module
 from ..curvature import Curvature
-from ..model import MLP, cross_entropy
-from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
-                     ModifiedNewton, SaddleFreeNewton, TrustRegion, loss_and_gradient)
+from ..files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
+from ..model import MLP
+from ..optim import loss_and_gradient
 from .cli import error
 from .datasets import (augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
-from .evaluate import split_metrics
-from .files import (atomic_write, atomic_write_text, describe_os_error, json_text,
-                    locked, output_folder)
+from .evaluate import accuracy, loss_targets, split_metrics
+from .files import locked
 from .options import (DIVERGENCE_FACTOR, LR_GRID, PROG, TUNED_LR, batch_size, budget,
                       parse_args)
 from .preflight import check_plan, kernels_compiled
 from .store import (CHECKPOINT, METRICS, RunFileError, append_rows, check_out, commit,
                     existing_runs, read_checkpoint, resume_metrics, start_metrics)
-from .summary import FIRST_ORDER, comparisons, plot, summarize, table, targets, targets_table
+from .optimizers import FIRST_ORDER, FLAGS, OPTIMIZERS, build, setting
+from .summary import comparisons, plot, summarize, table, targets, targets_table
 
 def make_optimizer(name, args, task, lr=None):
-    lr = lr or args.lr or TUNED_LR[task].get(name)
-    if name == "sgd":
-        return SGD(lr, momentum=0.9)
-    if name == "adam":
-        return Adam(lr)
-    if name == "trust-region":
-        return TrustRegion(radius=args.radius)
-    rule = {"damping": args.damping, "backtrack": args.backtrack}
-    if name in ("hf", "hf-hessian"):
-        return HessianFree(kind="ggn" if name == "hf" else "hessian", **rule)
-    if name == "ggn-newton":
-        return GaussNewtonToNewton(switch_loss=args.switch_loss, **rule)
-    if name == "modified-newton":
-        return ModifiedNewton(floor=args.floor, **rule)
-    if name == "saddle-free":
-        return SaddleFreeNewton(max_pairs=args.negative_pairs, **rule)
-    return DampedNewton(kind="ggn" if name == "ggn" else "hessian", **rule)
-
-
-def setting(name, opt):
-    if name in FIRST_ORDER:
-        return f"lr {opt.lr:g}"
-    if name == "trust-region":
-        return "radius {:g}".format(opt.state["radius"])
-    return "damping {:g}".format(opt.state["damping"])
+    """Optimizer ``name`` of the registry (:mod:`tallskinny_np.training.optimizers`) with
+    the options; a first-order one's rate is ``lr``, else ``--lr``, else the tuned one."""
+    return build(name, args, lr or args.lr or TUNED_LR[task].get(name))
 
 
 class Diverged(FloatingPointError):
@@ -144,13 +129,19 @@ class Problem:
         self.xp = backend_module(args.backend)
         self.dtype = np.dtype(args.dtype)
         self.mean, self.std = channel_statistics(data.train)
-        sizes = [data.n_features] + [args.width] * (args.depth - 1) + [len(data.classes)]
-        self.net = MLP(sizes, activation=args.activation, dtype=self.dtype)
+        outputs = data.n_features if args.targets == "inputs" else len(data.classes)
+        sizes = [data.n_features] + [args.width] * (args.depth - 1) + [outputs]
+        self.net = MLP(sizes, activation=args.activation, dtype=self.dtype, loss=args.loss,
+                       residual=args.residual)
 
     def describe(self):
-        """``'depth L, width n, tanh, P parameters'``."""
-        return (f"depth {self.args.depth}, width {self.args.width}, {self.args.activation}, "
-                f"{self.net.n_params:,} parameters")
+        """``'depth L, width n, tanh, P parameters'``, with the residual layers, the MSE
+        and the autoencoder named where chosen."""
+        kind = "".join([", residual" if self.args.residual else "",
+                        ", mse" if self.args.loss == "mse" else "",
+                        ", autoencoder" if self.args.targets == "inputs" else ""])
+        return (f"depth {self.args.depth}, width {self.args.width}, {self.args.activation}"
+                f"{kind}, {self.net.n_params:,} parameters")
 
     def warm_up(self, kinds):
         """Compile and load what the first curvature computations need (numba kernels,
@@ -176,11 +167,19 @@ class Problem:
         if task == "train" and self.args.augment == "crop-flip":
             images = augment(images, self.args.seed, step)
         X = standardize(images, self.mean, self.std, self.dtype, self.xp)
-        return X, self.xp.asarray(labels)
+        return X, loss_targets(self.net, self.args.targets, X, self.xp.asarray(labels))
+
+    def accuracy(self, out, y):
+        """The batch accuracy of the outputs (softmax or logits) against the targets y of
+        :meth:`batch`: their labels, or for the MSE their one-hot rows; nan for an
+        autoencoder."""
+        labels = y.argmax(axis=1) if y.ndim == 2 and self.args.targets == "labels" else y
+        return accuracy(out, labels, self.args.targets)
 
     def evaluate(self, params, split):
         """Mean loss and top-1 accuracy of a whole split."""
-        return split_metrics(self.net, params, split, self.mean, self.std, self.xp)
+        return split_metrics(self.net, params, split, self.mean, self.std, self.xp,
+                             targets=self.args.targets)
 
     def checkpoint(self, params, opt, step, wall, loss0, config):
         """What :func:`tallskinny_np.training.store.commit` stores for this problem."""
@@ -188,8 +187,10 @@ class Problem:
                 "loss0": loss0, "config": config, "mean": self.mean, "std": self.std,
                 "cwd": os.getcwd(),
                 "classes": list(self.data.classes),
-                "network": {"sizes": list(self.net.sizes), "activation": self.net.activation,
-                            "dtype": str(self.dtype)}}
+                "network": {"sizes": list(self.net.sizes),
+                            "activation": self.net.activation_names,
+                            "dtype": str(self.dtype), "loss": self.net.loss_name,
+                            "residual": self.net.residual, "targets": self.args.targets}}
 
 
 def batch_loss(net, params, X, y):
@@ -198,7 +199,7 @@ def batch_loss(net, params, X, y):
     with np.errstate(all="ignore"):
         if not bool(xp.all(xp.isfinite(params))):
             return math.nan
-        return float(cross_entropy(net.logits(params, X), y)[0])
+        return float(losses.value(net.loss_name, net.logits(params, X), y))
 
 
 def update(problem, task, step, opt, params, loss, grad, X, y, held):
@@ -208,7 +209,7 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
     a resume, rebuilt where the optimizer state says it was). Returns the new parameters
     and the optimizer's info (empty for first order)."""
     net, xp = problem.net, problem.xp
-    if opt.kind is None:
+    if opt.order == 1:
         new = opt.step(params, grad)
         if not bool(xp.all(xp.isfinite(new))):
             raise FloatingPointError(f"the parameters became non-finite (lr {opt.lr:g})")
@@ -225,23 +226,24 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
         held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
                                  kind=kind)
     # A damping that stays keeps the held factorization: it decreases only before a rebuild.
-    hold = {} if isinstance(opt, TrustRegion) else {
-        "hold": (step + 1) % problem.args.curvature_every != 0}
+    hold = (step + 1) % problem.args.curvature_every != 0
     new, info = opt.step(params, loss, grad, held["curv"],
-                         lambda p: batch_loss(net, p, X, y), **hold)
+                         lambda p: batch_loss(net, p, X, y), hold)
     return new, dict(info, curvature=int(rebuilt))
 
 
 def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
-            "augment", "depth", "width", "activation", "damping", "radius", "batch",
-            "curvature_batch", "curvature_every", "negative_pairs", "switch_loss", "floor",
-            "backtrack", "target_loss", "dtype", "seed")
+            "augment", "depth", "width", "activation", "loss", "residual", "targets", "batch",
+            "curvature_batch", "curvature_every", "target_loss", "dtype", "seed", *FLAGS)
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None,
                   batch=batch_size(args, task, name))
     return config
+
+
+PRE_NETWORK_OPTIONS = {"loss": "cross_entropy", "residual": False, "targets": "labels"}
 
 
 def diverged(loss, loss0):
@@ -256,6 +258,8 @@ def resume(problem, out_dir, opt, config):
     metrics rows), with the optimizer state restored into ``opt``."""
     path = os.path.join(out_dir, CHECKPOINT)
     ck = read_checkpoint(path)
+    # a checkpoint from before these options were recorded ran with their defaults
+    ck["config"] = {**PRE_NETWORK_OPTIONS, **ck["config"]}
     if ck["config"] != config:
         diff = ", ".join(f"{k} {ck['config'].get(k)!r} there, {config.get(k)!r} now"
                          for k in sorted(set(ck["config"]) | set(config))
@@ -317,8 +321,7 @@ def run(problem, task, name, out_dir, lr=None):
             start = time.perf_counter()
             loss, grad, pi = loss_and_gradient(problem.net, params, X, y)
             elapsed = time.perf_counter() - start
-            row.update(wall=wall, batch_loss=loss,
-                       batch_acc=float((pi.argmax(axis=1) == y).mean()))
+            row.update(wall=wall, batch_loss=loss, batch_acc=problem.accuracy(pi, y))
             loss0 = loss if loss0 is None else loss0
             if diverged(loss, loss0):
                 stop(out_dir, pending + [row], name, opt, committed,
@@ -379,7 +382,7 @@ def stop(out_dir, rows, name, opt, committed, what):
     """Keep the rows up to the failed step in ``metrics.csv`` (the checkpoint keeps the
     parameters of its last commit, step ``committed``) and raise :class:`Diverged`."""
     append_rows(out_dir, rows)
-    hint = f"; lower --lr (now {opt.lr:g})" if opt.kind is None else ""
+    hint = f"; lower --lr (now {opt.lr:g})" if opt.order == 1 else ""
     kept = ("no checkpoint was written" if committed is None
             else f"{CHECKPOINT} keeps step {committed}")
     raise Diverged(f"{name} diverged: {what}{hint}. {os.path.join(out_dir, METRICS)} holds "
@@ -446,8 +449,7 @@ def load(args):
 
 def curvature_kinds(args):
     """The curvature kinds the chosen optimizers build (empty for first order alone)."""
-    kinds = {make_optimizer(n, args, "train").kind for n in args.optimizers} - {None}
-    return kinds | ({"hessian"} if "ggn-newton" in args.optimizers else set())
+    return {kind for name in args.optimizers for kind in OPTIMIZERS[name].kinds}
 
 
 def compare(args, problem):
@@ -483,7 +485,8 @@ def compare(args, problem):
         report += ["", targets_table(task, summary, targets(task, args.target_loss))]
         report += comparisons(task, summary, runs)
         plot(task, runs, os.path.join(args.out, f"{task}.png"),
-             f"{task}: {' '.join(args.data)}, {problem.describe()}, batch {args.batch}")
+             f"{task}: {' '.join(args.data)}, {problem.describe()}, batch {args.batch}",
+             args.loss)
         atomic_write(os.path.join(args.out, f"summary-{task}.csv"),
                      lambda f: write_csv(f, summary))
     return report

@@ -1,0 +1,79 @@
+"""The losses of the loss layer as functions of the logits O (``B x n_L``): the value, the
+gradient ``G = d loss / d O`` and the action of the per-sample Hessians ``Lambda_s``
+(docs/math.md sections 1.1, 2.4 and 2.6).
+
+``"cross_entropy"``: the mean softmax cross-entropy against integer labels (eqs. (1.2),
+(2.6), (2.14)). ``"mse"``: the mean over all ``B n_L`` entries of the squared error against
+float targets of shape ``(B, n_L)``, as ``torch.nn.MSELoss()`` (eqs. (1.2a), (2.6a),
+(2.14a)); its ``Lambda_s = 2 / (B n_L) I`` is the same for every sample and does not
+depend on the point.
+"""
+from .backend import array_module
+
+LOSSES = ("cross_entropy", "mse")
+"""The losses of :class:`tallskinny_np.MLP` (its ``loss`` argument)."""
+
+
+def check_loss(loss):
+    """``loss`` if it names a loss of :data:`LOSSES`, else a ValueError naming it."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    return loss
+
+
+def cross_entropy(O, y):
+    """Mean cross-entropy of logits O (B x c) against labels y, and softmax(O) (eq. (1.2))."""
+    xp = array_module(O)
+    shifted = O - O.max(axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    lse = xp.log(e.sum(axis=1))
+    pi = e / e.sum(axis=1, keepdims=True)
+    B = O.shape[0]
+    loss = (lse - shifted[xp.arange(B), y]).mean()
+    return loss, pi
+
+
+def squared_error(O, T):
+    """``mean((O - T)^2)`` over all ``B n_L`` entries (eq. (1.2a))."""
+    R = O - T
+    return (R * R).mean()
+
+
+def value_and_gradient(loss, O, y):
+    """``(loss, G, pi)``: the loss at the logits O, ``G = d loss / d O`` (``B x n_L``;
+    eqs. (2.6), (2.6a)) and the softmax ``pi`` for the cross-entropy (None for the
+    MSE)."""
+    if loss == "mse":
+        return squared_error(O, y), (O - y) * (2 / O.size), None
+    xp = array_module(O)
+    value, pi = cross_entropy(O, y)
+    G = pi.copy()
+    G[xp.arange(O.shape[0]), y] -= 1
+    G /= O.shape[0]
+    return value, G, pi
+
+
+def value(loss, O, y):
+    """The loss at the logits O (eqs. (1.2), (1.2a))."""
+    if loss == "mse":
+        return squared_error(O, y)
+    return cross_entropy(O, y)[0]
+
+
+def hessian_action(loss, pi, v):
+    """``Lambda_s v_s`` for every sample s, for v ``(B, c, r)``, without forming
+    ``Lambda_s``: ``pi_s .* (v_s - pi_s . v_s) / B`` for the cross-entropy (eq. (2.14)),
+    ``2 v_s / (B c)`` for the MSE (eq. (2.14a))."""
+    if loss == "mse":
+        return v * (2 / (v.shape[0] * v.shape[1]))
+    p = pi[:, :, None]
+    return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
+
+
+def hessian_diagonal(loss, pi, shape, like):
+    """The diagonals of the ``Lambda_s`` as a ``shape = (B, c)`` array of ``like``'s array
+    module and dtype: ``pi (1 - pi) / B`` (eq. (2.14)) or ``2 / (B c)`` (eq. (2.14a))."""
+    if loss == "mse":
+        B, c = shape
+        return array_module(like).full(shape, 2 / (B * c), dtype=like.dtype)
+    return pi * (1 - pi) / shape[0]

@@ -251,3 +251,11 @@ def test_the_installed_script_calls_itself_tallskinny_verify(tmp_path, monkeypat
     with pytest.raises(SystemExit):
         main(["--help"])
     assert capsys.readouterr().out.startswith("usage: python -m verify ")
+
+
+def test_the_autograd_check_names_torch_when_it_is_missing(monkeypatch, capsys):
+    """``python -m verify.autograd`` without torch: one line naming it, exit status 2."""
+    monkeypatch.setitem(sys.modules, "torch", None)      # ``import torch`` fails
+    from verify import autograd
+    assert autograd.main([]) == 2
+    assert "needs torch" in capsys.readouterr().err

@@ -4,7 +4,9 @@ DataLoader workers, resized and cached as a uint8 memmap; an unreadable file is 
 name, or skipped and named with ``skip_unreadable``; a class folder without images is
 refused, or kept and named with ``allow_empty_classes``. Every tree is made here from small
 arrays whose resized values are known exactly."""
+import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -187,3 +189,16 @@ def test_empty_class_folder_is_named_and_small_sets_refuse_large_batches(tmp_pat
     assert f"warning: {tmp_path / 'tree'}/emu: no images" in err
     assert "--batch 32 is larger than the 24 training images; pass --batch 24 or less" in err
     assert main(run + ["--batch", "24", "--out", str(tmp_path / "b")]) == 0
+
+
+def test_a_build_stopped_by_a_bad_file_leaves_no_decoding_worker(tmp_path):
+    """With torch's DataLoader and two worker processes, a cache build stopped by an
+    unreadable file names it and leaves no worker process behind (within 5 s)."""
+    make_tree(tmp_path / "data", ["a", "b"], 40, np.random.default_rng(0), bad=[("b", "x.png")])
+    with pytest.raises(ValueError, match=r"x\.png: cannot be decoded"):
+        image_folder_data(str(tmp_path / "data"), resolution=4,
+                          cache_dir=str(tmp_path / "cache"), workers=2)
+    deadline = time.monotonic() + 5
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []

@@ -18,14 +18,15 @@ from scipy.sparse.linalg import LinearOperator
 from .backend import array_module, backend_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .blocks import KINDS, Blocks, gradient, linearize
-from .certify import (BOUND_FLOOR, PRODUCT_ROUNDING, backward_error_bound, backward_errors,
+from .certify import (BOUND_FLOOR, PRODUCT_ROUNDING, DoubleWord, accurate_residual,
+                      backward_error_bound, backward_errors, backward_errors_of_h,
                       column_norms, factor_distance, gmres, lanczos_interval,
-                      product_rounding)
+                      product_rounding, residual_rounding)
 from .errors import (SingularPivotError, UncertifiedInertiaError, UncertifiedSolveError,
                      UncertifiedSolveWarning)
 from .ldu import ldu_factor, ldu_solve
 from .plan import BASE_BYTES, available_bytes, check_fits, plan
-from .products import hvp
+from .products import hvp, hvp_rounding
 from .riccati import riccati_factor, riccati_solve
 
 METHODS = ("riccati", "ldu", "banded")
@@ -52,6 +53,8 @@ class SolveInfo(NamedTuple):
     #                              exact H: the residual's and the product's rounding
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
+    proved: np.ndarray           # (k,) bool: backward_error proved (docs/math.md eq. (7.3f)),
+    #                              not the model of the product's rounding (eq. (7.3g))
 
 BANDED = "banded, pivots unchecked"
 UNCHECKED = "riccati, pivots unchecked"
@@ -338,8 +341,12 @@ class Curvature:
         previous ones left uncertified: the factorization's solve; fixed-precision
         refinement; GMRES-based iterative refinement (GMRES on the exact operator,
         preconditioned by the factorization, Carson and Higham 2017); then the same with
-        the pivoted banded LU (CPU only). On a well-conditioned system the first solve
-        and one product usually certify, so the certificate costs one O(L) product.
+        the pivoted banded LU (CPU only). The figure bounds the backward error against the
+        exact H: the residual's plus a bound on the rounding of the product, or the
+        residual computed again in double words where that bound is too coarse;
+        ``info.proved`` is False for a column where both are (deep nets whose Jacobians'
+        absolute values grow along the chain), whose figure then takes a model of that
+        rounding (docs/math.md section 7.1).
 
         References
         ----------
@@ -372,11 +379,14 @@ class Curvature:
         if Bm.shape[1] == 0:                      # no columns: nothing to factor or certify
             X = Bm.copy()
             info = SolveInfo(np.zeros(0), (), backward_error_bound(self.n_params,
-                                                                   self.net.dtype))
+                                                                   self.net.dtype),
+                             np.zeros(0, dtype=bool))
             return (X, info) if return_info else X
         with sweep_threads():
+            # a figure that no one reads is not proved: the model costs nothing
             X, info = self._certified_solve(Bm, damping, method, refine, uncertified,
-                                            fallback=fallback)
+                                            fallback=fallback,
+                                            prove=return_info or uncertified != "return")
         X = X[:, 0] if vector else X
         return (X, info) if return_info else X
 
@@ -481,11 +491,12 @@ class Curvature:
         return [self.solve(b, d, method=method, refine=refine) for d in dampings]
 
     def _certified_solve(self, B, shift, method, refine, uncertified, check=True,
-                         fallback=True):
+                         fallback=True, prove=True):
         """The chain of :meth:`solve` on the columns of B (n_params, k): each
         factorization in turn on the columns that are not yet certified (only the first
         without ``fallback``); ``check`` tests the result for singularity
-        (:meth:`_check_singular`)."""
+        (:meth:`_check_singular`); ``prove`` bounds the product's rounding
+        (:meth:`_product_rounding`), else the model of it is taken."""
         xp = array_module(B)
         n, k = B.shape
         bound = backward_error_bound(n, self.net.dtype)
@@ -525,10 +536,14 @@ class Curvature:
             if singular is not None:             # a singular pivot: the first one says
                 raise singular
             raise UncertifiedSolveError(eta, bound, "factor")
-        eta = eta + self._product_rounding(X, B, shift, eta, bound)
+        if prove:
+            eta, proved = self._product_rounding(X, B, shift, eta, bound)
+        else:
+            eta = eta + product_rounding(X, B, shift, self._probe_norm(shift), self.net.dtype)
+            proved = np.zeros(k, dtype=bool)
         if check:
             self._check_singular(B, X, shift, bound, method)
-        info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
+        info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound, proved)
         if not np.all(eta <= bound):
             last = max(paths, key=len)[-1]
             if uncertified == "raise":
@@ -600,15 +615,43 @@ class Curvature:
         return backward_errors(R, X, B, self._norm_lower_bound(shift))
 
     def _product_rounding(self, X, B, shift, eta, bound):
-        """:func:`certify.product_rounding` of the columns, with the free lower bound on
-        ``||H + shift I||`` of :meth:`_probe_norm`, or the larger of it and the Lanczos
-        one where that certifies nothing (docs/math.md section 7.1)."""
+        """``(figure, proved)`` per column (docs/math.md section 7.1): the backward errors
+        ``eta`` of residuals computed with the O(L) product, made bounds on those against
+        the exact H (eq. (7.3f)) with the bound of :func:`products.hvp_rounding` on that
+        product's rounding at X (one product's cost); where that certifies nothing and the
+        double-word residual can (:func:`certify.accurate_residual`), with it too; with the
+        free lower bound on ``||H + shift I||`` of :meth:`_probe_norm`, then the Lanczos
+        one. A column's figure is proved when the rounding part of a bound is at most
+        ``bound``; else it is the model's (eq. (7.3g))."""
+        dtype = self.net.dtype
+        u = float(np.finfo(dtype).eps / 2)
+        xs = self.net.split(X)
+        P, E = (self.net.join(v) for v in hvp_rounding(self.blocks, xs))
+        residuals = [(lambda nu: eta, residual_rounding(P, E, X, shift, u))]
+
+        def against_h(nu):                    # the best proved figure, inf where none
+            figure, proved = np.full(len(eta), np.inf), np.zeros(len(eta), dtype=bool)
+            for eta_at, e in residuals:
+                rounding = backward_errors_of_h(np.zeros(len(eta)), e, X, B, nu, dtype)
+                ok = rounding <= bound
+                figure = np.where(ok, np.minimum(figure, backward_errors_of_h(
+                    eta_at(nu), e, X, B, nu, dtype)), figure)
+                proved |= ok
+            return figure, proved, rounding
+
         nu = self._probe_norm(shift)
-        rho = product_rounding(X, B, shift, nu, self.net.dtype)
-        if np.all(eta + rho <= bound):
-            return rho
-        nu = max(nu, self._norm_lower_bound(shift))
-        return product_rounding(X, B, shift, nu, self.net.dtype)
+        figure, proved, rounding = against_h(nu)
+        # the double-word residual's rounding is about u_2 / u times the first's
+        accurate = DoubleWord.UNIT if dtype == np.float64 else np.finfo(np.float64).eps / 2
+        if np.any(~(figure <= bound) & (rounding * accurate / u <= bound)):
+            R, e = accurate_residual(self.blocks, xs, B, shift, self.net.join)
+            residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
+            figure, proved, _ = against_h(nu)
+        if not np.all(np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))
+                      <= bound):
+            nu = max(nu, self._norm_lower_bound(shift))
+            figure, proved, _ = against_h(nu)
+        return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype)), proved
 
     def _check_singular(self, B, X, shift, bound, method):
         """Raise :class:`SingularPivotError` when the solutions prove ``H + shift I``

@@ -274,8 +274,7 @@ class DoubleWord:
     these sums. Outside the model: operands beyond ``2^996`` (the split overflows) and
     products that underflow."""
     UNIT = 10 * (np.finfo(np.float64).eps / 2) ** 2
-    __array_ufunc__ = None                 # NumPy's operators defer to ours
-    __array_priority__ = 100               # and CuPy's
+    __array_ufunc__ = None                 # NumPy's and CuPy's operators defer to ours
 
     def __init__(self, hi, lo):
         self.hi, self.lo = hi, lo

@@ -18,6 +18,7 @@ solve of a factorization, so it applies to every solver and to NumPy and CuPy al
   below 1 it proves that A and F have the same inertia (docs/math.md section 7.3).
 """
 import numpy as np
+from numba import njit
 
 from .backend import array_module
 from .products import gamma, hvp, hvp_rounding
@@ -271,9 +272,12 @@ class DoubleWord:
     the operands; Joldes, Muller and Popescu 2017): the model of
     :func:`tallskinny_np.products.hvp_rounding` with ``u`` :attr:`UNIT`, about ``10 u^2``.
     Products and sums of more than two terms go by TwoProduct and a pairwise tree of
-    these sums. Outside the model: operands beyond ``2^996`` (the split overflows) and
+    these sums (a matrix product on NumPy: by the same sums in order, compiled). Outside the model: operands beyond ``2^996`` (the split overflows) and
     products that underflow."""
     UNIT = 10 * (np.finfo(np.float64).eps / 2) ** 2
+    COMPILED = True
+    """Whether matrix products of NumPy arrays run by the compiled :func:`_word_matmul`
+    (False: by the array-module code of CuPy, so that it is tested on the CPU)."""
     __array_ufunc__ = None                 # NumPy's and CuPy's operators defer to ours
 
     def __init__(self, hi, lo):
@@ -335,10 +339,28 @@ class DoubleWord:
         return DoubleWord._normal(q, ((self.hi - p) - t + self.lo) / d)
 
     def __matmul__(self, A):
+        if self.COMPILED and array_module(self.hi) is np:
+            return self._compiled_matmul(A.transpose(*range(A.ndim - 2), -1, -2),
+                                         transposed=True)
         return (self[..., :, :, None] * A[..., None, :, :]).sum(axis=-2)
 
     def __rmatmul__(self, A):
+        if self.COMPILED and array_module(self.hi) is np:
+            return self._compiled_matmul(A, transposed=False)
         return (self[..., None, :, :] * A[..., :, :, None]).sum(axis=-2)
+
+    def _compiled_matmul(self, A, transposed):
+        """``A @ self`` (``self @ A^T`` when ``transposed``) on NumPy by
+        :func:`_word_matmul`: the same products and double-word sums, one after the other
+        (as many in a row as the tree's or fewer), without NumPy's temporaries."""
+        V = self.transpose(*range(self.ndim - 2), -1, -2) if transposed else self
+        batch = np.broadcast_shapes(A.shape[:-2], V.shape[:-2])
+        (M, N), r = A.shape[-2:], V.shape[-1]
+        stack = lambda a, shape: np.ascontiguousarray(
+            np.broadcast_to(a, batch + shape)).reshape((-1,) + shape)
+        hi, lo = _word_matmul(stack(A, (M, N)), stack(V.hi, (N, r)), stack(V.lo, (N, r)))
+        out = DoubleWord(hi.reshape(batch + (M, r)), lo.reshape(batch + (M, r)))
+        return out.transpose(*range(out.ndim - 2), -1, -2) if transposed else out
 
     def sum(self, axis, keepdims=False):
         """The sum over ``axis`` by a pairwise tree of double-word sums."""
@@ -358,3 +380,42 @@ class DoubleWord:
 def join_words(join, parts):
     """:meth:`MLP.join` of per-layer double words."""
     return DoubleWord(join([p.hi for p in parts]), join([p.lo for p in parts]))
+
+
+@njit(cache=True, inline="always")
+def _word_two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(cache=True, inline="always")
+def _word_two_prod(a, b):
+    p = a * b
+    c = 134217729.0 * a
+    ah = c - (c - a)
+    c = 134217729.0 * b
+    bh = c - (c - b)
+    al, bl = a - ah, b - bh
+    return p, al * bl - (((p - ah * bh) - al * bh) - ah * bl)
+
+
+@njit(cache=True)
+def _word_matmul(A, Vh, Vl):
+    """``A @ (Vh + Vl)`` for A ``(b, M, N)`` and the double words ``(b, N, r)``, by
+    :class:`DoubleWord`'s product and sum, accumulated in order: ``(hi, lo)``."""
+    nb, M, N = A.shape
+    r = Vh.shape[2]
+    hi, lo = np.empty((nb, M, r)), np.empty((nb, M, r))
+    for i in range(nb):
+        for j in range(M):
+            for c in range(r):
+                sh, sl = 0.0, 0.0
+                for k in range(N):
+                    a = A[i, j, k]
+                    p, t = _word_two_prod(Vh[i, k, c], a)
+                    ph, pl = _word_two_sum(p, t + Vl[i, k, c] * a)
+                    s, t = _word_two_sum(sh, ph)
+                    sh, sl = _word_two_sum(s, t + (sl + pl))
+                hi[i, j, c], lo[i, j, c] = sh, sl
+    return hi, lo

@@ -213,8 +213,8 @@ def hvp_rounding(blocks, xs, u=None):
 
 def _absolute(xp, record):
     """A layer's record (nested records included) with every array replaced by its
-    absolute values in float64."""
-    return type(record)(*(None if a is None
+    absolute values in float64 (the loss layer's name of its loss kept)."""
+    return type(record)(*(a if a is None or isinstance(a, str)
                           else _absolute(xp, a) if isinstance(a, tuple)
                           else xp.abs(a).astype(np.float64, copy=False) for a in record))
 
@@ -254,28 +254,38 @@ def _stage_depths(blk):
             # then C^T x's two terms per unit (q + 3 deep)
             return q + n, 3 * B + q + n + 3, 2 * m + n + q + 4
         case LossLayer():
-            (c, q), n, B = blk.Dx.shape, blk.W.shape[1], blk.pi.shape[0]
-            # Lambda_t v: a sum over c classes, then a subtraction, a product, a division
-            return None, q + n + c + B + 5, q + n + 2 * c + 5
+            (c, q), n, B = blk.Dx.shape, blk.W.shape[1], blk.Zt.shape[0]
+            # Lambda_t v: for the cross-entropy a sum over c classes, then a subtraction, a
+            # product, a division; for the MSE 2 v (exact), then a division by the integer
+            # B c, itself rounded where the arithmetic does not hold it (above 2^24 in float32)
+            k = 2 if blk.loss == "mse" else c + 3
+            # (H x)_L: Zt x or W y (q + n), Lambda_t, the sum over B samples, the delta
+            # term's addition and A x + C y; z_{L-1}: Zt x (q), Lambda_t, W^T's sum over c,
+            # G x's and S y's additions (S y: n deep)
+            return None, q + n + B + 2 + k, q + n + c + 2 + k
 
 
-def _softmax_action_bound(pi, v):
-    """:func:`~tallskinny_np.blocks.softmax_hessian_action` on absolute values, its
-    subtraction an addition: ``pi_s * (v_s + pi_s . v_s) / B``, an upper bound on
-    ``|Lambda_s| v_s`` for v >= 0."""
-    p = pi[:, :, None]
-    return p * (v + (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
+def _loss_action_bound(blk, v):
+    """:func:`~tallskinny_np.blocks.loss_hessian_action` on absolute values, an upper
+    bound on ``|Lambda_s| v_s`` for v >= 0 (docs/math.md eq. (7.3c)): for the
+    cross-entropy its subtraction an addition, ``pi_s * (v_s + pi_s . v_s) / B``; for the
+    MSE the action itself, ``2 v_s / (B c)``, since ``Lambda_s = 2 I / (B c)`` has no
+    negative entry."""
+    if blk.loss == "mse":
+        return loss_hessian_action(blk, v)
+    p = blk.pi[:, :, None]
+    return p * (v + (p * v).sum(axis=1, keepdims=True)) / blk.pi.shape[0]
 
 
 def _loss_A_bound(blk, x):
     """:func:`A_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
     v = (blk.Zt @ x).transpose(1, 0, 2)
-    return blk.Zt.T @ _softmax_action_bound(blk.pi, v).transpose(1, 0, 2)
+    return blk.Zt.T @ _loss_action_bound(blk, v).transpose(1, 0, 2)
 
 
 def _loss_C_bound(blk, y):
     """:func:`C_mv` of the loss layer on absolute values (``blk``, y >= 0)."""
-    F = _softmax_action_bound(blk.pi, blk.W @ y)
+    F = _loss_action_bound(blk, blk.W @ y)
     Cy = (F.transpose(1, 2, 0) @ blk.Zt).transpose(0, 2, 1)
     if blk.G is not None:
         B, n, r = y.shape
@@ -286,7 +296,7 @@ def _loss_C_bound(blk, y):
 def _loss_CT_bound(blk, x):
     """:func:`CT_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
     xz = (blk.Zt @ x).transpose(1, 0, 2)
-    out = blk.W.T @ _softmax_action_bound(blk.pi, xz)
+    out = blk.W.T @ _loss_action_bound(blk, xz)
     if blk.G is not None:
         m, n, r = x.shape[0], blk.W.shape[1], x.shape[-1]
         out += (blk.G @ x[:, :n].reshape(m, n * r)).reshape(-1, n, r)

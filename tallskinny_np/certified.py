@@ -17,13 +17,15 @@ import numpy as np
 
 from .backend import array_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
-from .certify import (PRODUCT_ROUNDING, backward_error_bound, backward_errors, column_norms,
-                      product_rounding)
+from .certify import (PRODUCT_ROUNDING, DoubleWord, accurate_residual, backward_error_bound,
+                      backward_errors, backward_errors_of_h, column_norms, product_rounding,
+                      residual_rounding)
 from .errors import (SingularPivotError, UncertifiedSolveError, UncertifiedSolveWarning,
                      finite_real)
 from .krylov import gmres, random_start
 from .ldu import ldu_factor, ldu_solve
 from .norms import norm_lower_bound, probe_norm
+from .products import hvp_rounding
 from .riccati import riccati_factor, riccati_solve
 
 METHODS = ("riccati", "ldu", "banded")
@@ -38,6 +40,8 @@ class SolveInfo(NamedTuple):
     #                              exact H: the residual's and the product's rounding
     path: tuple                  # k tuples of step names: "factor", "refine", "gmres", "banded"
     bound: float                 # the certified bound u max(n_params, 1000)
+    proved: np.ndarray           # (k,) bool: backward_error proved (docs/math.md eq. (7.3f)),
+    #                              not the model of the product's rounding (eq. (7.3g))
 
 BANDED = "banded, pivots unchecked"
 UNCHECKED = "riccati, pivots unchecked"
@@ -80,8 +84,10 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
         At most this many steps of fixed-precision iterative refinement with the
         factorization, each kept only while it halves the residual.
     return_info : bool
-        Also return a :class:`SolveInfo` with each column's certified backward error
-        and the steps that produced it.
+        Also return a :class:`SolveInfo` with each column's certified backward error,
+        the steps that produced it and whether the figure is proved (docs/math.md
+        section 7.1). Without it, ``uncertified="return"`` proves nothing: the figure,
+        which no one reads, takes the model of the product's rounding (eq. (7.3g)).
     uncertified : {"raise", "warn", "return"}
         What happens when no step certifies a column: raise
         :class:`~tallskinny_np.errors.UncertifiedSolveError` (default), issue an
@@ -118,8 +124,12 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
     previous ones left uncertified: the factorization's solve; fixed-precision
     refinement; GMRES-based iterative refinement (GMRES on the exact operator,
     preconditioned by the factorization, Carson and Higham 2017); then the same with
-    the pivoted banded LU (CPU only). On a well-conditioned system the first solve
-    and one product usually certify, so the certificate costs one O(L) product.
+    the pivoted banded LU (CPU only). The figure bounds the backward error against the
+    exact H: the residual's plus a bound on the rounding of the product, or the
+    residual computed again in double words where that bound is too coarse;
+    ``info.proved`` is False for a column where both are (deep nets whose Jacobians'
+    absolute values grow along the chain), whose figure then takes a model of that
+    rounding (docs/math.md section 7.1).
 
     References
     ----------
@@ -152,11 +162,14 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
     if Bm.shape[1] == 0:                      # no columns: nothing to factor or certify
         X = Bm.copy()
         info = SolveInfo(np.zeros(0), (), backward_error_bound(curv.n_params,
-                                                               curv.net.dtype))
+                                                               curv.net.dtype),
+                         np.zeros(0, dtype=bool))
         return (X, info) if return_info else X
     with sweep_threads():
+        # a figure that no one reads is not proved: the model costs nothing
         X, info = certified_solve(curv, Bm, damping, method, refine, uncertified,
-                                        fallback=fallback)
+                                  fallback=fallback,
+                                  prove=return_info or uncertified != "return")
     X = X[:, 0] if vector else X
     return (X, info) if return_info else X
 
@@ -264,11 +277,13 @@ def solve_dampings(curv, b, dampings, method="riccati", refine=3):
 
 
 def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
-                     fallback=True):
+                    fallback=True, prove=True):
     """The chain of :func:`solve` on the columns of B (n_params, k): each
     factorization in turn on the columns that are not yet certified (only the first
     without ``fallback``); ``check`` tests the result for singularity
-    (:func:`_check_singular`)."""
+    (:func:`_check_singular`); ``prove`` bounds the product's rounding
+    (:func:`_product_rounding`, docs/math.md eq. (7.3f)), else the model of it is taken
+    (eq. (7.3g))."""
     xp = array_module(B)
     n, k = B.shape
     bound = backward_error_bound(n, curv.net.dtype)
@@ -308,10 +323,14 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
         if singular is not None:             # a singular pivot: the first one says
             raise singular
         raise UncertifiedSolveError(eta, bound, "factor")
-    eta = eta + _product_rounding(curv, X, B, shift, eta, bound)
+    if prove:
+        eta, proved = _product_rounding(curv, X, B, shift, eta, bound)
+    else:
+        eta = eta + product_rounding(X, B, shift, probe_norm(curv, shift), curv.net.dtype)
+        proved = np.zeros(k, dtype=bool)
     if check:
         _check_singular(curv, B, X, shift, bound, method)
-    info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound)
+    info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound, proved)
     if not np.all(eta <= bound):
         last = max(paths, key=len)[-1]
         if uncertified == "raise":
@@ -388,15 +407,45 @@ def _backward_errors(curv, R, X, B, shift, bound):
 
 
 def _product_rounding(curv, X, B, shift, eta, bound):
-    """:func:`certify.product_rounding` of the columns, with the free lower bound on
-    ``||H + shift I||`` of :func:`~tallskinny_np.norms.probe_norm`, or the larger of it
-    and the Lanczos one where that certifies nothing (docs/math.md section 7.1)."""
+    """``(figure, proved)`` per column (docs/math.md section 7.1): the backward errors
+    ``eta`` of residuals computed with the O(L) product, made bounds on those against
+    the exact H (eq. (7.3f)) with the bound of :func:`~tallskinny_np.products.hvp_rounding`
+    on that product's rounding at X (one product's cost); where that certifies nothing
+    and the double-word residual can (:func:`certify.accurate_residual`), with it too;
+    with the free lower bound on ``||H + shift I||`` of
+    :func:`~tallskinny_np.norms.probe_norm`, then the Lanczos one. A column's figure is
+    proved when the rounding part of a bound is at most ``bound``; else it is the
+    model's (eq. (7.3g))."""
+    net = curv.net
+    dtype = net.dtype
+    u = float(np.finfo(dtype).eps / 2)
+    xs = net.split(X)
+    P, E = (net.join(v) for v in hvp_rounding(curv.blocks, xs))
+    residuals = [(lambda nu: eta, residual_rounding(P, E, X, shift, u))]
+
+    def against_h(nu):                    # the best proved figure, inf where none
+        figure, proved = np.full(len(eta), np.inf), np.zeros(len(eta), dtype=bool)
+        for eta_at, e in residuals:
+            rounding = backward_errors_of_h(np.zeros(len(eta)), e, X, B, nu, dtype)
+            ok = rounding <= bound
+            figure = np.where(ok, np.minimum(figure, backward_errors_of_h(
+                eta_at(nu), e, X, B, nu, dtype)), figure)
+            proved |= ok
+        return figure, proved, rounding
+
     nu = probe_norm(curv, shift)
-    rho = product_rounding(X, B, shift, nu, curv.net.dtype)
-    if np.all(eta + rho <= bound):
-        return rho
-    nu = max(nu, norm_lower_bound(curv, shift))
-    return product_rounding(X, B, shift, nu, curv.net.dtype)
+    figure, proved, rounding = against_h(nu)
+    # the double-word residual's rounding is about u_2 / u times the first's
+    accurate = DoubleWord.UNIT if dtype == np.float64 else np.finfo(np.float64).eps / 2
+    if np.any(~(figure <= bound) & (rounding * accurate / u <= bound)):
+        R, e = accurate_residual(curv.blocks, xs, B, shift, net.join)
+        residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
+        figure, proved, _ = against_h(nu)
+    if not np.all(np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))
+                  <= bound):
+        nu = max(nu, norm_lower_bound(curv, shift))
+        figure, proved, _ = against_h(nu)
+    return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype)), proved
 
 
 def _check_singular(curv, B, X, shift, bound, method):

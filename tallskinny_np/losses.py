@@ -63,9 +63,12 @@ def value(loss, O, y):
 def hessian_action(loss, pi, v):
     """``Lambda_s v_s`` for every sample s, for v ``(B, c, r)``, without forming
     ``Lambda_s``: ``pi_s .* (v_s - pi_s . v_s) / B`` for the cross-entropy (eq. (2.14)),
-    ``2 v_s / (B c)`` for the MSE (eq. (2.14a))."""
+    ``2 v_s / (B c)`` for the MSE (eq. (2.14a)), as ``(2 v_s) / (B c)``: the doubling is
+    exact, and only the division by an integer rounds, in any arithmetic (docs/math.md
+    eq. (7.3c)); the constant ``2 / (B c)`` would be rounded first, to float64 even for
+    double words."""
     if loss == "mse":
-        return v * (2 / (v.shape[0] * v.shape[1]))
+        return v * 2 / (v.shape[0] * v.shape[1])
     p = pi[:, :, None]
     return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
 

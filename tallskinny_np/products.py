@@ -13,7 +13,8 @@ of :func:`hvp` runs compiled, a stack of layers of equal shapes (a segment of
 :class:`tallskinny_np.blocks.Blocks`) per call (:func:`segment_forward`,
 :func:`segment_backward`): at width 8 the array-module products are a dozen NumPy calls of
 a few microseconds each per layer, for about as many microseconds of arithmetic. The two
-round differently, so they agree to rounding.
+round differently, so they agree to rounding. :func:`hvp_rounding` bounds the rounding
+of either, componentwise (docs/math.md section 7.1).
 """
 import numpy as np
 from numba import njit
@@ -166,6 +167,140 @@ def _backward_layer(blk, x, y_prev, z):
         Hx = Hx + C_mv(blk, y_prev)
         z_prev = z_prev + CT_mv(blk, x) + S_mv(blk, y_prev)
     return Hx, z_prev
+
+
+def hvp_rounding(blocks, xs, u=None):
+    """Componentwise bounds ``(P, E)`` on the product of :func:`hvp` as computed, by either
+    of its evaluation orders, in an arithmetic of unit roundoff u (by default that of the
+    dtype of ``xs``): ``|fl(H x)| <= P`` and ``|fl(H x) - H x| <= E``, H that of the
+    stored blocks (docs/math.md section 7.1, eqs. (7.3b), (7.3c)).
+
+    The same sweeps as :func:`hvp`, on the absolute values of the blocks (a layer at a
+    time, in float64) and of the vectors, with every subtraction an addition, carry two
+    vectors for each of the product's intermediates: a bound W on its computed modulus
+    and a bound E on its error. A stage whose sums have at most k roundings in a row
+    (:func:`_stage_depths`) maps ``(W, E)`` of its inputs to
+    ``((1 + g) |f| W, g |f| W + (1 + g) |f| E)`` with ``g = gamma_k`` (:func:`_stage`).
+    Gradual underflow is outside this model: a product that underflows errs by up to
+    half the smallest subnormal number, absolutely. Returns per-layer lists in the layout
+    of ``xs``, float64; the cost of one product on two columns per column of ``xs``."""
+    xp = array_module(xs[0])
+    u = float(np.finfo(xs[0].dtype).eps) / 2 if u is None else u
+    layers = blocks.layers
+    # (W, E) as one array: the first r columns W, the last r E; the inputs are exact
+    exact = [xp.concatenate([xp.abs(x), xp.zeros_like(x)], axis=-1).astype(np.float64)
+             for x in xs]
+    ys = []
+    for l, blk in enumerate(layers[:-1]):
+        a = _absolute(xp, blk)
+        y = Dx_mv(a, exact[l])
+        ys.append(_stage(y if l == 0 else y + Dz_mv(a, ys[-1]), _stage_depths(blk)[0], u))
+    loss = _absolute(xp, layers[-1])
+    depth_out, depth_z = _stage_depths(layers[-1])[1:]
+    out = [None] * len(layers)
+    out[-1] = _stage(_loss_A_bound(loss, exact[-1]) + _loss_C_bound(loss, ys[-1]),
+                     depth_out, u)
+    z = _stage(_loss_CT_bound(loss, exact[-1]) + S_mv(loss, ys[-1]), depth_z, u)
+    for l in range(len(layers) - 2, -1, -1):
+        _, depth_out, depth_z = _stage_depths(layers[l])
+        Hx, z = _backward_layer(_absolute(xp, layers[l]), exact[l],
+                                ys[l - 1] if l > 0 else None, z)
+        out[l] = _stage(Hx, depth_out, u)
+        z = None if z is None else _stage(z, depth_z, u)
+    r = xs[0].shape[-1]
+    return [o[..., :r] for o in out], [o[..., r:] for o in out]
+
+
+def _absolute(xp, record):
+    """A layer's record (nested records included) with every array replaced by its
+    absolute values in float64 (the loss layer's name of its loss kept)."""
+    return type(record)(*(a if a is None or isinstance(a, str)
+                          else _absolute(xp, a) if isinstance(a, tuple)
+                          else xp.abs(a).astype(np.float64, copy=False) for a in record))
+
+
+def _stage(F, k, u):
+    """``(W, E)`` of a stage's output from ``F = |f| (W, E)`` of its inputs (the two
+    halves of the last axis), for sums with at most k roundings in a row: eq. (7.3c)'s
+    ``((1 + g) F_W, g F_W + (1 + g) F_E)`` with ``g = gamma_k``, times ``1 + gamma_{k+8}``
+    at float64's u for the bound's own rounding: F's sums of non-negative terms (k), this
+    combination (3) and its constants (5)."""
+    xp = array_module(F)
+    g, h = gamma(k, u), gamma(k + 8, np.finfo(F.dtype).eps / 2)
+    r = F.shape[-1] // 2
+    W, E = F[..., :r], F[..., r:]
+    return (1 + h) * xp.concatenate([(1 + g) * W, g * W + (1 + g) * E], axis=-1)
+
+
+def gamma(k, u):
+    """Higham's ``gamma_k = k u / (1 - k u)``: ``prod (1 + d_i)^{+-1} = 1 + t`` with
+    ``|t| <= gamma_k`` for k roundings ``|d_i| <= u`` (docs/math.md eq. (7.3b))."""
+    if not k * u < 1:
+        return np.inf
+    return k * u / (1 - k * u)
+
+
+def _stage_depths(blk):
+    """The most roundings in a row in a sum of :func:`hvp`'s stages at one layer, by
+    either evaluation order (the compiled kernels accumulate into one sum; the
+    array-module products round each product, then add): ``(forward y_l, (H x)_l,
+    z_{l-1})``, the first None for the loss layer (docs/math.md eq. (7.3c))."""
+    match blk:
+        case FirstLayer() | HiddenLayer():
+            B, m, q = blk.Dx.shape
+            n = blk.Dz.shape[2] if isinstance(blk, HiddenLayer) else 0
+            # y: q + n products summed; (H x)_l: Dx^T z over B samples, A x, then C y's
+            # two terms per sample (n + 2 deep each); z_{l-1}: Dz^T z over m units, S y,
+            # then C^T x's two terms per unit (q + 3 deep)
+            return q + n, 3 * B + q + n + 3, 2 * m + n + q + 4
+        case LossLayer():
+            (c, q), n, B = blk.Dx.shape, blk.W.shape[1], blk.Zt.shape[0]
+            # Lambda_t v: for the cross-entropy a sum over c classes, then a subtraction, a
+            # product, a division; for the MSE 2 v (exact), then a division by the integer
+            # B c, itself rounded where the arithmetic does not hold it (above 2^24 in float32)
+            k = 2 if blk.loss == "mse" else c + 3
+            # (H x)_L: Zt x or W y (q + n), Lambda_t, the sum over B samples, the delta
+            # term's addition and A x + C y; z_{L-1}: Zt x (q), Lambda_t, W^T's sum over c,
+            # G x's and S y's additions (S y: n deep)
+            return None, q + n + B + 2 + k, q + n + c + 2 + k
+
+
+def _loss_action_bound(blk, v):
+    """:func:`~tallskinny_np.blocks.loss_hessian_action` on absolute values, an upper
+    bound on ``|Lambda_s| v_s`` for v >= 0 (docs/math.md eq. (7.3c)): for the
+    cross-entropy its subtraction an addition, ``pi_s * (v_s + pi_s . v_s) / B``; for the
+    MSE the action itself, ``2 v_s / (B c)``, since ``Lambda_s = 2 I / (B c)`` has no
+    negative entry."""
+    if blk.loss == "mse":
+        return loss_hessian_action(blk, v)
+    p = blk.pi[:, :, None]
+    return p * (v + (p * v).sum(axis=1, keepdims=True)) / blk.pi.shape[0]
+
+
+def _loss_A_bound(blk, x):
+    """:func:`A_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
+    v = (blk.Zt @ x).transpose(1, 0, 2)
+    return blk.Zt.T @ _loss_action_bound(blk, v).transpose(1, 0, 2)
+
+
+def _loss_C_bound(blk, y):
+    """:func:`C_mv` of the loss layer on absolute values (``blk``, y >= 0)."""
+    F = _loss_action_bound(blk, blk.W @ y)
+    Cy = (F.transpose(1, 2, 0) @ blk.Zt).transpose(0, 2, 1)
+    if blk.G is not None:
+        B, n, r = y.shape
+        Cy[:, :n] += (blk.G.T @ y.reshape(B, n * r)).reshape(-1, n, r)
+    return Cy
+
+
+def _loss_CT_bound(blk, x):
+    """:func:`CT_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
+    xz = (blk.Zt @ x).transpose(1, 0, 2)
+    out = blk.W.T @ _loss_action_bound(blk, xz)
+    if blk.G is not None:
+        m, n, r = x.shape[0], blk.W.shape[1], x.shape[-1]
+        out += (blk.G @ x[:, :n].reshape(m, n * r)).reshape(-1, n, r)
+    return out
 
 
 @njit(cache=True, error_model="numpy")

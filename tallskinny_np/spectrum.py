@@ -260,7 +260,7 @@ def lambda_min(curv, tol=1e-8):
     try:
         # inverse iteration needs no certificate
         u = inverse_iteration(lambda v: certified_solve(curv, v, -lo, "riccati", 3,
-                                                        "return")[0], u)
+                                                        "return", prove=False)[0], u)
         rq = float((u[:, 0] @ curv.hvp(u[:, 0])))
     except np.linalg.LinAlgError:            # lo sits on the eigenvalue itself
         return lo

@@ -41,7 +41,8 @@ class Activation(NamedTuple):
     ``f``, ``df`` and ``d2f`` map a pre-activation array U to ``sigma(U)``,
     ``sigma'(U)`` and ``sigma''(U)``, each of U's shape and dtype; ``kinks`` lists the
     points where a piecewise-linear activation is not differentiable (the verifier keeps
-    its test points away from them).
+    its test points away from them); ``values``, optional, gives all three at once where
+    they share their work (tanh, the logistic function, Phi), as the built-in ones do.
 
     Examples
     --------
@@ -56,6 +57,7 @@ class Activation(NamedTuple):
     df: Callable     # sigma'(U)
     d2f: Callable    # sigma''(U)
     kinks: tuple = ()
+    values: Callable | None = None   # U -> (f, df, d2f) at once, sharing their work
 
 
 def _logistic(U):
@@ -73,37 +75,17 @@ def _logistic(U):
     return s, s1, s2
 
 
-def _tanh_d1(U):
+def _tanh(U):
+    """``(t, 1 - t^2, -2 t (1 - t^2))`` with ``t = tanh(U)``, eq. (2.1)."""
     t = array_module(U).tanh(U)
-    return 1 - t * t
-
-
-def _tanh_d2(U):
-    t = array_module(U).tanh(U)
-    return -2 * t * (1 - t * t)
+    s1 = 1 - t * t
+    return t, s1, -2 * t * s1
 
 
 def _softplus(U):
     # softplus(u) = max(u, 0) + log1p(exp(-|u|)); its derivatives are the logistic's
     xp = array_module(U)
     return xp.maximum(U, 0) + xp.log1p(xp.exp(-xp.abs(U)))
-
-
-def _silu(U):
-    return U * _logistic(U)[0]
-
-
-def _silu_d1(U):
-    """``s + u s'`` with s the logistic function, eq. (2.3d)."""
-    s, s1, _ = _logistic(U)
-    return s + U * s1
-
-
-def _silu_d2(U):
-    """``2 s' + u s''``, eq. (2.3d): ``s''`` underflows to 0 before ``u`` could overflow
-    the product."""
-    _, s1, s2 = _logistic(U)
-    return 2 * s1 + U * s2
 
 
 def _erfc(U):
@@ -126,20 +108,23 @@ def _normal_pdf(U):
     return xp.exp(-0.5 * V * V) * (1 / math.sqrt(2 * math.pi))
 
 
-def _gelu(U):
-    return U * _normal_cdf(U)
-
-
-def _gelu_d1(U):
-    """``Phi(u) + u phi(u)``, eq. (2.3c)."""
-    return _normal_cdf(U) + U * _normal_pdf(U)
-
-
-def _gelu_d2(U):
-    """``phi(u) (2 - u^2)``, eq. (2.3c), at U clipped with phi (``_normal_pdf``)."""
+def _gelu_values(U):
+    """gelu and its derivatives from one evaluation of Phi and phi, eq. (2.3c)."""
     xp = array_module(U)
     V = xp.clip(U, -40, 40)
-    return _normal_pdf(V) * (2 - V * V)
+    cdf, pdf = _normal_cdf(U), _normal_pdf(V)
+    return U * cdf, cdf + U * pdf, pdf * (2 - V * V)
+
+
+def _silu_values(U):
+    """silu and its derivatives from one evaluation of the logistic function, eq. (2.3d)."""
+    s, s1, s2 = _logistic(U)
+    return U * s, s + U * s1, 2 * s1 + U * s2
+
+
+def _part(values, i):
+    """The i-th of the three values of ``values`` (an activation's ``values``), alone."""
+    return lambda U: values(U)[i]
 
 
 def _zeros(U):
@@ -191,15 +176,19 @@ def _elu_d2(U):
 
 
 ACTIVATIONS = {a.name: a for a in (
-    Activation("tanh", lambda U: array_module(U).tanh(U), _tanh_d1, _tanh_d2),
-    Activation("sigmoid", lambda U: _logistic(U)[0], lambda U: _logistic(U)[1],
-               lambda U: _logistic(U)[2]),
-    Activation("softplus", _softplus, lambda U: _logistic(U)[0], lambda U: _logistic(U)[1]),
+    Activation("tanh", lambda U: array_module(U).tanh(U), _part(_tanh, 1), _part(_tanh, 2),
+               values=_tanh),
+    Activation("sigmoid", _part(_logistic, 0), _part(_logistic, 1), _part(_logistic, 2),
+               values=_logistic),
+    Activation("softplus", _softplus, _part(_logistic, 0), _part(_logistic, 1),
+               values=lambda U: (_softplus(U),) + _logistic(U)[:2]),
     Activation("identity", _identity, _ones, _zeros),
     Activation("relu", _relu, _relu_d1, _zeros, kinks=(0.0,)),
     Activation("leaky_relu", _leaky_relu, _leaky_relu_d1, _zeros, kinks=(0.0,)),
-    Activation("gelu", _gelu, _gelu_d1, _gelu_d2),
-    Activation("silu", _silu, _silu_d1, _silu_d2),
+    Activation("gelu", _part(_gelu_values, 0), _part(_gelu_values, 1),
+               _part(_gelu_values, 2), values=_gelu_values),
+    Activation("silu", _part(_silu_values, 0), _part(_silu_values, 1),
+               _part(_silu_values, 2), values=_silu_values),
     Activation("elu", _elu, _elu_d1, _elu_d2, kinks=(0.0,)),
 )}
 """The built-in activations by name (docs/math.md section 2.1, table (2.3a))."""
@@ -208,7 +197,9 @@ ACTIVATIONS = {a.name: a for a in (
 def evaluate(act, U):
     """``(sigma(U), sigma'(U), sigma''(U))`` of the :class:`Activation` act (eq. (2.1)
     and section 2.1's table), each of U's dtype."""
-    return tuple(g(U).astype(U.dtype, copy=False) for g in (act.f, act.df, act.d2f))
+    values = (act.values(U) if act.values is not None
+              else (act.f(U), act.df(U), act.d2f(U)))
+    return tuple(v.astype(U.dtype, copy=False) for v in values)
 
 
 def value(act, U):

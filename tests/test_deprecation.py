@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature, certify, curvature, krylov, spectrum
-from tallskinny_np.optim import DampedNewton
+from tallskinny_np.optim import SGD, Adam, DampedNewton
 from tallskinny_np.riccati import riccati_factor, riccati_solve
 
 
@@ -43,3 +43,14 @@ def test_moved_names(curv):
         assert curvature.DENSE_INERTIA_MAX == spectrum.DENSE_INERTIA_MAX
     with pytest.raises(AttributeError):
         curvature.NO_SUCH_NAME
+
+
+def test_the_first_order_marker():
+    """``kind is None`` marked first order; ``order`` does now, and ``kind`` still reads
+    None, with a warning."""
+    for opt in (SGD(0.1), Adam(0.01)):
+        assert opt.order == 1
+        with pytest.warns(DeprecationWarning, match=rf"{type(opt).__name__}\.kind is "
+                                                    r"deprecated; first-order optimizers"):
+            assert opt.kind is None
+    assert DampedNewton().kind == "hessian"

@@ -1,9 +1,19 @@
 """First-order optimizers (docs/math.md section 2 gives the gradient): SGD with heavy-ball
 momentum and Adam, on flat parameter vectors (NumPy or CuPy), and the loss and gradient of
 a batch by one forward and one backward pass."""
+import warnings
+
 from ..backend import array_module
 from ..blocks import gradient, linearize
 from .checks import real
+
+
+@property
+def _kind(self):
+    """Deprecated: None, the curvature kind of a first-order step; ``order`` is 1."""
+    warnings.warn(f"{type(self).__name__}.kind is deprecated; first-order optimizers have "
+                  f"order = 1", DeprecationWarning, stacklevel=2)
+    return None
 
 
 def loss_and_gradient(net, params, X, y):
@@ -77,6 +87,7 @@ class SGD:
     array([ 0.72, -1.44])
     """
     order = 1
+    kind = _kind
 
     def __init__(self, lr, momentum=0.9):
         self.lr = real("lr", lr, "> 0", lambda x: x > 0)
@@ -119,6 +130,7 @@ class Adam:
     array([ 0.9, -1.9])
     """
     order = 1
+    kind = _kind
 
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         self.lr = real("lr", lr, "> 0", lambda x: x > 0)

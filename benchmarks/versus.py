@@ -80,6 +80,13 @@ def run(checkout, nets, rounds):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def commit(checkout):
+    """The checkout's commit (``git rev-parse --short HEAD``), or "not a git checkout"."""
+    done = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "not a git checkout"
+
+
 def compare(here, base):
     """Per operation: the medians here and in the base, and the median of the pairs'
     ratios with the ratios themselves."""
@@ -132,7 +139,7 @@ def main(argv=None):
     nets = networks(args.quick)
     rounds = 1 if args.quick else 3
     pairs = 1 if args.quick else args.pairs
-    result = {"base": args.base, "quick": args.quick, "pairs": pairs,
+    result = {"base": f"{args.base} ({commit(args.base)})", "quick": args.quick, "pairs": pairs,
               "load_start": os.getloadavg()}
     here, base = [], []
     for _ in range(pairs):

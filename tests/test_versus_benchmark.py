@@ -17,6 +17,9 @@ def test_a_quick_run_against_this_checkout(tmp_path):
     done = versus("--base", str(ROOT), "--out", str(tmp_path), "--quick")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "versus.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    assert result["base"] == f"{ROOT} ({head or 'not a git checkout'})"
     rows = result["rows"]
     assert {"digits (4, 4) gradient", "digits (4, 4) hessian certified solve",
             "digits (4, 4) ggn inertia"} <= set(rows)

@@ -48,11 +48,13 @@ def DzT_mv(blk, z):
     return blk.Dz.transpose(0, 2, 1) @ z
 
 
-def A_mv(blk, x):
+def A_mv(blk, x, action=loss_hessian_action):
     """``A_l x_l``: block-diagonal over output units; for layer 1 through its factors
     (O(B m q)); for the loss layer as ``sum_s (Lambda_s v_s) zt_s^T`` with
-    ``v_s = x zt_s`` (O(B c q)). Applying ``Lambda_s`` before the second ``zt_s`` keeps the
-    product finite where ``Lambda_s`` vanishes and ``|zt_s|^2`` overflows."""
+    ``v_s = x zt_s`` (O(B c q)), ``action(blk, v)`` applying the ``Lambda_s`` (their
+    absolute-value bound in :func:`hvp_rounding`). Applying ``Lambda_s`` before the second
+    ``zt_s`` keeps the product finite where ``Lambda_s`` vanishes and ``|zt_s|^2``
+    overflows."""
     match blk:
         case FirstLayer():
             v = blk.A.Zt @ x                                # v[k, s] = zt_s . x_k
@@ -61,7 +63,7 @@ def A_mv(blk, x):
             return blk.A @ x
         case LossLayer():
             v = (blk.Zt @ x).transpose(1, 0, 2)             # v[s, k] = x_k . zt_s
-            return blk.Zt.T @ loss_hessian_action(blk, v).transpose(1, 0, 2)
+            return blk.Zt.T @ action(blk, v).transpose(1, 0, 2)
 
 
 def S_mv(blk, y):
@@ -69,23 +71,24 @@ def S_mv(blk, y):
     return blk.S @ y
 
 
-def _cross_factors(blk):
+def _cross_factors(blk, action):
     """C's factors (:func:`tallskinny_np.blocks.dense_C`) as the products use them: the
     function that maps ``v = W y`` ``(B, m, r)`` to ``F_t y_t`` (``R[t] * v_t`` for a
-    hidden layer, ``Lambda_t v_t`` for the loss layer), and the delta term's coefficients
-    g (None for the GGN's loss layer)."""
+    hidden layer, ``action(blk, v)``, the ``Lambda_t v_t``, for the loss layer), and the
+    delta term's coefficients g (None for the GGN's loss layer)."""
     match blk:
         case HiddenLayer():
             return (lambda Wy: blk.R[:, :, None] * Wy), blk.bS1
         case LossLayer():
-            return (lambda Wy: loss_hessian_action(blk, Wy)), blk.G
+            return (lambda Wy: action(blk, Wy)), blk.G
 
 
-def C_mv(blk, y):
+def C_mv(blk, y, action=loss_hessian_action):
     """``C_l y_{l-1}`` ``(m, q, r)`` for y ``(B, n, r)`` from C's factors (eqs. (2.13),
     (2.17)): ``sum_t (F_t W y_t) zt_t^T`` plus the delta term ``g^T y`` in the weight
-    columns, ``O(B m (n + q))`` per column instead of the dense ``m q B n``."""
-    coef, g = _cross_factors(blk)
+    columns, ``O(B m (n + q))`` per column instead of the dense ``m q B n``; ``action`` as
+    in :func:`A_mv`."""
+    coef, g = _cross_factors(blk, action)
     F = coef(blk.W @ y)                                     # (B, m, r)
     Cy = (F.transpose(1, 2, 0) @ blk.Zt).transpose(0, 2, 1)  # (m, q, r)
     if g is not None:
@@ -94,10 +97,11 @@ def C_mv(blk, y):
     return Cy
 
 
-def CT_mv(blk, x):
+def CT_mv(blk, x, action=loss_hessian_action):
     """``C_l^T x_l`` ``(B, n, r)`` for x ``(m, q, r)`` from C's factors (:func:`C_mv`'s
-    transpose): ``W^T F_t (x zt_t)`` plus ``x[:, :n]^T g_t``."""
-    coef, g = _cross_factors(blk)
+    transpose): ``W^T F_t (x zt_t)`` plus ``x[:, :n]^T g_t``; ``action`` as in
+    :func:`A_mv`."""
+    coef, g = _cross_factors(blk, action)
     xz = (blk.Zt @ x).transpose(1, 0, 2)                    # (B, m, r): x_k . zt_t
     out = blk.W.T @ coef(xz)                                # (B, n, r)
     if g is not None:
@@ -198,11 +202,12 @@ def hvp_rounding(blocks, xs, u=None):
     loss = _absolute(xp, layers[-1])
     depth_out, depth_z = _stage_depths(layers[-1])[1:]
     out = [None] * len(layers)
-    out[-1] = _stage(_loss_A_bound(loss, exact[-1]) + _loss_C_bound(loss, ys[-1]),
-                     depth_out, u)
-    z = _stage(_loss_CT_bound(loss, exact[-1]) + S_mv(loss, ys[-1]), depth_z, u)
+    out[-1] = _stage(A_mv(loss, exact[-1], _loss_action_bound)
+                     + C_mv(loss, ys[-1], _loss_action_bound), depth_out, u)
+    z = _stage(CT_mv(loss, exact[-1], _loss_action_bound) + S_mv(loss, ys[-1]), depth_z, u)
     for l in range(len(layers) - 2, -1, -1):
         _, depth_out, depth_z = _stage_depths(layers[l])
+        # |blocks| again rather than kept from the forward sweep: one layer's copy at a time
         Hx, z = _backward_layer(_absolute(xp, layers[l]), exact[l],
                                 ys[l - 1] if l > 0 else None, z)
         out[l] = _stage(Hx, depth_out, u)
@@ -275,32 +280,6 @@ def _loss_action_bound(blk, v):
         return loss_hessian_action(blk, v)
     p = blk.pi[:, :, None]
     return p * (v + (p * v).sum(axis=1, keepdims=True)) / blk.pi.shape[0]
-
-
-def _loss_A_bound(blk, x):
-    """:func:`A_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
-    v = (blk.Zt @ x).transpose(1, 0, 2)
-    return blk.Zt.T @ _loss_action_bound(blk, v).transpose(1, 0, 2)
-
-
-def _loss_C_bound(blk, y):
-    """:func:`C_mv` of the loss layer on absolute values (``blk``, y >= 0)."""
-    F = _loss_action_bound(blk, blk.W @ y)
-    Cy = (F.transpose(1, 2, 0) @ blk.Zt).transpose(0, 2, 1)
-    if blk.G is not None:
-        B, n, r = y.shape
-        Cy[:, :n] += (blk.G.T @ y.reshape(B, n * r)).reshape(-1, n, r)
-    return Cy
-
-
-def _loss_CT_bound(blk, x):
-    """:func:`CT_mv` of the loss layer on absolute values (``blk``, x >= 0)."""
-    xz = (blk.Zt @ x).transpose(1, 0, 2)
-    out = blk.W.T @ _loss_action_bound(blk, xz)
-    if blk.G is not None:
-        m, n, r = x.shape[0], blk.W.shape[1], x.shape[-1]
-        out += (blk.G @ x[:, :n].reshape(m, n * r)).reshape(-1, n, r)
-    return out
 
 
 @njit(cache=True, error_model="numpy")

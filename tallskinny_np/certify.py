@@ -178,19 +178,21 @@ def _two_sum(a, b):
     return s, (a - (s - bb)) + (b - bb)
 
 
-def _split(a):
-    """Veltkamp's split of a float64 into two halves of 26 bits: ``hi + lo = a``."""
-    c = 134217729.0 * a                               # 2^27 + 1
-    hi = c - (c - a)
-    return hi, a - hi
-
-
 def _two_prod(a, b):
-    """Dekker's TwoProduct: ``p + t = a b`` exactly, ``p = fl(a b)`` (no FMA needed)."""
+    """Dekker's TwoProduct: ``p + t = a b`` exactly, ``p = fl(a b)`` (no FMA needed), with
+    Veltkamp's split of each factor into two halves of 26 bits (``2^27 + 1``)."""
     p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
+    c = 134217729.0 * a
+    ah = c - (c - a)
+    c = 134217729.0 * b
+    bh = c - (c - b)
+    al, bl = a - ah, b - bh
     return p, al * bl - (((p - ah * bh) - al * bh) - ah * bl)
+
+
+# The same arithmetic on scalars, compiled, for the compiled matrix product.
+_word_two_sum = njit(cache=True, inline="always")(_two_sum)
+_word_two_prod = njit(cache=True, inline="always")(_two_prod)
 
 
 class DoubleWord:
@@ -314,24 +316,6 @@ class DoubleWord:
 def join_words(join, parts):
     """:meth:`MLP.join` of per-layer double words."""
     return DoubleWord(join([p.hi for p in parts]), join([p.lo for p in parts]))
-
-
-@njit(cache=True, inline="always")
-def _word_two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@njit(cache=True, inline="always")
-def _word_two_prod(a, b):
-    p = a * b
-    c = 134217729.0 * a
-    ah = c - (c - a)
-    c = 134217729.0 * b
-    bh = c - (c - b)
-    al, bl = a - ah, b - bh
-    return p, al * bl - (((p - ah * bh) - al * bh) - ah * bl)
 
 
 @njit(cache=True)

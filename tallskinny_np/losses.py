@@ -73,10 +73,11 @@ def hessian_action(loss, pi, v):
     return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
 
 
-def hessian_diagonal(loss, pi, shape, like):
-    """The diagonals of the ``Lambda_s`` as a ``shape = (B, c)`` array of ``like``'s array
-    module and dtype: ``pi (1 - pi) / B`` (eq. (2.14)) or ``2 / (B c)`` (eq. (2.14a))."""
+def hessian_diagonal(loss, pi, Zt, c):
+    """The diagonals of the ``Lambda_s`` as a ``(B, c)`` array of the dtype and array module
+    of the loss layer's inputs Zt ``(B, q)``: ``pi (1 - pi) / B`` (eq. (2.14)) or
+    ``2 / (B c)`` (eq. (2.14a))."""
+    B = Zt.shape[0]
     if loss == "mse":
-        B, c = shape
-        return array_module(like).full(shape, 2 / (B * c), dtype=like.dtype)
-    return pi * (1 - pi) / shape[0]
+        return array_module(Zt).full((B, c), 2 / (B * c), dtype=Zt.dtype)
+    return pi * (1 - pi) / B

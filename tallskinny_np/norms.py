@@ -17,8 +17,7 @@ def probe_norm(curv, shift):
     lower bound, ``(A_L)_{(k,j),(k,j)} = sum_s (Lambda_s)_kk zt_sj^2``."""
     if curv._loss_diagonal is None:
         loss = curv.blocks.layers[-1]
-        var = hessian_diagonal(loss.loss, loss.pi, loss.Dz.shape[:1] + loss.W.shape[:1],
-                               loss.Zt)
+        var = hessian_diagonal(loss.loss, loss.pi, loss.Zt, loss.W.shape[0])
         # var before either zt: zt^2 alone overflows where a saturated softmax is 0
         diagonal = ((var[:, :, None] * loss.Zt[:, None, :]) * loss.Zt[:, None, :]).sum(axis=0)
         curv._loss_diagonal = (float(diagonal.min()), float(diagonal.max()))

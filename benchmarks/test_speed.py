@@ -15,7 +15,12 @@
   embedded digits, 32 samples, depth 16, width 8, tanh, bias): ``Curvature(..., kind)`` plus
   ``solve(grad, 0.1)``, for the GGN and the Hessian, against one Adam step (forward,
   backward, update) on the same batch: each timed by pytest-benchmark, and the ratio also
-  in alternating blocks of both (:func:`_paired`), which the report judges.
+  in alternating blocks of both (:func:`_paired`), which the report judges;
+- ``newton-step``: one step of the damped Newton optimizer (``DampedNewton.step``, the
+  curvature built, its step solved, the model and one trial loss) on the same problem at
+  the point where the default ``ggn-newton`` switches (Gauss-Newton steps from the
+  initialisation until the batch loss is at most 0.1), with the Hessian against the GGN,
+  same parameters and damping, in alternating blocks (the report judges their ratio).
 """
 import json
 import os
@@ -29,7 +34,7 @@ import numpy as np
 import pytest
 
 from tallskinny_np import MLP, Curvature, backend
-from tallskinny_np.optim import Adam, loss_and_gradient
+from tallskinny_np.optim import Adam, DampedNewton, loss_and_gradient
 from tallskinny_np.riccati import riccati_factor
 
 from . import flops
@@ -159,23 +164,57 @@ def test_exact_step(benchmark, settings, step):
             trace_memory=False)
 
 
-def _paired(exact_step, adam_step, blocks, steps=5, adam_steps=20):
-    """The exact step against Adam's in alternating blocks (``steps`` exact steps, then
-    ``adam_steps`` Adam steps, each block after one untimed call), so that a change in the
-    shared machine's load hits both sides of a ratio: the median over the blocks of the
-    ratio of their medians, and the medians of all the times of each."""
-    ratios, exact, adam = [], [], []
+def switch_point(net, params, X, y, loss_at, switch_loss=0.1):
+    """The parameters and damping after Gauss-Newton steps from ``params`` until the batch
+    loss is at most ``switch_loss`` (where ``ggn-newton`` takes its first Newton step)."""
+    opt = DampedNewton(kind="ggn")
+    for _ in range(200):
+        loss, g, _ = loss_and_gradient(net, params, X, y)
+        if loss <= switch_loss:
+            return params, opt.state["damping"]
+        params, _ = opt.step(params, loss, g, Curvature(net, params, X, y, kind="ggn"),
+                             loss_at)
+    raise RuntimeError(f"Gauss-Newton did not reach a loss of {switch_loss} in 200 steps")
+
+
+def test_newton_step(benchmark, settings):
+    """The damped Newton optimizer's step with the Hessian against the same step with the
+    GGN (module docstring, ``newton-step``)."""
+    net, params, X, y = memorisation_problem()
+    loss_at = lambda p: float(net.loss(p, X, y))
+    params, damping = switch_point(net, params, X, y, loss_at)
+    loss, g, _ = loss_and_gradient(net, params, X, y)
+    benchmark.group = "speed: one damped Newton step at the switch"
+    benchmark.extra_info.update(suite="speed", series="newton-step", n_params=net.n_params,
+                                batch=len(y), L=net.n_layers, width=8, damping=damping,
+                                loss=loss, threads=backend.SWEEP_THREADS)
+
+    def step(kind):
+        opt = DampedNewton(damping=damping, kind=kind)
+        return opt.step(params, loss, g, Curvature(net, params, X, y, kind=kind), loss_at)
+
+    benchmark.extra_info.update(_paired(lambda: step("hessian"), lambda: step("ggn"),
+                                        settings.max_rounds, steps=5, base_steps=5))
+    measure(benchmark, lambda: step("hessian"), settings, trace_memory=False)
+
+
+def _paired(step, base_step, blocks, steps=5, base_steps=20):
+    """A step against a baseline step in alternating blocks (``steps`` timed calls of
+    ``step``, then ``base_steps`` of ``base_step``, each block after one untimed call), so
+    that a change in the shared machine's load hits both sides of a ratio: the median over
+    the blocks of the ratio of their medians, and the medians of all the times of each."""
+    ratios, times_step, times_base = [], [], []
     for _ in range(blocks):
-        times = []
-        for f, n in ((exact_step, steps), (adam_step, adam_steps)):
+        medians = []
+        for f, n, kept in ((step, steps, times_step), (base_step, base_steps, times_base)):
             f()
             block = []
             for _ in range(n):
                 t0 = time.perf_counter()
                 f()
                 block.append(time.perf_counter() - t0)
-            times.append(float(np.median(block)))
-            (exact if f is exact_step else adam).extend(block)
-        ratios.append(times[0] / times[1])
-    return dict(paired_ratio=float(np.median(ratios)), paired_exact=float(np.median(exact)),
-                paired_adam=float(np.median(adam)), paired_blocks=blocks)
+            medians.append(float(np.median(block)))
+            kept.extend(block)
+        ratios.append(medians[0] / medians[1])
+    return dict(paired_ratio=float(np.median(ratios)), paired_step=float(np.median(times_step)),
+                paired_base=float(np.median(times_base)), paired_blocks=blocks)

@@ -34,6 +34,7 @@ REFINE_TARGET = 10     # refinement stops at a backward error of 10 eps
 GMRES_OUTER = 5        # GMRES-IR: corrections at most (each from one GMRES run)
 GMRES_RESTART = 30     # GMRES steps per correction
 GMRES_RTOL = 1e-10     # the inner GMRES's relative residual target
+STEP_BOUND = 2 ** -26  # sqrt(eps): an optimizer's step is refined only above this
 class SolveInfo(NamedTuple):
     """What :func:`solve` certified, per right-hand side (column)."""
     backward_error: np.ndarray   # (k,): bounds on the normwise backward errors against the
@@ -176,7 +177,7 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
 
 def modified_solve(curv, b, damping, floor, refine=3):
     """``F^{-1} b`` for the positive definite ``F = H + damping I + E`` of the modified
-    sweep (docs/math.md section 8.3, eq. (8.8)): the Riccati sweep with each pivot
+    sweep (docs/math.md section 8.3, eq. (8.10)): the Riccati sweep with each pivot
     ``Qxx_l`` replaced by ``V max(|Lambda|, floor I) V^T`` as it is formed, so that
     ``E = blockdiag(E_l)`` over the layers' parameters, positive semi-definite, and
     ``E = 0`` when ``H + (damping - floor) I`` is positive definite.
@@ -191,7 +192,7 @@ def modified_solve(curv, b, damping, floor, refine=3):
     damping : float
         The shift added before the modification (>= 0 for a GGN).
     floor : float
-        delta of eq. (8.7), > 0: the smallest pivot eigenvalue.
+        delta of eq. (8.9), > 0: the smallest pivot eigenvalue.
     refine : int
         Refinement steps at most.
 
@@ -199,7 +200,7 @@ def modified_solve(curv, b, damping, floor, refine=3):
     -------
     x : array, the shape of b
     e_norm : float
-        ``||E||_2 = max_l ||E_l||_2``, eq. (8.9).
+        ``||E||_2 = max_l ||E_l||_2``, eq. (8.11).
 
     Raises
     ------
@@ -276,6 +277,49 @@ def solve_dampings(curv, b, dampings, method="riccati", refine=3):
     return [solve(curv, b, d, method=method, refine=refine) for d in dampings]
 
 
+def step_solve(curv, g, damping):
+    """The optimizers' solve (docs/math.md eqs. (8.2)-(8.3)): ``x = (H + damping I)^{-1} g``
+    from one Riccati factorization, GMRES-IR only where a bound on its backward error
+    (with the free lower bound on ``||H + damping I||``) exceeds :data:`STEP_BOUND`, and
+    the model's curvature term ``x^T H x = x^T (g - r) - damping x^T x`` from the residual
+    ``r = g - (H + damping I) x`` of that bound, in place of another product. The
+    reduction ratio judges the step: a backward error of ``sqrt(eps)`` changes it in
+    digits no one reads, while certifying a smaller one would cost the Lanczos bound on
+    the norm (20 products) whenever the free one is loose, as near a memorised batch.
+
+    Parameters
+    ----------
+    curv : Curvature
+    g : array, shape ``(n_params,)``
+    damping : float
+
+    Returns
+    -------
+    x : array, shape ``(n_params,)``
+    xHx : float
+        ``x^T H x``.
+
+    Raises
+    ------
+    SingularPivotError
+        ``H + damping I`` is singular to working precision.
+    UncertifiedSolveError
+        The factorization gave no finite solution.
+    """
+    damping = curv._check_damping(damping)
+    G, _ = curv._columns(g, "g")
+    bound = backward_error_bound(curv.n_params, curv.net.dtype)
+    with sweep_threads(), np.errstate(all="ignore"):
+        curv._factor(damping, "riccati")
+        solved = _solve_with(curv, "riccati", G, damping, 0, max(bound, STEP_BOUND))
+    if solved is None:
+        raise UncertifiedSolveError(np.full(1, np.inf), bound, "factor")
+    X, R, _, _ = solved
+    _check_singular(curv, G, X, damping, bound, "riccati")
+    x = X[:, 0]
+    return x, float(x @ (G[:, 0] - R[:, 0])) - damping * float(x @ x)
+
+
 def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
                     fallback=True, prove=True):
     """The chain of :func:`solve` on the columns of B (n_params, k): each
@@ -313,7 +357,7 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
             solved = _solve_with(curv, m, Bt, shift, refine, residual_bound)
         if solved is None:
             continue                         # an exactly singular pivot
-        Xt, eta_t, steps = solved
+        Xt, _, eta_t, steps = solved
         for i, j in enumerate(todo):
             paths[j] += steps[i]
         better = np.flatnonzero(eta_t < eta[todo])
@@ -343,8 +387,9 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
 
 def _solve_with(curv, method, B, shift, refine, bound):
     """Steps 1-3 of :func:`solve` with one factorization: its solve, fixed-precision
-    refinement, GMRES-IR on the columns still above ``bound``. Returns ``(X, backward
-    error bounds, the steps of each column)``, or None for a non-finite solve."""
+    refinement, GMRES-IR on the columns still above ``bound``. Returns ``(X, residuals
+    B - (H + shift I) X, backward error bounds, the steps of each column)``, or None for
+    a non-finite solve."""
     xp = array_module(B)
     X = curv._solve_columns(B, shift, method)
     if not bool(xp.all(xp.isfinite(X))):
@@ -362,11 +407,11 @@ def _solve_with(curv, method, B, shift, refine, bound):
     # alone did not certify) it also goes on down to the refinement's target.
     aim = target if shift in curv._norm_bounds else bound
     for i in np.flatnonzero(~(eta <= aim)):
-        x, e = _gmres_refinement(curv, B[:, i], X[:, i], R[:, i], shift, method, aim)
+        x, r, e = _gmres_refinement(curv, B[:, i], X[:, i], R[:, i], shift, method, aim)
         steps[i].append("gmres")
         if e < eta[i]:
-            X[:, i], eta[i] = x, e
-    return X, eta, steps
+            X[:, i], R[:, i], eta[i] = x, r, e
+    return X, R, eta, steps
 
 
 def _gmres_refinement(curv, b, x, r, shift, method, aim):
@@ -374,7 +419,7 @@ def _gmres_refinement(curv, b, x, r, shift, method, aim):
     correction equation ``(H + shift I) d = r`` solved by GMRES preconditioned with the
     factorization, the residual recomputed with the exact product, until the backward
     error bound is at most ``aim`` or stops decreasing. Returns the best
-    ``(x, backward error bound)``."""
+    ``(x, its residual, backward error bound)``."""
     def apply(v):
         return curv._shifted_product(v[:, None], shift)[:, 0]
 
@@ -392,7 +437,7 @@ def _gmres_refinement(curv, b, x, r, shift, method, aim):
         x, r, eta = x_new, r_new, e
         if eta <= aim:
             break
-    return x, eta
+    return x, r, eta
 
 
 def _backward_errors(curv, R, X, B, shift, bound):

@@ -254,6 +254,11 @@ class Curvature:
         return certified.solve(self, b, damping, method, refine, return_info, uncertified,
                                fallback)
 
+    def step_solve(self, g, damping):
+        """``x = (H + damping I)^{-1} g`` uncertified, for an optimizer's step, and
+        ``x^T H x`` from its residual: :func:`tallskinny_np.certified.step_solve`."""
+        return certified.step_solve(self, g, damping)
+
     def modified_solve(self, b, damping, floor, refine=3):
         """``(H + damping I + E)^{-1} b`` and ``||E||_2``: :func:`certified.modified_solve`."""
         return certified.modified_solve(self, b, damping, floor, refine)

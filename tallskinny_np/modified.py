@@ -1,4 +1,4 @@
-"""The modified pivot of the modified-Newton sweep (docs/math.md section 8.3, eq. (8.7)):
+"""The modified pivot of the modified-Newton sweep (docs/math.md section 8.3, eq. (8.9)):
 a symmetric ``Qxx = V Lambda V^T`` replaced by ``M = V max(|Lambda|, delta I) V^T``, the
 nearest matrix with the eigenvectors of Qxx and eigenvalues of modulus at least delta."""
 from .backend import array_module
@@ -7,7 +7,7 @@ from .backend import array_module
 def modified_pivot(Qxx, floor):
     """``(M, E)``: the positive definite pivot ``M = V max(|Lambda|, floor I) V^T`` and
     ``E = M - Qxx = V (max(|Lambda|, floor I) - Lambda) V^T``, positive semi-definite
-    (docs/math.md eqs. (8.7), (8.8)), for a symmetric ``Qxx`` (``p x p``) and ``floor > 0``.
+    (docs/math.md eqs. (8.9), (8.10)), for a symmetric ``Qxx`` (``p x p``) and ``floor > 0``.
 
     Examples
     --------

@@ -144,7 +144,7 @@ def riccati_factor(blocks, damping, inertia=False, modify=None, *, _strategy=Non
     ``Qxx_l``, as soon as it is formed, is replaced by the positive definite
     ``V max(|Lambda|, delta I) V^T`` (:func:`tallskinny_np.modified.modified_pivot`) and the
     sweep goes on with it, so that the factors are those of ``H + eps I + blockdiag(E_l)``
-    (eq. (8.8)), with the blocks ``E_l`` in ``modification``. It runs the dense
+    (eq. (8.10)), with the blocks ``E_l`` in ``modification``. It runs the dense
     array-module stages, which form each pivot whole.
 
     Parameters
@@ -233,7 +233,7 @@ def riccati_factor(blocks, damping, inertia=False, modify=None, *, _strategy=Non
                 p = layer_size(blk)[0]
                 Qxx = _sum(dense_A(blk), DxPDx)
                 Qxx[xp.arange(p), xp.arange(p)] += eps
-                if modify is not None:             # docs/math.md eq. (8.7)
+                if modify is not None:             # docs/math.md eq. (8.9)
                     Qxx, modification[l] = modified_pivot(Qxx, modify)
                 f = sym_factor(Qxx, positive_definite=pd_l or modify is not None,
                                strategy=strategy)

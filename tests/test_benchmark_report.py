@@ -209,8 +209,17 @@ def test_exact_step_is_judged_on_its_paired_ratio():
     and the separately timed one is still shown."""
     records = [dict(suite="speed", series="exact-step", step="adam", median=1e-3),
                dict(suite="speed", series="exact-step", step="ggn", median=29e-3,
-                    paired_ratio=31.0, paired_exact=9.3e-3, paired_adam=0.3e-3,
+                    paired_ratio=31.0, paired_step=9.3e-3, paired_base=0.3e-3,
                     paired_blocks=15)]
     (text, state, measured), = report.speed_targets(records)
     assert state == "MISSED" and "ggn" in text
     assert measured.startswith("31.0x in 15 alternating blocks") and "29.0x" in measured
+
+
+@pytest.mark.parametrize("ratio, state", [(1.05, "MET"), (1.2, "MISSED")])
+def test_newton_step_is_judged_against_the_gauss_newton_step(ratio, state):
+    records = [dict(suite="speed", series="newton-step", paired_ratio=ratio,
+                    paired_step=ratio * 1e-2, paired_base=1e-2, paired_blocks=9)]
+    (text, got, measured), = report.speed_targets(records)
+    assert got == state and "Hessian <= 1.1 times" in text
+    assert measured.startswith(f"{ratio:.2f}x in 9 alternating blocks")

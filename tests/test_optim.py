@@ -44,6 +44,10 @@ class DenseCurvature:
             raise SingularPivotError(1, 0.0, "dense matrix")
         return np.linalg.solve(self.H + damping * np.eye(len(self.H)), b)
 
+    def step_solve(self, g, damping):
+        x = self.solve(g, damping)
+        return x, float(x @ self.H @ x)
+
     def is_positive_definite(self, shift=0.0):
         return bool(self.eigenvalues[0] + shift > self.zero)
 
@@ -127,6 +131,30 @@ def test_gauss_newton_step_equals_dense_solve_with_curvature_subbatch():
     new, info = opt.step(params, loss, g, curv, lambda p: float(net.loss(p, X, y)))
     assert info["accepted"] and info["damping"] == lam
     assert np.linalg.norm((new - params) - s_dense) <= 1e-10 * np.linalg.norm(s_dense)
+
+
+@pytest.mark.parametrize("kind", ["ggn", "hessian"])
+def test_newton_step_takes_its_model_from_the_solve_residual(kind):
+    """The damped Newton step's solve (step_solve) matches the certified solve to
+    round-off, its ``x^T H x`` the product's, and the step computes no further product
+    for the model: the reduction ratio equals the one from ``model_decrease``."""
+    net, params, X, y = tiny_net(seed=4)
+    loss, g, _ = loss_and_gradient(net, params, X, y)
+    curv = Curvature(net, params, X, y, kind=kind)
+    x, xHx = curv.step_solve(g, 0.5)
+    x_cert = curv.solve(g, 0.5)
+    assert np.linalg.norm(x - x_cert) <= 1e-13 * np.linalg.norm(x_cert)
+    assert abs(xHx - x @ curv.hvp(x)) <= 1e-13 * abs(xHx) + 1e-15 * (x @ x)
+    products = []
+    hvp = curv.hvp
+    curv.hvp = lambda v: products.append(v) or hvp(v)
+    loss_at = lambda p: float(net.loss(p, X, y))
+    opt = DampedNewton(damping=0.5, kind=kind, backtrack=0)
+    new, info = opt.step(params, loss, g, curv, loss_at)
+    assert products == []
+    s = new - params
+    rho = (loss - loss_at(new)) / model_decrease(curv, g, s)
+    assert info["rho"] == pytest.approx(rho, rel=1e-10)
 
 
 def trust_region_optimum(H, g, radius):

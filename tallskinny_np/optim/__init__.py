@@ -45,8 +45,8 @@ saves and a resumed run restores; the constructor's arguments are the rest).
 - ``order = 2`` (the others): ``curvature_kind(loss)`` says which curvature the next step
   needs, ``"hessian"`` or ``"ggn"``, and ``step(params, loss, grad, curv, loss_at,
   hold=False) -> (params, info)`` takes one step with the curvature ``curv`` of that kind
-  at ``params`` (any object with ``hvp(v)``, ``solve(b, damping)``,
-  ``is_positive_definite(damping)`` and ``lambda_min(tol)`` serves), ``loss_at(theta)``
+  at ``params`` (any object with ``hvp(v)``, ``solve(b, damping)``, ``step_solve(g,
+  damping)``, ``is_positive_definite(damping)`` and ``lambda_min(tol)`` serves), ``loss_at(theta)``
   the gradient batch's loss at trial points, and ``hold`` asking to keep the damping where
   it would decrease, so that the next step on the same curvature reuses its
   factorization. ``info`` is a dict with at least ``accepted``, ``rho``, ``damping`` and

@@ -10,10 +10,12 @@ SHRINK_BELOW = 0.25      # rho < 1/4: the model was poor, damp more / shrink the
 EXPAND_ABOVE = 0.75      # rho > 3/4: the model was good, damp less / grow the radius
 
 
-def model_decrease(curv, grad, s):
+def model_decrease(curv, grad, s, sHs=None):
     """``m(0) - m(s) = -(g^T s + 1/2 s^T H s)``, the decrease the quadratic model
-    predicts for the step s."""
-    return -float(grad @ s + 0.5 * (s @ curv.hvp(s)))
+    predicts for the step s; ``sHs``, where the step's solve has it, saves the product."""
+    if sHs is None:
+        sHs = float(s @ curv.hvp(s))
+    return -(float(grad @ s) + 0.5 * sHs)
 
 
 def reduction_ratio(loss, trial_loss, predicted):

@@ -142,7 +142,8 @@ class DampedNewton:
                 rho = -math.inf
                 continue
             trial_loss = loss_at(params + s)
-            rho = reduction_ratio(loss, trial_loss, model_decrease(curv, grad, s))
+            predicted = model_decrease(curv, grad, s, extra.pop("sHs", None))
+            rho = reduction_ratio(loss, trial_loss, predicted)
             check_failures(self.state, not math.isfinite(trial_loss), self.max_failures,
                            f"damping {lam:.3g}")
             if rho > EXPAND_ABOVE and not hold:
@@ -176,14 +177,14 @@ class DampedNewton:
     @renamed(lam="damping")
     def direction(self, curv, grad, damping):
         """The trial step ``-(H + damping I)^{-1} g`` (or the GGN's) by the O(L) solve, and a
-        dict of what to report beside it (nothing here). The reduction ratio judges the
-        step, so the solve need not certify: it stops after the first factorization's
-        refinement and returns its best answer (``fallback=False``,
-        ``uncertified="return"``); where the certificate is limited by the rounding of
-        the O(L) product itself (large weights near a memorised batch), the fallbacks
-        would cost tens of steps each and reach no better. A singular ``H + damping I`` is
-        still refused."""
-        return -curv.solve(grad, damping, uncertified="return", fallback=False), {}
+        dict of what to report beside it, with ``"sHs"``, the model's ``s^T H s``. The
+        reduction ratio judges the step, so the solve need not certify
+        (:func:`tallskinny_np.certified.step_solve`, docs/math.md eqs. (8.2)-(8.3)): one
+        factorization's solve, refined only where its backward error is above the
+        certified bound, and ``s^T H s`` from the residual that bound needed. A singular
+        ``H + damping I`` is still refused."""
+        x, xHx = curv.step_solve(grad, damping)
+        return -x, {"sHs": xHx}
 
 
 class ModifiedNewton(DampedNewton):

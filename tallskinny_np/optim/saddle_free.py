@@ -11,7 +11,7 @@ from .newton import DampedNewton
 
 def saddle_free_solve(curv, b, damping, max_pairs=None, tol=1e-6, pairs=None):
     """``(|H| + damping I)^{-1} b`` with ``|H| = sum_i |lambda_i| u_i u_i^T``, in O(L) plus
-    a rank-k correction (docs/math.md section 8.2, eqs. (8.3)-(8.5)).
+    a rank-k correction (docs/math.md section 8.2, eqs. (8.5)-(8.7)).
 
     The number k of negative eigenvalues is the certified count ``n(H < -tol ||H||)``:
     a count at 0 itself is not certifiable, H being singular (docs/math.md section 3.5),

@@ -7,6 +7,8 @@ factorization of each method is kept so that further right-hand sides with the s
 cost only the substitutions; the solves (:mod:`tallskinny_np.certified`), counts
 (:mod:`tallskinny_np.spectrum`) and norm bounds (:mod:`tallskinny_np.norms`) use them.
 """
+import copy
+
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
@@ -119,6 +121,10 @@ class Curvature:
         self.loss = float(self.linearization.loss)
         g = gradient(net, self.linearization)
         self.grad = net.join(g)
+        self._reset()
+
+    def _reset(self):
+        """Empty the caches of what depends on the blocks."""
         self._factors = {}        # method -> (shift, factorization): the latest of each
         self._interval = None     # Lanczos interval of H (krylov.lanczos_interval)
         self._norm_bounds = {}    # shift -> lower bound on ||H + shift I||
@@ -126,6 +132,22 @@ class Curvature:
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
         self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
         self._modified = None     # ((damping, floor), the modified sweep): the latest
+
+    def with_kind(self, kind):
+        """The curvature of ``kind`` at the same parameters and batch, sharing this one's
+        forward pass: only its derivative blocks are built (this one if ``kind`` is
+        its own)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown curvature kind {kind!r}; choose one of {KINDS}")
+        if kind == self.kind:
+            return self
+        other = copy.copy(self)
+        other.kind = kind
+        other.plan = plan(self.net, self.plan.batch, kind, backend=self.plan.backend)
+        other._check_memory(other.plan.blocks, "the derivative blocks of this batch")
+        other.blocks = Blocks(self.net, self.params, self.linearization, kind)
+        other._reset()
+        return other
 
     @property
     def n_params(self):

@@ -32,8 +32,8 @@ For indefinite H (docs/math.md section 8), with the rule and trials of DampedNew
   shift-invert Lanczos on the certified solves (section 8.2).
 - :class:`ModifiedNewton`: one modified Riccati sweep, each pivot made positive
   definite, solves with ``H + lam I + E`` (section 8.3).
-- :class:`GaussNewtonToNewton`: Gauss-Newton steps, then Newton steps below a loss
-  (section 8.4).
+- :class:`GaussNewtonToNewton`: Gauss-Newton steps, then Newton steps once the Newton
+  model predicts the reduction better (sections 8.4-8.5).
 
 The optimizer protocol
 ----------------------
@@ -46,7 +46,8 @@ saves and a resumed run restores; the constructor's arguments are the rest).
   needs, ``"hessian"`` or ``"ggn"``, and ``step(params, loss, grad, curv, loss_at,
   hold=False) -> (params, info)`` takes one step with the curvature ``curv`` of that kind
   at ``params`` (any object with ``hvp(v)``, ``solve(b, damping)``, ``step_solve(g,
-  damping)``, ``is_positive_definite(damping)`` and ``lambda_min(tol)`` serves), ``loss_at(theta)``
+  damping)``, ``norm_estimate()`` (where the damping is relative), ``with_kind(kind)``
+  (for :class:`GaussNewtonToNewton`), ``is_positive_definite(damping)`` and ``lambda_min(tol)`` serves), ``loss_at(theta)``
   the gradient batch's loss at trial points, and ``hold`` asking to keep the damping where
   it would decrease, so that the next step on the same curvature reuses its
   factorization. ``info`` is a dict with at least ``accepted``, ``rho``, ``damping`` and

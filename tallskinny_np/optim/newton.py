@@ -1,7 +1,8 @@
-"""The damped Newton family (docs/math.md sections 4 and 8.3-8.4): damped Newton and
-Gauss-Newton steps ``-(H + lam I)^{-1} g`` by the certified O(L) solve with the
-Levenberg-Marquardt rule for lam, modified Newton by one modified Riccati sweep, and
-Gauss-Newton steps that give way to Newton steps below a loss."""
+"""The damped Newton family (docs/math.md sections 4 and 8.3-8.5): damped Newton and
+Gauss-Newton steps ``-(H + lam I)^{-1} g`` by the O(L) solve with the Levenberg-Marquardt
+rule for lam, started relative to the curvature's scale, modified Newton by one modified
+Riccati sweep, and Gauss-Newton steps that give way to Newton steps once the Newton model
+predicts their reduction better."""
 import math
 
 import numpy as np
@@ -11,12 +12,30 @@ from .acceptance import (ACCEPT, ARMIJO, EXPAND_ABOVE, SHRINK_BELOW, check_failu
                          model_decrease, reduction_ratio)
 from .checks import count, real
 
+RELATIVE_DAMPING = 0.25
+"""The first lam where none is given, relative to the curvature's scale: a quarter of the
+20-step Lanczos estimate of ``||H||_2`` (or ``||G||_2``) at the first step (docs/math.md
+section 8.5)."""
+SWITCH_TOLERANCE = 0.25
+"""Gauss-Newton gives way to Newton when the Newton model's reduction ratio of an accepted
+Gauss-Newton step that its own model mispredicted (rho < 3/4) is within this of 1."""
+
+
+def first_damping(damping):
+    """The constructor's ``damping`` as the state keeps it: NaN for None (relative, set at
+    the first step), else a number >= 0."""
+    if damping is None:
+        return math.nan
+    return real("damping", damping, ">= 0", lambda x: x >= 0)
+
 
 class DampedNewton:
     """Damped Newton ``s = -(H + lam I)^{-1} g`` (``kind="hessian"``) or Gauss-Newton
     ``s = -(G + lam I)^{-1} g`` (``kind="ggn"``), docs/math.md section 4, with the
     Levenberg-Marquardt rule for lam: divide it by ``factor`` when rho > 3/4, multiply it
-    by ``factor`` (at least to ``min_damping``) when rho < 1/4.
+    by ``factor`` (at least to ``min_damping``) when rho < 1/4. Unless given, the first
+    lam is :data:`RELATIVE_DAMPING` times the curvature's norm at the first step, so that
+    rescaling the data does not change the rule (docs/math.md section 8.5).
 
     The default factor 2 was chosen on the embedded digits run (ggn, batch 32): factors
     1.25, 1.5, 2 and 3 gave final training losses 0.246, 0.243, 0.242 and 0.426 after 400
@@ -40,8 +59,10 @@ class DampedNewton:
 
     Parameters
     ----------
-    damping : float, optional
-        The first lam, >= 0 (default 1).
+    damping : float or None, optional
+        The first lam, >= 0; None (default): a quarter of the 20-step Lanczos estimate of
+        the curvature's 2-norm (:meth:`~tallskinny_np.Curvature.norm_estimate`) at the
+        first step.
     kind : {"hessian", "ggn"}, optional
         Which curvature the steps expect (default "hessian"); the caller builds the
         :class:`~tallskinny_np.Curvature` of this kind.
@@ -85,7 +106,7 @@ class DampedNewton:
 
     order = 2
 
-    def __init__(self, damping=1.0, kind="hessian", factor=2.0, min_damping=1e-8, trials=5,
+    def __init__(self, damping=None, kind="hessian", factor=2.0, min_damping=1e-8, trials=5,
                  max_failures=10, backtrack=3):
         if kind not in ("hessian", "ggn"):
             raise ValueError(f"kind must be 'hessian' or 'ggn'; got {kind!r}")
@@ -95,7 +116,7 @@ class DampedNewton:
         self.trials = count("trials", trials, 1)
         self.max_failures = count("max_failures", max_failures, 1)
         self.backtrack = count("backtrack", backtrack, 0)
-        self.state = {"damping": real("damping", damping, ">= 0", lambda x: x >= 0)}
+        self.state = {"damping": first_damping(damping)}
 
     def step(self, params, loss, grad, curv, loss_at, hold=False):
         """One step from ``params``, with trials until one is accepted.
@@ -129,6 +150,8 @@ class DampedNewton:
             After ``max_failures`` consecutive non-finite trial losses or singular solves.
         """
         extra = {}
+        if math.isnan(self.state["damping"]):       # relative: set from the first curvature
+            self.state["damping"] = RELATIVE_DAMPING * curv.norm_estimate()
         for trial in range(1, self.trials + 1):
             lam = self.state["damping"]
             try:
@@ -209,7 +232,7 @@ class ModifiedNewton(DampedNewton):
        doi:10.1137/S0895479896302898
     """
 
-    def __init__(self, damping=1.0, floor=1e-8, **rule):
+    def __init__(self, damping=None, floor=1e-8, **rule):
         super().__init__(damping, "hessian", **rule)
         self.floor = real("floor", floor, "> 0", lambda x: x > 0)
 
@@ -221,21 +244,27 @@ class ModifiedNewton(DampedNewton):
 
 
 class GaussNewtonToNewton(DampedNewton):
-    """Gauss-Newton steps ``-(G + lam I)^{-1} g`` until the loss first falls to
-    ``switch_loss``, damped Newton steps ``-(H + lam I)^{-1} g`` from then on, with one
-    Levenberg-Marquardt damping throughout.
+    """Gauss-Newton steps ``-(G + lam I)^{-1} g``, then damped Newton steps
+    ``-(H + lam I)^{-1} g`` for good, with one Levenberg-Marquardt damping throughout. The
+    switch comes when the Newton model predicts the reduction of an accepted Gauss-Newton
+    step that the Gauss-Newton model mispredicted (its rho below 3/4) to within
+    :data:`SWITCH_TOLERANCE` (docs/math.md section 8.5): one Hessian product on such
+    steps, none on the others. With ``switch_loss`` it comes instead when the batch loss
+    first falls to that value.
 
     The GGN is positive semi-definite and makes good progress far from a minimum, where H
     is indefinite; but when a cross-entropy batch is memorised the residual term
     ``H - G`` shrinks with the loss only as fast as G itself, so Gauss-Newton slows to a
-    crawl while Newton's steps keep their rate (docs/math.md section 8.4).
+    crawl while Newton's steps keep their rate (docs/math.md section 8.4). The ratio of
+    each model says which regime a step is in, whatever the loss's scale.
 
     Parameters
     ----------
-    damping, factor, min_damping, trials, max_failures
+    damping, factor, min_damping, trials, max_failures, backtrack
         As :class:`DampedNewton`.
-    switch_loss : float, optional
-        The loss at which to switch, > 0 (default 0.1).
+    switch_loss : float or None, optional
+        The loss at which to switch, > 0; None (default): switch by the models'
+        predictions.
 
     Examples
     --------
@@ -245,13 +274,28 @@ class GaussNewtonToNewton(DampedNewton):
     ('ggn', 'hessian', 'hessian')
     """
 
-    def __init__(self, damping=1.0, switch_loss=0.1, **rule):
+    def __init__(self, damping=None, switch_loss=None, **rule):
         super().__init__(damping, "ggn", **rule)
-        self.switch_loss = real("switch_loss", switch_loss, "> 0", lambda x: x > 0)
+        self.switch_loss = None if switch_loss is None else real(
+            "switch_loss", switch_loss, "> 0", lambda x: x > 0)
 
     def curvature_kind(self, loss):
-        """"ggn" until the loss first reaches ``switch_loss``, "hessian" after (kept in
-        the state, so a resumed run keeps the switch)."""
-        if loss <= self.switch_loss:
+        """"ggn" until the switch, "hessian" after (kept in the state, so a resumed run
+        keeps the switch)."""
+        if self.switch_loss is not None and loss <= self.switch_loss:
             self.state["switched"] = 1
         return "hessian" if self.state.get("switched") else "ggn"
+
+    def step(self, params, loss, grad, curv, loss_at, hold=False):
+        """:meth:`DampedNewton.step`, then the switch by the models' predictions: with a
+        Gauss-Newton ``curv``, an accepted step with rho < 3/4 is judged again by the
+        Newton model (``curv.with_kind("hessian")``, the same forward pass)."""
+        new, info = super().step(params, loss, grad, curv, loss_at, hold)
+        if (self.switch_loss is None and curv.kind == "ggn" and info["accepted"]
+                and info["rho"] < EXPAND_ABOVE):
+            s = new - params
+            rho = reduction_ratio(loss, loss_at(new),
+                                  model_decrease(curv.with_kind("hessian"), grad, s))
+            if abs(rho - 1) <= SWITCH_TOLERANCE:
+                self.state["switched"] = 1
+        return new, info

@@ -11,9 +11,10 @@ from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
 from .cli import integer, nonnegative_float, positive_float
 
 FLAGS = {
-    "damping": dict(type=nonnegative_float, default=1.0,
+    "damping": dict(type=nonnegative_float, default=None,
                     help="initial Levenberg-Marquardt damping of the damped second-order "
-                         "methods (all but trust-region)"),
+                         "methods (all but trust-region) (default: a quarter of the "
+                         "curvature's 2-norm at the first step)"),
     "radius": dict(type=positive_float, default=1.0, help="initial trust-region radius"),
     "negative_pairs": dict(type=integer(1), default=20,
                            help="saddle-free: flip at most this many of the most negative "
@@ -24,9 +25,10 @@ FLAGS = {
     "backtrack": dict(type=integer(0), default=3,
                       help="damped second-order methods (not trust-region): halvings of a "
                            "rejected downhill step before the damping is raised"),
-    "switch_loss": dict(type=positive_float, default=0.1,
+    "switch_loss": dict(type=positive_float, default=None,
                         help="ggn-newton: the batch loss at which Gauss-Newton steps give "
-                             "way to Newton steps"),
+                             "way to Newton steps (default: when the Newton model predicts "
+                             "a Gauss-Newton step's reduction better)"),
 }
 """The options that set the second-order optimizers' parameters, ``--name-with-dashes``
 for each key, with argparse's keywords; part of each run's trajectory (a checkpoint

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import KINDS
-from test_certify import DEEP, DEEP_NETWORKS, FRACTION, _cast, _deep
+from test_certify import DEEP, DEEP_NETWORKS, FRACTION, _arrays, _cast, _deep
 from tallskinny_np import MLP, Curvature, UncertifiedSolveError
 from tallskinny_np import norms
 from tallskinny_np.certify import PRODUCT_ROUNDING, DoubleWord
 from tallskinny_np.products import hvp, hvp_rounding
 from tallskinny_np.running_error import hvp_rounding_normwise
+from verify.dense import dense_hessian
 
 NORMWISE = [("tanh", 16, 64, 1.0, True, 10, "hessian"),
             ("tanh", 16, 64, 2.0, True, 10, "hessian"),
@@ -147,3 +148,61 @@ def test_products_that_underflow_are_bounded():
         assert np.sqrt(np.sum(error ** 2)) <= e[0]
         # far beyond any relative model: the absolute term is what bounds it
         assert np.any(error > 1e3 * np.finfo(np.float64).eps * np.abs(computed))
+
+
+def test_on_a_deep_narrow_net_the_figure_bounds_the_backward_error_against_the_dense_h():
+    """At depth 64, width 4 (1275 parameters, small enough for the verifier's dense H)
+    the componentwise bound is 1e10 ``||b||`` and proves nothing; the normwise one
+    proves the figure, which is at least the backward error against the dense H, its
+    residual in long double, up to the difference at x between the dense H and the
+    blocks' (their product in double words plus its bound (7.3l) at u_2): the rounding
+    of the network's evaluation, which no product sees."""
+    net = MLP([4] * 64 + [3], activation="tanh")
+    params = net.init_params(seed=1)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((4, 4)), rng.integers(0, 3, 4)
+    curv = Curvature(net, params, X, y)
+    B = rng.standard_normal((net.n_params, 2))
+    shift = 0.5
+    x, info = curv.solve(B, shift, return_info=True)
+    assert np.all(info.proved)
+    xs = net.split(x)
+    E = np.linalg.norm(net.join(hvp_rounding(curv.blocks, xs)[1]), axis=0)
+    assert np.all(E > np.linalg.norm(B, axis=0))
+    dense = dense_hessian(net, params, X, y)
+    norm = np.abs(np.linalg.eigvalsh((dense + dense.T) / 2) + shift).max()
+    scale = norm * np.linalg.norm(x, axis=0) + np.linalg.norm(B, axis=0)
+    r = (B.astype(np.longdouble)
+         - (dense + shift * np.eye(net.n_params)) @ x.astype(np.longdouble))
+    true = np.linalg.norm(r.astype(np.float64), axis=0) / scale
+    Hx, e_ref = _word_product(curv, xs)
+    dense_x = (dense.astype(np.longdouble) @ x).astype(np.float64)
+    gap = (np.linalg.norm(dense_x - Hx, axis=0) + e_ref) / scale
+    u = np.finfo(np.float64).eps / 2
+    print(f"reported {info.backward_error / u} u, dense {true / u} u, gap {gap / u} u")
+    assert np.all(info.backward_error >= true - gap)
+    assert np.all(info.backward_error <= info.bound)
+
+
+def test_blocks_with_subnormal_entries_are_bounded():
+    """A float32 GELU net at gain 8 has subnormal numbers among its blocks' entries,
+    whose products underflow; both bounds hold against the exact product of the stored
+    blocks (docs/math.md eqs. (7.3c), (7.3h))."""
+    net = MLP([3] * 4 + [3], activation="gelu", dtype=np.float32)
+    params = net.init_params(seed=1, gain=8.0)
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((4, 3)).astype(np.float32), rng.integers(0, 3, 4)
+    curv = Curvature(net, params, X, y)
+    tiny = np.finfo(np.float32).tiny
+    assert any(np.any((a != 0) & (np.abs(a) < tiny)) for a in _arrays(curv.blocks))
+    x = np.random.default_rng(3).standard_normal((net.n_params, 2)).astype(np.float32)
+    xs = net.split(x)
+    exact = net.join(hvp(_cast(curv.blocks, FRACTION), [FRACTION(v) for v in xs],
+                         _compiled=False))
+    P, E = (net.join(v) for v in hvp_rounding(curv.blocks, xs))
+    p, e = hvp_rounding_normwise(curv.blocks, xs)
+    computed = net.join(hvp(curv.blocks, xs))
+    error = np.abs(FRACTION(computed) - exact).astype(float)
+    assert np.all(error <= E) and np.all(np.abs(computed) <= P)
+    assert np.all(np.sqrt(np.sum(error ** 2, axis=0)) <= e)
+    assert np.all(np.linalg.norm(computed.astype(np.float64), axis=0) <= p)

@@ -19,7 +19,7 @@ from .backend import array_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
 from .certify import (PRODUCT_ROUNDING, DoubleWord, accurate_residual, backward_error_bound,
                       backward_errors, backward_errors_of_h, column_norms, product_rounding,
-                      residual_rounding)
+                      residual_rounding, residual_rounding_normwise)
 from .errors import (SingularPivotError, UncertifiedSolveError, UncertifiedSolveWarning,
                      finite_real)
 from .krylov import gmres, random_start
@@ -27,6 +27,7 @@ from .ldu import ldu_factor, ldu_solve
 from .norms import norm_lower_bound, probe_norm
 from .products import hvp_rounding
 from .riccati import riccati_factor, riccati_solve
+from .running_error import hvp_rounding_normwise
 
 METHODS = ("riccati", "ldu", "banded")
 
@@ -113,8 +114,9 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
         least about 1/eps), e.g. damping 0 for most networks: the softmax makes H
         singular.
     UncertifiedSolveError
-        No step reached the bound (and ``uncertified="raise"``), or no step gave a
-        finite solution (whatever ``uncertified`` says).
+        No step reached the bound, or no bound on the product's rounding could be
+        proved for a column (and ``uncertified="raise"``), or no step gave a finite
+        solution (whatever ``uncertified`` says).
 
     Notes
     -----
@@ -126,11 +128,12 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
     refinement; GMRES-based iterative refinement (GMRES on the exact operator,
     preconditioned by the factorization, Carson and Higham 2017); then the same with
     the pivoted banded LU (CPU only). The figure bounds the backward error against the
-    exact H: the residual's plus a bound on the rounding of the product, or the
-    residual computed again in double words where that bound is too coarse;
-    ``info.proved`` is False for a column where both are (deep nets whose Jacobians'
-    absolute values grow along the chain), whose figure then takes a model of that
-    rounding (docs/math.md section 7.1).
+    exact H: the residual's plus a bound on the rounding of the product (componentwise,
+    else normwise through the exact chain of Jacobians), or the residual computed again
+    in double words where those are too coarse. A column for which none of them proves
+    a figure is not certified: ``uncertified="raise"`` raises, and otherwise
+    ``info.proved`` is False for it and its figure takes a model of that rounding
+    (docs/math.md section 7.1).
 
     References
     ----------
@@ -375,13 +378,14 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
     if check:
         _check_singular(curv, B, X, shift, bound, method)
     info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound, proved)
-    if not np.all(eta <= bound):
+    # a figure that was to be proved and is not is no certificate, however small
+    if not np.all(eta <= bound) or (prove and not np.all(proved)):
         last = max(paths, key=len)[-1]
+        error = UncertifiedSolveError(eta, bound, last, proved if prove else None)
         if uncertified == "raise":
-            raise UncertifiedSolveError(eta, bound, last)
+            raise error
         if uncertified == "warn":
-            warnings.warn(str(UncertifiedSolveError(eta, bound, last)),
-                          UncertifiedSolveWarning, stacklevel=4)
+            warnings.warn(str(error), UncertifiedSolveWarning, stacklevel=4)
     return X, info
 
 
@@ -454,36 +458,44 @@ def _backward_errors(curv, R, X, B, shift, bound):
 def _product_rounding(curv, X, B, shift, eta, bound):
     """``(figure, proved)`` per column (docs/math.md section 7.1): the backward errors
     ``eta`` of residuals computed with the O(L) product, made bounds on those against
-    the exact H (eq. (7.3f)) with the bound of :func:`~tallskinny_np.products.hvp_rounding`
-    on that product's rounding at X (one product's cost); where that certifies nothing
-    and the double-word residual can (:func:`certify.accurate_residual`), with it too;
-    with the free lower bound on ``||H + shift I||`` of
-    :func:`~tallskinny_np.norms.probe_norm`, then the Lanczos one. A column's figure is
-    proved when the rounding part of a bound is at most ``bound``; else it is the
-    model's (eq. (7.3g))."""
+    the exact H (eq. (7.3f)) with a bound on that product's rounding at X: the
+    componentwise one of :func:`~tallskinny_np.products.hvp_rounding` (one product's
+    cost); where that certifies nothing, the normwise one of
+    :func:`~tallskinny_np.running_error.hvp_rounding_normwise` (eq. (7.3l), a few
+    products); where neither does and the double-word residual can
+    (:func:`certify.accurate_residual`), with it too; with the free lower bound on
+    ``||H + shift I||`` of :func:`~tallskinny_np.norms.probe_norm`, then the Lanczos one.
+    A column's figure is the best proved one; where the rounding part of every bound is
+    above ``bound`` it is the model's (eq. (7.3g)), not proved."""
     net = curv.net
     dtype = net.dtype
     u = float(np.finfo(dtype).eps / 2)
     xs = net.split(X)
     P, E = (net.join(v) for v in hvp_rounding(curv.blocks, xs))
-    residuals = [(lambda nu: eta, residual_rounding(P, E, X, shift, u))]
+    residuals = [(lambda nu: eta, column_norms(residual_rounding(P, E, X, shift, u)))]
 
     def against_h(nu):                    # the best proved figure, inf where none
         figure, proved = np.full(len(eta), np.inf), np.zeros(len(eta), dtype=bool)
+        rounding = np.full(len(eta), np.inf)
         for eta_at, e in residuals:
-            rounding = backward_errors_of_h(np.zeros(len(eta)), e, X, B, nu, dtype)
-            ok = rounding <= bound
+            part = backward_errors_of_h(np.zeros(len(eta)), e, X, B, nu, dtype)
+            ok = part <= bound
             figure = np.where(ok, np.minimum(figure, backward_errors_of_h(
                 eta_at(nu), e, X, B, nu, dtype)), figure)
             proved |= ok
+            rounding = np.minimum(rounding, part)
         return figure, proved, rounding
 
     nu = probe_norm(curv, shift)
     figure, proved, rounding = against_h(nu)
+    if not np.all(figure <= bound):
+        residuals.append((lambda nu: eta, residual_rounding_normwise(
+            *hvp_rounding_normwise(curv.blocks, xs), X, shift, u)))
+        figure, proved, rounding = against_h(nu)
     # the double-word residual's rounding is about u_2 / u times the first's
     accurate = DoubleWord.UNIT if dtype == np.float64 else np.finfo(np.float64).eps / 2
     if np.any(~(figure <= bound) & (rounding * accurate / u <= bound)):
-        R, e = accurate_residual(curv.blocks, xs, B, shift, net.join)
+        R, e = accurate_residual(curv.blocks, xs, B, shift, net.join, normwise=True)
         residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
         figure, proved, _ = against_h(nu)
     if not np.all(np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))

@@ -23,6 +23,7 @@ from .backend import array_module
 from .deprecation import moved
 from .krylov import random_start
 from .products import gamma, hvp, hvp_rounding
+from .running_error import hvp_rounding_normwise
 
 __getattr__ = moved(__name__, {"gmres": "tallskinny_np.krylov",
                                "lanczos_interval": "tallskinny_np.krylov"})
@@ -68,14 +69,24 @@ def residual_rounding(P, E, X, shift, u):
     return E + gamma(2, u) * P + gamma(3, u) * abs(shift) * xp.abs(X).astype(np.float64)
 
 
-def accurate_residual(blocks, xs, B, shift, join):
+def residual_rounding_normwise(p, e, X, shift, u):
+    """Per column, a bound on ``||r - (b - A x)||`` for the residual ``r = fl(b - fl(H x)
+    - shift x)`` computed with a product bounded by ``(p, e)`` of
+    :func:`tallskinny_np.running_error.hvp_rounding_normwise`, apart from the last
+    subtraction's ``gamma_1 ||r||``: eq. (7.3d) in norms, ``e + gamma_2 p + gamma_3
+    |shift| ||x||``."""
+    return e + gamma(2, u) * p + gamma(3, u) * abs(shift) * column_norms(X)
+
+
+def accurate_residual(blocks, xs, B, shift, join, normwise=False):
     """``(r, e)``: the residual ``b - (H + shift I) x`` of the columns of X (``xs`` their
     per-layer split, ``join`` its inverse) computed with :func:`tallskinny_np.products.hvp`
     in float64 for a float32 network and in double-word arithmetic
-    (:class:`DoubleWord`) for a float64 one, and the componentwise bound e of
-    :func:`residual_rounding` on its error apart from the last rounding's
-    ``gamma_1 |r|`` (docs/math.md eq. (7.3e)). One product at about 40 times the flops
-    of the working one."""
+    (:class:`DoubleWord`) for a float64 one, and per column a bound e on the norm of its
+    error apart from the last rounding's ``gamma_1 ||r||`` (docs/math.md eq. (7.3e)):
+    that of the componentwise bound of :func:`residual_rounding`, or with ``normwise``
+    the smaller of it and the normwise one of :func:`residual_rounding_normwise`. One
+    product at about 40 times the flops of the working one."""
     xp = array_module(B)
     if xs[0].dtype != np.float64:
         xs = [x.astype(np.float64) for x in xs]
@@ -84,7 +95,11 @@ def accurate_residual(blocks, xs, B, shift, join):
         HX = join(hvp(blocks, xs, _compiled=False))
         R = B.astype(np.float64) - (HX + shift * X)
         P, E = (join(v) for v in hvp_rounding(blocks, xs, u))
-        e = residual_rounding(P, E, X, shift, u) + gamma(1, u) * xp.abs(R)
+        e = column_norms(residual_rounding(P, E, X, shift, u)) + gamma(1, u) * column_norms(R)
+        if normwise:
+            e = np.minimum(e, residual_rounding_normwise(
+                *hvp_rounding_normwise(blocks, xs, u), X, shift, u)
+                + gamma(1, u) * column_norms(R))
         return R.astype(B.dtype), e
     u = DoubleWord.UNIT
     HX = join_words(join, hvp(blocks, [DoubleWord(x, xp.zeros_like(x)) for x in xs],
@@ -93,21 +108,27 @@ def accurate_residual(blocks, xs, B, shift, join):
     R = (DoubleWord(B, xp.zeros_like(B)) - DoubleWord.product(X, float(shift))) - HX
     P, E = (join(v) for v in hvp_rounding(blocks, xs, u))
     # the two subtractions round in double words, as the product's own sums
-    e = E + gamma(2, u) * (P + abs(shift) * xp.abs(X) + xp.abs(B))
+    e = column_norms(E + gamma(2, u) * (P + abs(shift) * xp.abs(X) + xp.abs(B)))
+    if normwise:
+        p, e_n = hvp_rounding_normwise(blocks, xs, u)
+        e = np.minimum(e, e_n + gamma(2, u) * (p + abs(shift) * column_norms(X)
+                                               + column_norms(B)))
     return R.hi + R.lo, e
 
 
 def backward_errors_of_h(eta, e, X, B, norm, dtype):
     """Per column, a bound on the normwise backward error ``||b - A x|| / (||A|| ||x|| +
     ||b||)`` against the exact H (docs/math.md eq. (7.3f)), from ``eta``, the
-    :func:`backward_errors` of the residual r as computed, and the componentwise bound
-    e on ``|r - (b - A x)|`` apart from ``gamma_1 |r|`` (:func:`residual_rounding`,
-    :func:`accurate_residual`); ``norm`` a lower bound on ``||A||``. The norms themselves
-    are computed to a factor ``1 + gamma_{2n+8}``, which is applied."""
+    :func:`backward_errors` of the residual r as computed, and per column a bound e on
+    ``||r - (b - A x)||`` apart from ``gamma_1 ||r||`` (:func:`residual_rounding`'s norms,
+    :func:`residual_rounding_normwise`, :func:`accurate_residual`); ``norm`` a lower bound
+    on ``||A||``. The norms themselves are computed to a factor ``1 + gamma_{2n+8}``,
+    which is applied."""
     u = float(np.finfo(dtype).eps / 2)
-    x, b, e = column_norms(X), column_norms(B), column_norms(e)
+    x, b = column_norms(X), column_norms(B)
     slack = 1 + gamma(2 * X.shape[0] + 8, u)
     den = norm * x + b
+    e = np.where(np.isnan(e), np.inf, e)  # a bound that overflowed into nan bounds nothing
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf stays inf
         rho = np.where(e > 0, slack * e / den, 0.0)
         eta = slack * eta

@@ -38,20 +38,29 @@ def check_pivot(rcond, dtype, layer, what):
 
 
 class UncertifiedSolveError(np.linalg.LinAlgError):
-    """No step of the certified solve reached the backward-error bound.
+    """No step of the certified solve reached the backward-error bound, or no bound on the
+    O(L) product's rounding could be proved for the figure that did.
 
     ``backward_error`` holds, per right-hand side, the smallest bound on the normwise
     backward error that any step achieved; ``step`` names the last step tried
-    (``"factor"``, ``"refine"``, ``"gmres"`` or ``"banded"``).
+    (``"factor"``, ``"refine"``, ``"gmres"`` or ``"banded"``); ``proved``, per right-hand
+    side, whether its figure is proved (None where no proof was asked for).
     """
 
-    def __init__(self, backward_error, bound, step):
+    def __init__(self, backward_error, bound, step, proved=None):
         self.backward_error = backward_error
         self.bound = bound
         self.step = step
-        super().__init__(
-            f"the solve could not be certified: the best normwise backward error reached is "
-            f"{float(np.max(backward_error)):.3g} (bound {bound:.3g}), last step {step!r}")
+        self.proved = proved
+        if proved is not None and not np.all(proved) and np.all(backward_error <= bound):
+            why = (f"no bound on the rounding of the O(L) product could be proved for "
+                   f"{int(np.size(proved) - np.count_nonzero(proved))} of "
+                   f"{np.size(proved)} columns (their figures, "
+                   f"{float(np.max(backward_error)):.3g} at most, are a model's)")
+        else:
+            why = (f"the best normwise backward error reached is "
+                   f"{float(np.max(backward_error)):.3g} (bound {bound:.3g})")
+        super().__init__(f"the solve could not be certified: {why}, last step {step!r}")
 
 
 class UncertifiedSolveWarning(UserWarning):

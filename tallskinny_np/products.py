@@ -185,10 +185,13 @@ def hvp_rounding(blocks, xs, u=None):
     and a bound E on its error. A stage whose sums have at most k roundings in a row
     (:func:`_stage_depths`) maps ``(W, E)`` of its inputs to
     ``((1 + g) |f| W, g |f| W + (1 + g) |f| E)`` with ``g = gamma_k`` (:func:`_stage`).
-    Gradual underflow is outside this model: a product that underflows errs by up to
-    half the smallest subnormal number, absolutely. Returns per-layer lists in the layout
-    of ``xs``, float64; the cost of one product on two columns per column of ``xs``."""
+    A product that underflows errs by up to half the smallest subnormal number eta,
+    absolutely: each stage adds ``k eta`` to both (eq. (7.3c)), eta that of the dtype of
+    ``xs`` or, with u given, of float64 (the double words' and long double's is at most
+    that). Returns per-layer lists in the layout of ``xs``, float64; the cost of one
+    product on two columns per column of ``xs``."""
     xp = array_module(xs[0])
+    eta = smallest_subnormal(xs[0].dtype if u is None else np.float64)
     u = float(np.finfo(xs[0].dtype).eps) / 2 if u is None else u
     layers = blocks.layers
     # (W, E) as one array: the first r columns W, the last r E; the inputs are exact
@@ -198,20 +201,21 @@ def hvp_rounding(blocks, xs, u=None):
     for l, blk in enumerate(layers[:-1]):
         a = _absolute(xp, blk)
         y = Dx_mv(a, exact[l])
-        ys.append(_stage(y if l == 0 else y + Dz_mv(a, ys[-1]), _stage_depths(blk)[0], u))
+        ys.append(_stage(y if l == 0 else y + Dz_mv(a, ys[-1]), _stage_depths(blk)[0], u, eta))
     loss = _absolute(xp, layers[-1])
     depth_out, depth_z = _stage_depths(layers[-1])[1:]
     out = [None] * len(layers)
     out[-1] = _stage(A_mv(loss, exact[-1], _loss_action_bound)
-                     + C_mv(loss, ys[-1], _loss_action_bound), depth_out, u)
-    z = _stage(CT_mv(loss, exact[-1], _loss_action_bound) + S_mv(loss, ys[-1]), depth_z, u)
+                     + C_mv(loss, ys[-1], _loss_action_bound), depth_out, u, eta)
+    z = _stage(CT_mv(loss, exact[-1], _loss_action_bound) + S_mv(loss, ys[-1]), depth_z, u,
+               eta)
     for l in range(len(layers) - 2, -1, -1):
         _, depth_out, depth_z = _stage_depths(layers[l])
         # |blocks| again rather than kept from the forward sweep: one layer's copy at a time
         Hx, z = _backward_layer(_absolute(xp, layers[l]), exact[l],
                                 ys[l - 1] if l > 0 else None, z)
-        out[l] = _stage(Hx, depth_out, u)
-        z = None if z is None else _stage(z, depth_z, u)
+        out[l] = _stage(Hx, depth_out, u, eta)
+        z = None if z is None else _stage(z, depth_z, u, eta)
     r = xs[0].shape[-1]
     return [o[..., :r] for o in out], [o[..., r:] for o in out]
 
@@ -224,17 +228,26 @@ def _absolute(xp, record):
                           else xp.abs(a).astype(np.float64, copy=False) for a in record))
 
 
-def _stage(F, k, u):
+def _stage(F, k, u, eta):
     """``(W, E)`` of a stage's output from ``F = |f| (W, E)`` of its inputs (the two
     halves of the last axis), for sums with at most k roundings in a row: eq. (7.3c)'s
-    ``((1 + g) F_W, g F_W + (1 + g) F_E)`` with ``g = gamma_k``, times ``1 + gamma_{k+8}``
-    at float64's u for the bound's own rounding: F's sums of non-negative terms (k), this
-    combination (3) and its constants (5)."""
+    ``((1 + g) F_W + k eta, g F_W + (1 + g) F_E + k eta)`` with ``g = gamma_k`` and eta
+    the smallest subnormal number (each product that underflows errs by at most half
+    of it), times ``1 + gamma_{k+8}`` at float64's u for the bound's own rounding: F's
+    sums of non-negative terms (k), this combination (3) and its constants (5); plus
+    ``(k + 8)`` times float64's eta for the bound's own underflow."""
     xp = array_module(F)
     g, h = gamma(k, u), gamma(k + 8, np.finfo(F.dtype).eps / 2)
+    floor = k * eta + (k + 8) * smallest_subnormal(np.float64)
     r = F.shape[-1] // 2
     W, E = F[..., :r], F[..., r:]
-    return (1 + h) * xp.concatenate([(1 + g) * W, g * W + (1 + g) * E], axis=-1)
+    return (1 + h) * xp.concatenate([(1 + g) * W, g * W + (1 + g) * E], axis=-1) + floor
+
+
+def smallest_subnormal(dtype):
+    """The smallest positive subnormal number of dtype: twice the most by which a product
+    that underflows can err (docs/math.md eq. (7.3c))."""
+    return float(np.finfo(dtype).smallest_subnormal)
 
 
 def gamma(k, u):

@@ -2,7 +2,10 @@
 preconditioned with an earlier factorization equals the certified solve to round-off, at
 its backward error, for the GGN (conjugate gradients) and the Hessian (GMRES); the
 optimizer takes DampedNewton's steps, refactors when the budget is spent, and refuses bad
-parameters."""
+parameters; in ``tallskinny-train`` a resumed run rebuilds the held factorization and
+reproduces the uninterrupted rows, and a budget of 0 is ``ggn`` itself."""
+import csv
+
 import numpy as np
 import pytest
 
@@ -11,6 +14,10 @@ from tallskinny_np.certify import backward_error_bound, residual_bound
 from tallskinny_np.krylov import preconditioned_cg
 from tallskinny_np.optim import (DampedNewton, PreconditionedNewton, loss_and_gradient,
                                  preconditioned_solve)
+from tallskinny_np.training import train
+from tallskinny_np.training.train import main
+
+TINY = ["--depth", "3", "--width", "4", "--batch", "16", "--eval-every", "2"]
 
 
 def problem(seed=0):
@@ -130,3 +137,63 @@ def test_budget_zero_and_a_large_damping_change_refactor():
 def test_bad_parameters_raise_naming_them(keywords, name):
     with pytest.raises(ValueError, match=name):
         PreconditionedNewton(**keywords)
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, budget", [("ggn-reuse", "200"), ("ggn-reuse", "20"),
+                                          ("newton-reuse", "200")])
+def test_resume_rebuilds_the_held_factorization(tmp_path, monkeypatch, name, budget):
+    """Interrupted in step 7 (checkpoint at step 6) and resumed, the run reproduces every
+    row of the uninterrupted one, Krylov iterations and refactors included; with budget
+    200 the factorization of step 0 is held across the checkpoint."""
+    args = TINY + ["--optimizer", name, "--task", "train", "--curvature-batch", "8",
+                   "--steps", "12", "--second-order-steps", "9", "--reuse-budget", budget]
+    assert main(args + ["--out", str(tmp_path / "whole")]) == 0
+    update = train.update
+    calls = []
+
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 8:
+            raise Interrupt
+        return update(*a)
+    monkeypatch.setattr(train, "update", interrupted)
+    with pytest.raises(Interrupt):
+        main(args + ["--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(train, "update", update)
+    assert main(args + ["--resume", "--out", str(tmp_path / "cut")]) == 0
+    whole = rows(tmp_path / "whole" / "train" / name / "metrics.csv")
+    cut = rows(tmp_path / "cut" / "train" / name / "metrics.csv")
+    drop = ("wall",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in cut] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in whole]
+    used = [r for r in whole[7:-1] if r["refactored"] == "0"]
+    assert all(int(r["krylov_iterations"]) > 0 for r in used)
+    if budget == "200":
+        assert len(used) == len(whole[7:-1]) > 0
+
+
+def test_budget_zero_is_ggn(tmp_path):
+    """``ggn-reuse --reuse-budget 0`` factors every step: the rows of ``ggn``."""
+    args = TINY + ["--task", "train", "--curvature-batch", "8", "--steps", "6",
+                   "--second-order-steps", "5", "--compare", "ggn,ggn-reuse",
+                   "--reuse-budget", "0", "--out", str(tmp_path)]
+    assert main(args) == 0
+    keys = ("batch_loss", "train_loss", "rho", "damping", "trials")
+    ggn, reuse = (rows(tmp_path / "train" / n / "metrics.csv") for n in ("ggn", "ggn-reuse"))
+    assert [[r[k] for k in keys] for r in reuse] == [[r[k] for k in keys] for r in ggn]
+    assert all(r["refactored"] == "1" for r in reuse[:-1])
+
+
+def test_a_negative_budget_is_refused(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(TINY + ["--optimizer", "ggn-reuse", "--reuse-budget", "-1"])
+    assert e.value.code == 2 and "--reuse-budget" in capsys.readouterr().err

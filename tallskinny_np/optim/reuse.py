@@ -5,7 +5,6 @@ O(L) products, preconditioned with the held factorization of an earlier
 curvature when the Krylov method does not get there within a budget of iterations."""
 from ..backend import array_module
 from ..certify import backward_errors, column_norms, residual_bound
-from ..deprecation import renamed
 from ..krylov import gmres, preconditioned_cg
 from ..norms import probe_norm
 from .checks import count
@@ -178,7 +177,6 @@ class PreconditionedNewton(DampedNewton):
         new, info = super().step(params, loss, grad, curv, loss_at, hold)
         return new, {**info, **self._work}
 
-    @renamed(lam="damping")
     def direction(self, curv, grad, damping):
         """``-(H_t + damping I)^{-1} g`` preconditioned with the held factorization, or
         by factoring ``H_t + damping I`` when that does not reach the certified level

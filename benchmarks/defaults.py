@@ -1,4 +1,4 @@
-"""The evidence behind the defaults of ``ggn-newton`` (docs/math.md section 8.5): its rules
+"""The evidence behind the defaults of ``ggn-newton`` (docs/math.md section 8.6): its rules
 for the first damping and for the switch from Gauss-Newton to Newton, each on a suite of
 memorisation problems of ``tallskinny-train --task precision`` and several
 initialisations, counted in steps (one factorization each, rejected trials added) and
@@ -24,13 +24,11 @@ problem for a few steps (a smoke test, not a measurement).
 import argparse
 import csv
 import io
-import math
 import os
 import statistics
 import sys
 import time
 
-import numpy as np
 
 from tallskinny_np import Curvature
 from tallskinny_np.files import atomic_write_text

@@ -17,8 +17,8 @@ import numpy as np
 
 from .backend import array_module, sweep_threads, to_numpy
 from .banded import banded_factor, banded_solve
-from .certify import (PRODUCT_ROUNDING, DoubleWord, accurate_residual, backward_error_bound,
-                      backward_errors, backward_errors_of_h, column_norms, product_rounding,
+from .certify import (DoubleWord, accurate_residual, backward_error_bound, backward_errors,
+                      backward_errors_of_h, column_norms, product_rounding, residual_bound,
                       residual_rounding, residual_rounding_normwise)
 from .errors import (SingularPivotError, UncertifiedSolveError, UncertifiedSolveWarning,
                      finite_real)
@@ -334,8 +334,7 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
     xp = array_module(B)
     n, k = B.shape
     bound = backward_error_bound(n, curv.net.dtype)
-    # The residual's share of the bound: the product's rounding takes the rest.
-    residual_bound = bound - PRODUCT_ROUNDING * float(np.finfo(curv.net.dtype).eps / 2)
+    aim = residual_bound(n, curv.net.dtype)
     X = xp.zeros_like(B)
     eta = np.full(k, np.inf)
     paths = [[] for _ in range(k)]
@@ -344,7 +343,7 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
         chain += ([BANDED] if xp is np else []) + [UNCHECKED]
     singular = None
     for m in chain:
-        todo = np.flatnonzero(~(eta <= residual_bound))
+        todo = np.flatnonzero(~(eta <= aim))
         if todo.size == 0 or (m == UNCHECKED and singular is None):
             break
         # A poor factorization (past a singular pivot, or in float32) can overflow:
@@ -357,7 +356,7 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
             continue
         Bt = B[:, todo.tolist()]             # lists index NumPy and CuPy alike
         with np.errstate(all="ignore"):
-            solved = _solve_with(curv, m, Bt, shift, refine, residual_bound)
+            solved = _solve_with(curv, m, Bt, shift, refine, aim)
         if solved is None:
             continue                         # an exactly singular pivot
         Xt, _, eta_t, steps = solved

@@ -141,6 +141,12 @@ def backward_error_bound(n, dtype):
     return float(np.finfo(dtype).eps / 2 * max(n, BOUND_FLOOR))
 
 
+def residual_bound(n, dtype):
+    """The residual's share of :func:`backward_error_bound`, at which a solve stops: the
+    model of the product's rounding (:data:`PRODUCT_ROUNDING` u) takes the rest."""
+    return backward_error_bound(n, dtype) - PRODUCT_ROUNDING * float(np.finfo(dtype).eps / 2)
+
+
 def column_norms(A):
     """The 2-norms of A's columns, as a NumPy array of floats; scaled, so that entries
     beyond 1e154 do not overflow the sum of squares."""

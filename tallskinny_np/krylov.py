@@ -1,7 +1,9 @@
 """The Krylov methods of the package, each written once: Lanczos for the extreme Ritz values
 of H (docs/math.md eq. (7.2)), right-preconditioned GMRES for GMRES-based iterative
-refinement (section 7.2), truncated conjugate gradients for Hessian-free steps (section
-8.1) and inverse iteration for the eigenvector of an eigenvalue near a shift (sections 4.7
+refinement (section 7.2) and for indefinite systems preconditioned by an earlier
+factorization (section 8.5), preconditioned conjugate gradients for the positive definite
+ones, truncated conjugate gradients for Hessian-free steps (section 8.1) and inverse
+iteration for the eigenvector of an eigenvalue near a shift (sections 4.7
 and 7.3).
 
 Each takes the operator as a function ``v -> A v`` (and a solve as ``v -> F^{-1} v``), so
@@ -81,6 +83,43 @@ def gmres(apply, precond, r, restart, rtol):
             break
         V[j + 1] = w / Hs[j + 1, j]
     return Z[:len(y)].T @ xp.asarray(y, dtype=r.dtype)
+
+
+def preconditioned_cg(apply, precond, r, max_iter, rtol):
+    """Approximately solve ``A d = r`` (one column) for a symmetric positive definite A by
+    conjugate gradients preconditioned with the symmetric positive definite ``M^{-1}``
+    that ``precond`` applies: at most ``max_iter`` steps, stopping when the recursive
+    residual falls below ``rtol ||r||``, or at ``p^T A p <= 0`` or ``r^T M^{-1} r <= 0``
+    (A or M not positive definite to working precision: the iterate before it is
+    returned). Returns d; the arguments are those of :func:`gmres`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tallskinny_np.krylov import preconditioned_cg
+    >>> A = np.diag([1.0, 2.0, 4.0])
+    >>> d = preconditioned_cg(lambda v: A @ v, lambda v: v / np.diag(A), np.ones(3), 1, 0.0)
+    >>> np.allclose(d, [1, 0.5, 0.25])           # the exact inverse as M: one step
+    True
+    """
+    xp = array_module(r)
+    d = xp.zeros_like(r)
+    target = rtol * float(xp.linalg.norm(r))
+    p, rz = None, 1.0
+    for _ in range(max_iter):                 # one product and one precond a step
+        z = precond(r)
+        rz_old, rz = rz, float(r @ z)
+        p = z if p is None else z + (rz / rz_old) * p
+        Ap = apply(p)
+        curvature = float(p @ Ap)
+        if not (curvature > 0 and rz > 0):
+            break
+        alpha = rz / curvature
+        d = d + alpha * p
+        r = r - alpha * Ap
+        if float(xp.linalg.norm(r)) <= target:
+            break
+    return d
 
 
 def truncated_cg(apply, b, x0=None, max_iter=250, progress=5e-4, rtol=1e-12):

@@ -2,8 +2,9 @@
 second-order steps from a :class:`tallskinny_np.Curvature`, one module per idea:
 :mod:`~tallskinny_np.optim.first_order`, :mod:`~tallskinny_np.optim.newton` (the damped
 Newton family), :mod:`~tallskinny_np.optim.trust_region`,
-:mod:`~tallskinny_np.optim.hessian_free` and :mod:`~tallskinny_np.optim.saddle_free`, with
-the step's judgement in :mod:`~tallskinny_np.optim.acceptance`.
+:mod:`~tallskinny_np.optim.hessian_free`, :mod:`~tallskinny_np.optim.saddle_free` and
+:mod:`~tallskinny_np.optim.reuse`, with the step's judgement in
+:mod:`~tallskinny_np.optim.acceptance`.
 
 Second-order steps minimise the quadratic model of the loss at ``theta``::
 
@@ -33,7 +34,14 @@ For indefinite H (docs/math.md section 8), with the rule and trials of DampedNew
 - :class:`ModifiedNewton`: one modified Riccati sweep, each pivot made positive
   definite, solves with ``H + lam I + E`` (section 8.3).
 - :class:`GaussNewtonToNewton`: Gauss-Newton steps, then Newton steps once the Newton
-  model predicts the reduction better (sections 8.4-8.5).
+  model predicts the reduction better (sections 8.4 and 8.6).
+
+Between factorizations (:mod:`~tallskinny_np.optim.reuse`, section 8.5):
+
+- :class:`PreconditionedNewton`: the steps of :class:`DampedNewton`, exact to the certified
+  solve's backward error, by conjugate gradients (GGN) or GMRES (Hessian) on the current
+  curvature's products, preconditioned with the factorization of an earlier
+  ``H_s + lam_s I``; factored again when a budget of iterations does not suffice.
 
 The optimizer protocol
 ----------------------
@@ -53,6 +61,11 @@ saves and a resumed run restores; the constructor's arguments are the rest).
   factorization. ``info`` is a dict with at least ``accepted``, ``rho``, ``damping`` and
   ``trials``; the damped ones find their trial steps by ``direction(curv, grad,
   damping) -> (s, extra info)``.
+- An optimizer with an attribute ``held`` (:class:`PreconditionedNewton`) keeps a
+  factorization across steps: ``held`` is the curvature it factored last (None before
+  the first), its state records that curvature's ``held_params`` and ``held_damping``, and
+  the caller builds ``curv`` at the current parameters for every step and, after a
+  resume, sets ``held`` again from the state and the batch it was on.
 
 Adding an optimizer: a class following this protocol in the module of its idea, and its
 entry in ``tallskinny-train``'s registry (:mod:`tallskinny_np.training.optimizers`).
@@ -64,12 +77,13 @@ from .acceptance import (ACCEPT, ARMIJO, EXPAND_ABOVE, SHRINK_BELOW, check_failu
 from .first_order import SGD, Adam, loss_and_gradient
 from .hessian_free import CG_DECAY, HessianFree
 from .newton import DampedNewton, GaussNewtonToNewton, ModifiedNewton
+from .reuse import BUDGET, PreconditionedNewton, preconditioned_solve
 from .saddle_free import SaddleFreeNewton, saddle_free_solve
 from .trust_region import TrustRegion, hard_case_step, trust_region_subproblem
 
-__all__ = ["ACCEPT", "ARMIJO", "CG_DECAY", "EXPAND_ABOVE", "SHRINK_BELOW", "SGD", "Adam",
-           "DampedNewton", "GaussNewtonToNewton", "HessianFree", "ModifiedNewton",
-           "SaddleFreeNewton", "TrustRegion", "check_failures", "hard_case_step",
-           "loss_and_gradient", "model_decrease", "negative_pairs", "reduction_ratio",
-           "saddle_free_solve", "smallest_eigenpairs", "trust_region_subproblem",
-           "truncated_cg"]
+__all__ = ["ACCEPT", "ARMIJO", "BUDGET", "CG_DECAY", "EXPAND_ABOVE", "SHRINK_BELOW", "SGD",
+           "Adam", "DampedNewton", "GaussNewtonToNewton", "HessianFree", "ModifiedNewton",
+           "PreconditionedNewton", "SaddleFreeNewton", "TrustRegion", "check_failures",
+           "hard_case_step", "loss_and_gradient", "model_decrease", "negative_pairs",
+           "preconditioned_solve", "reduction_ratio", "saddle_free_solve",
+           "smallest_eigenpairs", "trust_region_subproblem", "truncated_cg"]

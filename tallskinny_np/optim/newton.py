@@ -1,4 +1,4 @@
-"""The damped Newton family (docs/math.md sections 4 and 8.3-8.5): damped Newton and
+"""The damped Newton family (docs/math.md sections 4, 8.3, 8.4 and 8.6): damped Newton and
 Gauss-Newton steps ``-(H + lam I)^{-1} g`` by the O(L) solve with the Levenberg-Marquardt
 rule for lam, started relative to the curvature's scale, modified Newton by one modified
 Riccati sweep, and Gauss-Newton steps that give way to Newton steps once the Newton model
@@ -15,7 +15,7 @@ from .checks import count, real
 RELATIVE_DAMPING = 0.25
 """The first lam where none is given, relative to the curvature's scale: a quarter of the
 20-step Lanczos estimate of ``||H||_2`` (or ``||G||_2``) at the first step (docs/math.md
-section 8.5)."""
+section 8.6)."""
 SWITCH_TOLERANCE = 0.25
 """Gauss-Newton gives way to Newton when the Newton model's reduction ratio of an accepted
 Gauss-Newton step that its own model mispredicted (rho < 3/4) is within this of 1."""
@@ -35,7 +35,7 @@ class DampedNewton:
     Levenberg-Marquardt rule for lam: divide it by ``factor`` when rho > 3/4, multiply it
     by ``factor`` (at least to ``min_damping``) when rho < 1/4. Unless given, the first
     lam is :data:`RELATIVE_DAMPING` times the curvature's norm at the first step, so that
-    rescaling the data does not change the rule (docs/math.md section 8.5).
+    rescaling the data does not change the rule (docs/math.md section 8.6).
 
     The default factor 2 was chosen on the embedded digits run (ggn, batch 32): factors
     1.25, 1.5, 2 and 3 gave final training losses 0.246, 0.243, 0.242 and 0.426 after 400
@@ -248,7 +248,7 @@ class GaussNewtonToNewton(DampedNewton):
     ``-(H + lam I)^{-1} g`` for good, with one Levenberg-Marquardt damping throughout. The
     switch comes when the Newton model predicts the reduction of an accepted Gauss-Newton
     step that the Gauss-Newton model mispredicted (its rho below 3/4) to within
-    :data:`SWITCH_TOLERANCE` (docs/math.md section 8.5): one Hessian product on such
+    :data:`SWITCH_TOLERANCE` (docs/math.md section 8.6): one Hessian product on such
     steps, none on the others. With ``switch_loss`` it comes instead when the batch loss
     first falls to that value.
 

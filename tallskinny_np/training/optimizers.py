@@ -6,8 +6,8 @@ optimizer protocol of :mod:`tallskinny_np.optim`), and its options, if new, in
 :data:`FLAGS`."""
 from typing import Callable, NamedTuple
 
-from ..optim import (SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
-                     ModifiedNewton, SaddleFreeNewton, TrustRegion)
+from ..optim import (BUDGET, SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
+                     ModifiedNewton, PreconditionedNewton, SaddleFreeNewton, TrustRegion)
 from .cli import integer, nonnegative_float, positive_float
 
 FLAGS = {
@@ -29,6 +29,10 @@ FLAGS = {
                         help="ggn-newton: the batch loss at which Gauss-Newton steps give "
                              "way to Newton steps (default: when the Newton model predicts "
                              "a Gauss-Newton step's reduction better)"),
+    "reuse_budget": dict(type=integer(0), default=BUDGET,
+                         help="ggn-reuse, newton-reuse: Krylov iterations preconditioned "
+                              "with the held factorization before the curvature is factored "
+                              "again"),
 }
 """The options that set the second-order optimizers' parameters, ``--name-with-dashes``
 for each key, with argparse's keywords; part of each run's trajectory (a checkpoint
@@ -58,6 +62,12 @@ OPTIMIZERS = {
     "ggn-newton": Choice(GaussNewtonToNewton,
                          lambda args: _damped(args, switch_loss=args.switch_loss),
                          ("ggn", "hessian"), "damping"),
+    "ggn-reuse": Choice(PreconditionedNewton,
+                        lambda args: _damped(args, kind="ggn", budget=args.reuse_budget),
+                        ("ggn",), "damping"),
+    "newton-reuse": Choice(PreconditionedNewton,
+                           lambda args: _damped(args, kind="hessian", budget=args.reuse_budget),
+                           ("hessian",), "damping"),
     "modified-newton": Choice(ModifiedNewton, lambda args: _damped(args, floor=args.floor),
                               ("hessian",), "damping"),
     "hf": Choice(HessianFree, lambda args: _damped(args, kind="ggn"), ("ggn",), "damping"),

@@ -38,9 +38,10 @@ CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.csv"
 COLUMNS = ("step", "wall", "batch_loss", "batch_acc", "train_loss", "train_acc", "val_loss",
            "val_acc", "accepted", "rho", "damping", "radius", "trials", "cg_iterations",
-           "negative", "flipped", "modification", "curvature")
+           "negative", "flipped", "modification", "curvature", "krylov_iterations",
+           "refactored")
 INT_COLUMNS = ("step", "accepted", "trials", "cg_iterations", "negative", "flipped",
-               "curvature")
+               "curvature", "krylov_iterations", "refactored")
 REQUIRED = ("params", "step", "wall", "loss0", "config", "network", "mean", "std", "classes",
             "metrics_bytes", "metrics_rows")
 

@@ -30,15 +30,20 @@ others (defaults: 300 for memorise and precision; a fifth of ``--steps`` for tra
 split, each in steps of its own gradient batch (``--second-order-steps``, if given, still
 sets the second-order ones' budget).
 
-Second-order optimizers: newton and ggn (exact damped solves), ggn-newton (Gauss-Newton
-until the batch loss reaches ``--switch-loss``, Newton after), modified-newton (the
-modified sweep's positive definite ``H + lam I + E``), hf and hf-hessian
-(Hessian-free: truncated CG on the GGN or the Hessian), saddle-free (``|H|`` on the
-negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all on the
+Second-order optimizers: newton and ggn (exact damped solves), ggn-reuse and newton-reuse
+(the same steps by Krylov solves preconditioned with a held factorization, factored again
+after ``--reuse-budget`` iterations that do not reach the certified level), ggn-newton
+(Gauss-Newton until the batch loss reaches ``--switch-loss``, Newton after),
+modified-newton (the modified sweep's positive definite ``H + lam I + E``), hf and
+hf-hessian (Hessian-free: truncated CG on the GGN or the Hessian), saddle-free (``|H|`` on
+the negative eigenpairs, at most ``--negative-pairs`` of them) and trust-region, all on the
 curvature of the first ``--curvature-batch`` samples, rebuilt every ``--curvature-every``
 steps. Between rebuilds the same curvature and its factorization are reused with the new
 gradient: the damping then only increases (after a rejected step), its decreases wait for
-the last step before a rebuild. ``--second-order-batch`` gives the second-order optimizers
+the last step before a rebuild. ggn-reuse and newton-reuse rebuild the curvature at the
+current parameters every step (they only multiply by it) and keep their factorization in
+the optimizer: its parameters, damping and batch step are in the checkpoint, and a
+resumed run factors it again. ``--second-order-batch`` gives the second-order optimizers
 their own gradient batch in the train task (the summaries count images as well as steps);
 memorise and precision keep one batch for all.
 
@@ -94,7 +99,7 @@ from ..backend import array_module, backend_module
 from ..curvature import Curvature
 from ..files import atomic_write, atomic_write_text, describe_os_error, json_text, output_folder
 from ..model import MLP
-from ..optim import loss_and_gradient
+from ..optim import BUDGET, loss_and_gradient
 from .cli import error
 from .datasets import (augment, batch_index, channel_statistics, check_batch,
                        load_data, standardize)
@@ -216,7 +221,10 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
         return new, {}
     cb = problem.args.curvature_batch or len(y)
     kind = opt.curvature_kind(loss)
-    rebuilt = (step % problem.args.curvature_every == 0
+    # One that holds a factorization (ggn-reuse, newton-reuse) takes the curvature at the
+    # current parameters every step: it only multiplies by it, unless it refactors.
+    reuses = hasattr(opt, "held")
+    rebuilt = (reuses or step % problem.args.curvature_every == 0
                or ("curv" in held and held["curv"].kind != kind))
     if rebuilt:
         opt.state.update(curvature_params=params, curvature_step=step)
@@ -225,10 +233,15 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
         Xc, yc = problem.batch(task, opt.state["curvature_step"], len(y))
         held["curv"] = Curvature(net, opt.state["curvature_params"], Xc[:cb], yc[:cb],
                                  kind=kind)
+    if reuses and opt.held is None and "held_params" in opt.state:     # after a resume
+        Xh, yh = problem.batch(task, opt.state["held_step"], len(y))
+        opt.held = Curvature(net, opt.state["held_params"], Xh[:cb], yh[:cb], kind=kind)
     # A damping that stays keeps the held factorization: it decreases only before a rebuild.
-    hold = (step + 1) % problem.args.curvature_every != 0
+    hold = not reuses and (step + 1) % problem.args.curvature_every != 0
     new, info = opt.step(params, loss, grad, held["curv"],
                          lambda p: batch_loss(net, p, X, y), hold)
+    if reuses and opt.held is held["curv"]:        # factored in this step, on its batch
+        opt.state["held_step"] = step
     return new, dict(info, curvature=int(rebuilt))
 
 
@@ -243,7 +256,8 @@ def trajectory_config(args, task, name, lr):
     return config
 
 
-PRE_NETWORK_OPTIONS = {"loss": "cross_entropy", "residual": False, "targets": "labels"}
+PRE_NETWORK_OPTIONS = {"loss": "cross_entropy", "residual": False, "targets": "labels",
+                       "reuse_budget": BUDGET}
 
 
 def diverged(loss, loss0):

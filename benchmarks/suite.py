@@ -21,9 +21,9 @@ computed from the app's own batch.
 ``python -m benchmarks.suite --out DIR [--quick] [--only NAMES]`` writes, atomically,
 ``DIR/suite.md`` (the command line, the table of time to the target and every run),
 ``DIR/suite.csv`` (one row per run) and ``DIR/suite.png`` (the ratio per problem), with
-each run's app outputs under ``DIR/<problem>/<setting>/``. ``--quick`` caps every run at a
-few steps and loosens the targets (:data:`QUICK`): a smoke test of the script, not a
-measurement.
+each run's app outputs under ``DIR/<problem>/<setting>/``. ``--deep`` runs the deep-narrow
+comparison of :mod:`benchmarks.deep` instead. ``--quick`` caps every run at a few steps and
+loosens the targets (:data:`QUICK`): a smoke test of the script, not a measurement.
 """
 import argparse
 import csv
@@ -64,8 +64,9 @@ PROBLEMS = {
     "batch128":        Problem(16,   8,    "tanh",     128),
     "autoencoder":     Problem(16,   4,    "tanh",     32, autoencoder=True),
 }
-"""The suite, by name (``--only``). At depth 48 and width 8 or less Gauss-Newton-to-Newton
-stalls far above the target."""
+"""The suite, by name (``--only``). The (depth, width) pairs where Gauss-Newton-to-Newton
+stalls far above the target (depth 48 at width 8 or less) are the deep mode's
+(:mod:`benchmarks.deep`)."""
 
 EXACT = "ggn-newton"
 LEARNING_RATES = (0.003, 0.01, 0.03)
@@ -335,11 +336,14 @@ def main(argv=None):
                         help="a few steps per run and loose targets: a smoke test, seconds")
     parser.add_argument("--only", type=names_list,
                         help="comma-separated problems (default: all)")
+    parser.add_argument("--deep", action="store_true",
+                        help="the deep-narrow comparison of every optimizer instead")
     args = parser.parse_args(argv)
     from tallskinny_np.files import atomic_write, atomic_write_text, output_folder
     from tallskinny_np.training.cli import error
+    from . import deep
 
-    table = PROBLEMS
+    table = deep.CONFIGS if args.deep else PROBLEMS
     unknown = [n for n in args.only or () if n not in table]
     if unknown or args.only == ():
         return error(PROG, f"unknown problem(s) {', '.join(unknown) or '(none given)'}; "
@@ -351,6 +355,8 @@ def main(argv=None):
     command = shlex.join([*PROG.split(), *argv])
     say = functools.partial(print, flush=True)
     try:
+        if args.deep:
+            return deep.run(out, args.only or tuple(table), args.quick, command, say)
         caps = QUICK["caps"] if args.quick else CAPS
         records = []
         for name in args.only or PROBLEMS:

@@ -1,7 +1,7 @@
 """``python -m benchmarks.suite``: a quick run of one problem drives the training app end to
 end and writes a table whose rows, parsed back, agree with the runs (the ratio is the exact
-method's seconds over the best Adam's); the bounds of runs that miss the target; the
-autoencoder's target; bad options get one line."""
+method's seconds over the best Adam's); the bounds of runs that miss the target; the deep
+mode (slow); bad options get one line."""
 import csv
 import math
 import subprocess
@@ -87,9 +87,28 @@ def test_the_autoencoders_target_is_its_principal_floor():
     assert not math.isclose(floor, suite.principal_floor(problem._replace(scale="unit")))
 
 
+@pytest.mark.slow
+def test_the_deep_mode_runs_every_optimizer(tmp_path):
+    done = run_suite("--deep", "--out", str(tmp_path), "--quick", "--only", "depth48-width6")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "deep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["optimizer"] for r in rows if r["best"] == "1"] == [
+        "sgd", "adam", "newton", "ggn", "ggn-newton", "hf", "trust-region"]
+    assert {r["steps"] for r in rows if r["optimizer"] == "adam"} == {"50"}
+    assert {r["steps"] for r in rows if r["optimizer"] == "trust-region"} == {"2"}
+    for name in ("sgd", "adam"):
+        runs = [r for r in rows if r["optimizer"] == name and r["diverged"] == "0"]
+        best = next(r for r in runs if r["best"] == "1")
+        assert float(best["best_loss"]) == min(float(r["best_loss"]) for r in runs)
+    assert "## Depth 48, width 6" in (tmp_path / "deep.md").read_text()
+    assert (tmp_path / "deep.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("args, words", [
     (["--only", "digits,nope"], "unknown problem(s) nope; choose from digits,"),
     (["--only", ","], "unknown problem(s) (none given)"),
+    (["--deep", "--only", "digits"], "unknown problem(s) digits; choose from depth48"),
 ])
 def test_bad_options_get_one_line(tmp_path, args, words):
     done = run_suite("--out", str(tmp_path), *args)

@@ -329,19 +329,20 @@ def names_list(text):
 
 
 def main(argv=None):
+    from . import deep
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder of the report and the runs")
     parser.add_argument("--quick", action="store_true",
                         help="a few steps per run and loose targets: a smoke test, seconds")
-    parser.add_argument("--only", type=names_list,
-                        help="comma-separated problems (default: all)")
+    parser.add_argument("--only", type=names_list, metavar="NAMES",
+                        help=f"comma-separated problems of {', '.join(PROBLEMS)}, or with "
+                             f"--deep of {', '.join(deep.CONFIGS)} (default: all)")
     parser.add_argument("--deep", action="store_true",
                         help="the deep-narrow comparison of every optimizer instead")
     args = parser.parse_args(argv)
     from tallskinny_np.files import atomic_write, atomic_write_text, output_folder
     from tallskinny_np.training.cli import error
-    from . import deep
 
     table = deep.CONFIGS if args.deep else PROBLEMS
     unknown = [n for n in args.only or () if n not in table]

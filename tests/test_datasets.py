@@ -1,8 +1,8 @@
 """Data pipelines: downsampled-ImageNet npz and pickle batches (the release's train and val
 folders together, every malformed file refused with its name), class subsets,
-standardisation, seeded shuffling, splits and augmentation, the synthetic ImageNet-shaped
-data. Every file is made here, in ``tmp_path``, from small arrays whose downsampled values
-are known exactly. Image-file trees: test_folders.py."""
+standardisation and unit scaling, seeded shuffling, splits and augmentation, the synthetic
+ImageNet-shaped data. Every file is made here, in ``tmp_path``, from small arrays whose
+downsampled values are known exactly. Image-file trees: test_folders.py."""
 import pickle
 
 import numpy as np
@@ -10,7 +10,8 @@ import pytest
 
 from tallskinny_np.training.datasets import (augment, batch_index, channel_statistics,
                                              digits_data, imagenet_batches_data, load_data,
-                                             split_train_val, standardize, synthetic_imagenet)
+                                             pixel_scaling, split_train_val, standardize,
+                                             synthetic_imagenet)
 
 
 def blocky(rng, side, block):
@@ -188,3 +189,22 @@ def test_synthetic_imagenet_and_digits():
         digits_data(resolution=16)
     with pytest.raises(ValueError, match="needs a path"):
         load_data("imagefolder")
+
+
+def test_unit_scaling_divides_by_the_sources_largest_pixel():
+    """``--scale unit``: the digits (0..16) over 16 and 8-bit images over 255, onto
+    [0, 1] with both ends reached; ``standard`` is the training split's statistics."""
+    digits = digits_data()
+    images = digits.train.batch(np.arange(len(digits.train)))[0]
+    shift, divisor = pixel_scaling(digits, "unit")
+    np.testing.assert_array_equal(shift, [0.0])
+    np.testing.assert_array_equal(divisor, [16.0])
+    X = standardize(images, shift, divisor, np.float64)
+    np.testing.assert_array_equal(X, images.reshape(len(images), -1) / 16)
+    assert X.min() == 0 and X.max() == 1
+    synthetic = load_data("synthetic", synthetic_size=40, classes=2)
+    np.testing.assert_array_equal(pixel_scaling(synthetic, "unit")[1], [255.0] * 3)
+    for got, want in zip(pixel_scaling(digits, "standard"), channel_statistics(digits.train)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="unknown pixel scaling 'max'"):
+        pixel_scaling(digits, "max")

@@ -567,3 +567,34 @@ def test_divergence_and_out_of_memory_get_messages(tmp_path, capsys, monkeypatch
                        "--out", str(tmp_path / "c")]) == 1
     err = capsys.readouterr().err
     assert "out of memory" in err and "--curvature-batch" in err and "batch of 8" in err
+
+
+def test_unit_scale_trains_evaluates_and_resumes_only_itself(tmp_path, capsys):
+    """``--scale unit``: the checkpoint's normalisation is 0 and 16 (the digits onto
+    [0, 1]), evaluate reproduces the last validation loss with it, the trajectory differs
+    from the standardised one, and a checkpoint resumes only with the same scaling; one
+    written before the option existed resumes as ``standard``."""
+    args = TINY + ["--optimizer", "adam", "--task", "train", "--steps", "4"]
+    unit, standard = tmp_path / "unit", tmp_path / "standard"
+    assert main(args + ["--scale", "unit", "--out", str(unit)]) == 0
+    assert main(args + ["--out", str(standard)]) == 0
+    run = unit / "train" / "adam"
+    with np.load(run / "checkpoint.npz") as ck:
+        assert (ck["mean"].tolist(), ck["std"].tolist()) == ([0.0], [16.0])
+        assert json.loads(ck["config"].item())["scale"] == "unit"
+    rows = metrics(run / "metrics.csv")
+    assert rows[0]["batch_loss"] != metrics(standard / "train" / "adam" /
+                                            "metrics.csv")[0]["batch_loss"]
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0
+    report = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert float(report["loss"]) == pytest.approx(float(rows[-1]["val_loss"]), abs=1e-4)
+    assert main(args + ["--resume", "--out", str(unit)]) == 2
+    assert "scale 'unit' there, 'standard' now" in capsys.readouterr().err
+    path = standard / "train" / "adam" / "checkpoint.npz"
+    with np.load(path) as ck:
+        config = json.loads(ck["config"].item())
+    del config["scale"]
+    rewrite_checkpoint(path, config=json.dumps(config))
+    assert main(args + ["--steps", "6", "--resume", "--out", str(standard)]) == 0
+    assert len(metrics(standard / "train" / "adam" / "metrics.csv")) == 7

@@ -5,8 +5,9 @@ Every source ends up as uint8 images ``(N, r, r, channels)`` (height, width, col
 int64 labels ``0..classes-1``. Images stay uint8 (for ImageFolder trees a read-only
 ``.npy`` memmap) until a batch is drawn; :func:`standardize` turns a batch into the
 ``(B, r * r * channels)`` float rows the MLP takes, with per-channel statistics of the
-training split. Shuffling, the train/validation split and the synthetic data depend on the
-seed only, so a run can be reproduced (and resumed) from its step counter.
+training split or, with ``--scale unit``, onto [0, 1] (:func:`pixel_scaling`). Shuffling,
+the train/validation split and the synthetic data depend on the seed only, so a run can be
+reproduced (and resumed) from its step counter.
 
 The embedded default needs no download: the 8x8 handwritten digits (UCI optdigits,
 CC BY 4.0, see data/DIGITS_LICENSE.txt) ship inside the package.
@@ -69,9 +70,26 @@ def channel_statistics(split, chunk=4096):
     return mean, np.where(std > 0, std, 1.0)
 
 
+SCALES = ("standard", "unit")
+
+
+def pixel_scaling(data, scale):
+    """The per-channel shift and divisor (float64) that :func:`standardize` applies to
+    ``data``'s pixels: the training split's mean and standard deviation (``"standard"``),
+    or 0 and the source's largest pixel value, which maps the pixels onto [0, 1]
+    (``"unit"``: the digits divided by 16, 8-bit images by 255)."""
+    if scale == "standard":
+        return channel_statistics(data.train)
+    if scale == "unit":
+        channels = data.train.images.shape[-1]
+        return np.zeros(channels), np.full(channels, float(data.pixel_max))
+    raise ValueError(f"unknown pixel scaling {scale!r}; choose one of {SCALES}")
+
+
 def standardize(images, mean, std, dtype, xp=np):
-    """uint8 images (B, r, r, channels) as rows ``(B, r * r * channels)`` of dtype with
-    zero mean and unit variance per channel, on the array module xp."""
+    """uint8 images (B, r, r, channels) as rows ``(B, r * r * channels)`` of dtype, each
+    channel shifted by ``mean`` and divided by ``std`` (zero mean and unit variance for
+    the training split's statistics), on the array module xp."""
     x = (xp.asarray(images).astype(dtype) - xp.asarray(mean, dtype=dtype)) \
         / xp.asarray(std, dtype=dtype)
     return x.reshape(len(x), -1)
@@ -106,7 +124,7 @@ def digits_data(resolution=None, classes=None, val_fraction=0.2, seed=0):
     check_classes(classes, 10, "the digits")
     images, labels = class_subset(*load_digits(), classes)
     train, val = split_train_val(images[..., None], labels, val_fraction, seed)
-    return Data(train, val, [str(k) for k in range(classes or 10)])
+    return Data(train, val, [str(k) for k in range(classes or 10)], pixel_max=16)
 
 
 def synthetic_imagenet(n, resolution=32, classes=1000, seed=0):

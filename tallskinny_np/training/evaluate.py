@@ -34,7 +34,7 @@ TARGETS = ("labels", "inputs")
 def loss_targets(net, targets, X, labels):
     """What the net's loss compares its outputs with for a batch: the labels (the
     cross-entropy's), their one-hot rows (the MSE's regression onto the classes), or for
-    ``targets="inputs"`` the standardised inputs X themselves (an autoencoder)."""
+    ``targets="inputs"`` the scaled inputs X themselves (an autoencoder)."""
     if targets == "inputs":
         return X
     if net.loss_name == "mse":
@@ -54,7 +54,8 @@ def accuracy(O, labels, targets):
 def split_metrics(net, params, split, mean, std, xp=np, chunk=4096, top=(1,),
                   targets="labels"):
     """Mean loss and the top-k accuracy for each k of ``top`` (nan for ``targets="inputs"``)
-    over a whole split, its images standardised with ``mean`` and ``std``, in chunks of
+    over a whole split, its images scaled with ``mean`` and ``std`` (the checkpoint's
+    normalisation: per-channel statistics, or 0 and the largest pixel value), in chunks of
     ``chunk`` images."""
     total, hits = 0.0, np.zeros(len(top))
     for start in range(0, len(split), chunk):

@@ -7,7 +7,7 @@ import sys
 from ..activations import ACTIVATIONS
 from ..losses import LOSSES
 from .cli import HelpFormatter, integer, positive_float
-from .datasets import SOURCES
+from .datasets import SCALES, SOURCES
 from .folders import default_cache_dir
 from .optimizers import DEFAULT_COMPARE, FIRST_ORDER, FLAGS, OPTIMIZERS
 
@@ -85,6 +85,10 @@ def parse_args(argv):
     p.add_argument("--allow-empty-classes", action="store_true",
                    help="keep class folders without images as classes, with a warning "
                         "(default: refuse them)")
+    p.add_argument("--scale", choices=SCALES, default="standard",
+                   help="pixel scaling: standard (zero mean, unit variance per channel over "
+                        "the training split) or unit (divided by the largest pixel value, "
+                        "onto [0, 1]: 16 for the digits, 255 for 8-bit images)")
     p.add_argument("--augment", choices=("none", "crop-flip"), default="none",
                    help="training-batch augmentation of the train task: crop-flip pads by "
                         "r/8, crops back at a random offset and mirrors half the images")

@@ -10,3 +10,8 @@ def train_main():
     signals.quiet_start("tallskinny-train")
     from .train import main
     return main()
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(train_main())

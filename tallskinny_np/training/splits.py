@@ -31,10 +31,13 @@ class Data:
     that could not be read (skipped), warnings about the data found while loading it
     (for example class folders without images) and, for image files, each cache's
     ``files``, ``cached`` (read from an earlier build) and ``cache`` (its folder), and what
-    its decoding took (``seconds``, ``images_per_s``, ``workers``)."""
+    its decoding took (``seconds``, ``images_per_s``, ``workers``). ``pixel_max`` is the
+    largest value the source's pixels can take (255 for 8-bit images, 16 for the
+    digits)."""
     train: Split
     val: Split
     classes: list
+    pixel_max: int = 255
     skipped: int = 0
     warnings: tuple = ()
     decode: tuple = ()

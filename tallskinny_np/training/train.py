@@ -19,9 +19,15 @@ against training wall-clock, one line per optimizer), ``summary.txt`` and
 
 Networks. ``--activation`` takes any built-in activation and ``--residual`` makes the
 hidden layers of equal widths residual. With ``--loss mse`` the network regresses the
-one-hot labels, or with ``--targets inputs`` its own standardised inputs: an autoencoder
+one-hot labels, or with ``--targets inputs`` its own scaled inputs: an autoencoder
 through the width-``--width`` middle, which has no accuracy (memorise then runs its whole
 budget, and the accuracy columns are empty).
+
+Pixels. ``--scale standard`` (the default) standardises each colour channel with the
+training split's mean and standard deviation; ``--scale unit`` divides the pixels by the
+source's largest value (16 for the digits, 255 for 8-bit images), onto [0, 1]. The
+checkpoint keeps the shift and divisor as its ``mean`` and ``std``, which
+``tallskinny-train evaluate`` applies.
 
 Step budgets. ``--steps`` is the budget of the first-order optimizers (defaults: 3000 for
 memorise, 2000 for train, 30000 for precision) and ``--second-order-steps`` that of the
@@ -101,8 +107,8 @@ from ..files import atomic_write, atomic_write_text, describe_os_error, json_tex
 from ..model import MLP
 from ..optim import BUDGET, loss_and_gradient
 from .cli import error
-from .datasets import (augment, batch_index, channel_statistics, check_batch,
-                       load_data, standardize)
+from .datasets import (augment, batch_index, check_batch, load_data, pixel_scaling,
+                       standardize)
 from .evaluate import accuracy, loss_targets, split_metrics
 from .files import locked
 from .options import (DIVERGENCE_FACTOR, LR_GRID, PROG, TUNED_LR, batch_size, budget,
@@ -125,15 +131,15 @@ class Diverged(FloatingPointError):
 
 
 class Problem:
-    """The network, the data and the standardisation shared by the runs of a comparison,
-    so that every optimizer sees the same initialisation and data order."""
+    """The network, the data and the pixel scaling (``--scale``) shared by the runs of a
+    comparison, so that every optimizer sees the same initialisation and data order."""
 
     def __init__(self, args, data):
         self.args = args
         self.data = data
         self.xp = backend_module(args.backend)
         self.dtype = np.dtype(args.dtype)
-        self.mean, self.std = channel_statistics(data.train)
+        self.mean, self.std = pixel_scaling(data, args.scale)
         outputs = data.n_features if args.targets == "inputs" else len(data.classes)
         sizes = [data.n_features] + [args.width] * (args.depth - 1) + [outputs]
         self.net = MLP(sizes, activation=args.activation, dtype=self.dtype, loss=args.loss,
@@ -248,8 +254,8 @@ def update(problem, task, step, opt, params, loss, grad, X, y, held):
 def trajectory_config(args, task, name, lr):
     """What determines a run's trajectory; a checkpoint only resumes the same one."""
     keys = ("source", "paths", "resolution", "classes", "val_fraction", "synthetic_size",
-            "augment", "depth", "width", "activation", "loss", "residual", "targets", "batch",
-            "curvature_batch", "curvature_every", "target_loss", "dtype", "seed", *FLAGS)
+            "scale", "augment", "depth", "width", "activation", "loss", "residual", "targets",
+            "batch", "curvature_batch", "curvature_every", "target_loss", "dtype", "seed", *FLAGS)
     config = {k: getattr(args, k) for k in keys}
     config.update(task=task, optimizer=name, lr=lr if name in FIRST_ORDER else None,
                   batch=batch_size(args, task, name))
@@ -257,7 +263,7 @@ def trajectory_config(args, task, name, lr):
 
 
 PRE_NETWORK_OPTIONS = {"loss": "cross_entropy", "residual": False, "targets": "labels",
-                       "reuse_budget": BUDGET}
+                       "reuse_budget": BUDGET, "scale": "standard"}
 
 
 def diverged(loss, loss0):

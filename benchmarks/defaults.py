@@ -12,12 +12,13 @@ The rules (``GaussNewtonToNewton`` with):
 - ``predicted, damping 1``: the switch by the models' predictions, damping 1;
 - ``predicted, relative``: both (the defaults).
 
-Each problem is a list of ``tallskinny-train`` options (:data:`PROBLEMS`); its batch,
-network and initialisation are the app's for ``--seed`` (which also draws the batch).
+The problems are the classifiers of the suite of :mod:`benchmarks.suite`; each one's
+batch, network and initialisation are the app's for ``--seed`` (which also draws the
+batch).
 Step counts do not depend on the machine's load; the seconds do, and all rules of a problem
 and seed run back to back.
 
-``python -m benchmarks.defaults --out DIR [--seeds 0,1,2,3] [--only NAME,...] [--quick]``
+``python -m benchmarks.defaults --out DIR [--seeds 0,1,2] [--only NAME,...] [--quick]``
 writes ``DIR/report.md`` and ``DIR/defaults.csv`` (atomically); ``--quick`` runs one tiny
 problem for a few steps (a smoke test, not a measurement).
 """
@@ -34,17 +35,14 @@ from tallskinny_np import Curvature
 from tallskinny_np.files import atomic_write_text
 from tallskinny_np.optim import GaussNewtonToNewton, loss_and_gradient
 
+from .suite import PROBLEMS as SUITE
+from .suite import flags
+
 TARGET = 1e-8
 MAX_STEPS = 400
-PROBLEMS = {
-    "digits": [],
-    "digits-depth32": ["--depth", "32"],
-    "digits-depth48-width6": ["--depth", "48", "--width", "6"],
-    "digits-softplus-width12": ["--activation", "softplus", "--width", "12"],
-    "digits-sigmoid-width16-batch64": ["--activation", "sigmoid", "--width", "16",
-                                       "--batch", "64"],
-    "digits-width4-batch128": ["--width", "4", "--batch", "128"],
-}
+PROBLEMS = {name: flags(p) for name, p in SUITE.items() if not p.autoencoder}
+"""The classification problems of the suite (:data:`benchmarks.suite.PROBLEMS`), as
+``tallskinny-train`` options."""
 RULES = {
     "loss 0.1, damping 1": dict(switch_loss=0.1, damping=1.0),
     "loss 0.1, relative": dict(switch_loss=0.1),
@@ -120,8 +118,8 @@ def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.defaults",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder of report.md and defaults.csv")
-    p.add_argument("--seeds", default="0,1,2,3",
-                   help="comma-separated initialisation seeds (default 0,1,2,3)")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="comma-separated initialisation seeds (default 0,1,2)")
     p.add_argument("--only", help="comma-separated problem names (default: all)")
     p.add_argument("--quick", action="store_true", help="a smoke test: one tiny problem")
     args = p.parse_args(argv)

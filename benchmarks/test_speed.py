@@ -13,9 +13,10 @@
   median); skipped without the option;
 - ``exact-step``: the exact second-order step of the default memorisation problem (the
   embedded digits, 32 samples, depth 16, width 8, tanh, bias): ``Curvature(..., kind)`` plus
-  ``solve(grad, 0.1)``, for the GGN and the Hessian, against one Adam step (forward,
-  backward, update) on the same batch: each timed by pytest-benchmark, and the ratio also
-  in alternating blocks of both (:func:`_paired`), which the report judges;
+  ``step_solve(grad, 0.1)`` (the optimizers' solve), for the GGN and the Hessian, against
+  one Adam step (forward, backward, update) on the same batch: each timed by
+  pytest-benchmark, and the ratio also in alternating blocks of both (:func:`_paired`),
+  which the report judges;
 - ``newton-step``: one step of the damped Newton optimizer (``DampedNewton.step``, the
   curvature built, its step solved, the model and one trial loss, no backtracking) on the
   same problem where Gauss-Newton steps from the initialisation first bring the batch
@@ -156,7 +157,7 @@ def test_exact_step(benchmark, settings, step):
 
     def exact_step():
         curv = Curvature(net, params, X, y, kind=step)
-        return curv.solve(curv.grad, DAMPING)
+        return curv.step_solve(curv.grad, DAMPING)
 
     if step != "adam":
         benchmark.extra_info.update(_paired(exact_step, adam_step, settings.max_rounds))

@@ -4,7 +4,6 @@ its backward error, for the GGN (conjugate gradients) and the Hessian (GMRES); t
 optimizer takes DampedNewton's steps, refactors when the budget is spent, and refuses bad
 parameters; in ``tallskinny-train`` a resumed run rebuilds the held factorization and
 reproduces the uninterrupted rows, and a budget of 0 is ``ggn`` itself."""
-import csv
 
 import numpy as np
 import pytest
@@ -14,10 +13,10 @@ from tallskinny_np.certify import backward_error_bound, residual_bound
 from tallskinny_np.krylov import preconditioned_cg
 from tallskinny_np.optim import (DampedNewton, PreconditionedNewton, loss_and_gradient,
                                  preconditioned_solve)
-from tallskinny_np.training import train
 from tallskinny_np.training.train import main
+from test_train import TINY, interrupt_and_resume
+from test_train import metrics as rows
 
-TINY = ["--depth", "3", "--width", "4", "--batch", "16", "--eval-every", "2"]
 
 
 def problem(seed=0):
@@ -139,15 +138,6 @@ def test_bad_parameters_raise_naming_them(keywords, name):
         PreconditionedNewton(**keywords)
 
 
-def rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("name, budget", [("ggn-reuse", "200"), ("ggn-reuse", "20"),
                                           ("newton-reuse", "200")])
 def test_resume_rebuilds_the_held_factorization(tmp_path, monkeypatch, name, budget):
@@ -157,19 +147,7 @@ def test_resume_rebuilds_the_held_factorization(tmp_path, monkeypatch, name, bud
     args = TINY + ["--optimizer", name, "--task", "train", "--curvature-batch", "8",
                    "--steps", "12", "--second-order-steps", "9", "--reuse-budget", budget]
     assert main(args + ["--out", str(tmp_path / "whole")]) == 0
-    update = train.update
-    calls = []
-
-    def interrupted(*a):
-        calls.append(1)
-        if len(calls) == 8:
-            raise Interrupt
-        return update(*a)
-    monkeypatch.setattr(train, "update", interrupted)
-    with pytest.raises(Interrupt):
-        main(args + ["--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(train, "update", update)
-    assert main(args + ["--resume", "--out", str(tmp_path / "cut")]) == 0
+    interrupt_and_resume(args, tmp_path / "cut", monkeypatch)
     whole = rows(tmp_path / "whole" / "train" / name / "metrics.csv")
     cut = rows(tmp_path / "cut" / "train" / name / "metrics.csv")
     drop = ("wall",)

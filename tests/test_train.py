@@ -55,6 +55,24 @@ class Interrupt(Exception):
     pass
 
 
+def interrupt_and_resume(args, out, monkeypatch):
+    """Run ``args`` into ``out``, interrupted in step 7 (after its checkpoint at step 6),
+    then resume it to the end."""
+    update = train.update
+    calls = []
+
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 8:
+            raise Interrupt
+        return update(*a)
+    monkeypatch.setattr(train, "update", interrupted)
+    with pytest.raises(Interrupt):
+        main(args + ["--out", str(out)])
+    monkeypatch.setattr(train, "update", update)
+    assert main(args + ["--resume", "--out", str(out)]) == 0
+
+
 AUTOENCODER = ["--loss", "mse", "--targets", "inputs", "--activation", "relu", "--residual"]
 REGRESSION = ["--loss", "mse", "--activation", "gelu", "--residual"]
 
@@ -71,19 +89,7 @@ def test_resume_continues_the_identical_trajectory(tmp_path, monkeypatch, name, 
     args = TINY + ["--optimizer", name, "--task", "train", "--curvature-batch", "8"] + extra
     full = ["--steps", "12", "--second-order-steps", "9"]
     assert main(args + full + ["--out", str(tmp_path / "whole")]) == 0
-    update = train.update
-    calls = []
-
-    def interrupted(*a):
-        calls.append(1)
-        if len(calls) == 8:
-            raise Interrupt
-        return update(*a)
-    monkeypatch.setattr(train, "update", interrupted)
-    with pytest.raises(Interrupt):
-        main(args + full + ["--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(train, "update", update)
-    assert main(args + full + ["--resume", "--out", str(tmp_path / "cut")]) == 0
+    interrupt_and_resume(args + full, tmp_path / "cut", monkeypatch)
     assert main(args + ["--steps", "6", "--second-order-steps", "4",
                         "--out", str(tmp_path / "grown")]) == 0
     assert main(args + full + ["--resume", "--out", str(tmp_path / "grown")]) == 0

@@ -33,7 +33,7 @@ def test_a_quick_problem_writes_a_table_that_agrees_with_its_runs(tmp_path):
             app = next(csv.DictReader(f))
         assert r["steps"] == app["steps"] and float(r["seconds"]) == float(app["wall"])
         if r["reached"] == "1":
-            assert float(r["best_loss"]) <= float(r["target"]) == 0.5
+            assert float(r["best_loss"]) <= float(r["target"]) == 1.0
             assert r["seconds_to_target"] == r["seconds"]
     reached = [float(r["seconds_to_target"]) for r in adam if r["reached"] == "1"]
     assert exact["reached"] == "1" and reached
@@ -45,7 +45,7 @@ def test_a_quick_problem_writes_a_table_that_agrees_with_its_runs(tmp_path):
     assert "`python -m benchmarks.suite --out" in report and "(--quick" in report
     row = next(line for line in report.splitlines() if line.startswith("| digits | depth"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "0.5" and cells[3] == exact["steps_to_target"]
+    assert cells[2] == "1" and cells[3] == exact["steps_to_target"]
     assert float(cells[4]) == pytest.approx(float(exact["seconds_to_target"]), abs=0.005)
     assert float(cells[7]) == pytest.approx(best, abs=0.005)
     assert cells[8] == suite.ratio_text(float(exact["ratio"]), exact["ratio_bound"])

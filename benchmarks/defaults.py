@@ -7,10 +7,12 @@ seconds to a batch loss of 1e-8.
 The rules (``GaussNewtonToNewton`` with):
 
 - ``loss 0.1, damping 1``: the switch at a batch loss of 0.1 and a first damping of 1
-  (the defaults before these);
-- ``loss 0.1, relative``: the same switch, the first damping a quarter of ``||G||_2``;
-- ``predicted, damping 1``: the switch by the models' predictions, damping 1;
-- ``predicted, relative``: both (the defaults).
+  (the defaults);
+- ``loss 0.1, relative``: the same switch, the first damping a quarter of ``||G||_2``
+  (``--damping relative``);
+- ``predicted, damping 1``: the switch by the models' predictions (``--switch-loss
+  predicted``), damping 1;
+- ``predicted, relative``: both, the rules that do not depend on the loss's scale.
 
 The problems are the classifiers of the suite of :mod:`benchmarks.suite`; each one's
 batch, network and initialisation are the app's for ``--seed`` (which also draws the
@@ -44,12 +46,12 @@ PROBLEMS = {name: flags(p) for name, p in SUITE.items() if not p.autoencoder}
 """The classification problems of the suite (:data:`benchmarks.suite.PROBLEMS`), as
 ``tallskinny-train`` options."""
 RULES = {
-    "loss 0.1, damping 1": dict(switch_loss=0.1, damping=1.0),
-    "loss 0.1, relative": dict(switch_loss=0.1),
-    "predicted, damping 1": dict(damping=1.0),
-    "predicted, relative": {},
+    "loss 0.1, damping 1": {},
+    "loss 0.1, relative": dict(damping=None),
+    "predicted, damping 1": dict(switch_loss=None),
+    "predicted, relative": dict(damping=None, switch_loss=None),
 }
-DEFAULT_RULE = "predicted, relative"
+DEFAULT_RULE = "loss 0.1, damping 1"
 
 
 def memorisation(options, seed):

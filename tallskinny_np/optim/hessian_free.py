@@ -55,7 +55,7 @@ class HessianFree(DampedNewton):
     (True, 2)
     """
 
-    def __init__(self, damping=None, kind="ggn", max_iter=250, progress=5e-4,
+    def __init__(self, damping=1.0, kind="ggn", max_iter=250, progress=5e-4,
                  decay=CG_DECAY, **rule):
         super().__init__(damping, kind, **rule)
         self.max_iter = count("max_iter", max_iter, 1)

@@ -164,7 +164,7 @@ class PreconditionedNewton(DampedNewton):
     True 0 True
     """
 
-    def __init__(self, damping=None, kind="ggn", budget=BUDGET, **rule):
+    def __init__(self, damping=1.0, kind="ggn", budget=BUDGET, **rule):
         super().__init__(damping, kind, **rule)
         self.budget = count("budget", budget, 0)
         self.held = None

@@ -90,7 +90,7 @@ class SaddleFreeNewton(DampedNewton):
        optimization", NeurIPS 2014.
     """
 
-    def __init__(self, damping=None, max_pairs=None, **rule):
+    def __init__(self, damping=1.0, max_pairs=None, **rule):
         super().__init__(damping, "hessian", **rule)
         if max_pairs is not None:
             max_pairs = count("max_pairs", max_pairs, 0)

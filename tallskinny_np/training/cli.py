@@ -41,6 +41,13 @@ def nonnegative_float(text):
     return _finite_float(text, positive=False)
 
 
+def or_word(word, parse):
+    """An argparse type: ``word`` (given as None) or what ``parse`` accepts."""
+    def either(text):
+        return None if text == word else parse(text)
+    return either
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Help with each option's default appended (none for options without one or whose
     help already says it), and the description and epilog laid out as written."""

@@ -8,13 +8,13 @@ from typing import Callable, NamedTuple
 
 from ..optim import (BUDGET, SGD, Adam, DampedNewton, GaussNewtonToNewton, HessianFree,
                      ModifiedNewton, PreconditionedNewton, SaddleFreeNewton, TrustRegion)
-from .cli import integer, nonnegative_float, positive_float
+from .cli import integer, nonnegative_float, or_word, positive_float
 
 FLAGS = {
-    "damping": dict(type=nonnegative_float, default=None,
+    "damping": dict(type=or_word("relative", nonnegative_float), default=1.0,
                     help="initial Levenberg-Marquardt damping of the damped second-order "
-                         "methods (all but trust-region) (default: a quarter of the "
-                         "curvature's 2-norm at the first step)"),
+                         "methods (all but trust-region); 'relative': a quarter of the "
+                         "curvature's 2-norm at the first step"),
     "radius": dict(type=positive_float, default=1.0, help="initial trust-region radius"),
     "negative_pairs": dict(type=integer(1), default=20,
                            help="saddle-free: flip at most this many of the most negative "
@@ -25,10 +25,10 @@ FLAGS = {
     "backtrack": dict(type=integer(0), default=3,
                       help="damped second-order methods (not trust-region): halvings of a "
                            "rejected downhill step before the damping is raised"),
-    "switch_loss": dict(type=positive_float, default=None,
+    "switch_loss": dict(type=or_word("predicted", positive_float), default=0.1,
                         help="ggn-newton: the batch loss at which Gauss-Newton steps give "
-                             "way to Newton steps (default: when the Newton model predicts "
-                             "a Gauss-Newton step's reduction better)"),
+                             "way to Newton steps; 'predicted': when the Newton model "
+                             "predicts a mispredicted Gauss-Newton step's reduction"),
     "reuse_budget": dict(type=integer(0), default=BUDGET,
                          help="ggn-reuse, newton-reuse: Krylov iterations preconditioned "
                               "with the held factorization before the curvature is factored "

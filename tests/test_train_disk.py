@@ -7,8 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tallskinny_np.training.store import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

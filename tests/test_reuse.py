@@ -129,6 +129,29 @@ def test_budget_zero_and_a_large_damping_change_refactor():
     np.testing.assert_array_equal(opt.state["held_params"], params)
 
 
+def test_after_failed_attempts_the_next_1_2_4_solves_factor_without_trying():
+    """Dampings cycling through 1e-8, 1e-4 and 1, so that no held factorization
+    preconditions the next step within a budget of 2: attempts at steps 1, 3, 6 and 11
+    (after waits of 1, 2 and 4 steps that factor at once), 2 iterations each; a
+    successful attempt resets the wait."""
+    net, params, X, y = problem()
+    loss_at = lambda theta: float(net.loss(theta, X, y))          # noqa: E731
+    loss, g, _ = loss_and_gradient(net, params, X, y)
+    curv = Curvature(net, params, X, y, kind="ggn")
+    opt = PreconditionedNewton(damping=1e-8, kind="ggn", budget=2, trials=1)
+    tried = []
+    for step in range(12):
+        opt.state["damping"] = 1e-8 * 1e4 ** (step % 3)
+        _, info = opt.step(params, loss, g, curv, loss_at)
+        assert info["refactored"] == 1
+        tried.append(info["krylov_iterations"])
+    assert [k for k, spent in enumerate(tried) if spent] == [1, 3, 6, 11]
+    assert set(tried) == {0, 2} and opt.state["backoff"] == 8
+    opt.state.update(wait=0, damping=opt.state["held_damping"])
+    _, info = opt.step(params, loss, g, curv, loss_at)
+    assert info["refactored"] == 0 and opt.state["backoff"] == 0
+
+
 @pytest.mark.parametrize("keywords, name", [
     (dict(budget=-1), "budget"), (dict(budget=2.5), "budget"), (dict(budget=True), "budget"),
     (dict(kind="gauss"), "kind"), (dict(damping=-1.0), "damping"),

@@ -114,9 +114,10 @@ class PreconditionedNewton(DampedNewton):
     docs/math.md section 8.5): H_t is the curvature at the current parameters (its O(L)
     products are cheap), M the last one factored. When the Krylov method does not reach
     the certified level within ``budget`` iterations, ``H_t + lam_t I`` is factored and
-    solved directly, as :class:`DampedNewton` does every step, and held from then on. lam
-    follows the Levenberg-Marquardt rule of :class:`DampedNewton` freely: a change of lam
-    is one more term of ``M^{-1} (H_t + lam_t I) - I``, not a new factorization.
+    solved directly, as :class:`DampedNewton` does every step, and held from then on; the
+    next 1, 2, 4, ... solves after such a failure factor without trying (:meth:`direction`).
+    lam follows the Levenberg-Marquardt rule of :class:`DampedNewton` freely: a change of
+    lam is one more term of ``M^{-1} (H_t + lam_t I) - I``, not a new factorization.
 
     The caller builds ``curv`` at the current parameters every step. :attr:`held` is the
     :class:`~tallskinny_np.Curvature` whose factorization preconditions; the state records
@@ -180,9 +181,13 @@ class PreconditionedNewton(DampedNewton):
     def direction(self, curv, grad, damping):
         """``-(H_t + damping I)^{-1} g`` preconditioned with the held factorization, or
         by factoring ``H_t + damping I`` when that does not reach the certified level
-        within the budget (or nothing of this kind is held)."""
-        held = self.held
-        if held is not None and held.kind == curv.kind and self.budget > 0:
+        within the budget (or nothing of this kind is held). After a failed attempt the
+        next 1, 2, 4, ... solves (doubling while attempts fail, reset by one that
+        succeeds) factor without one, so that where the held factorization never
+        preconditions well enough (a new curvature batch every step) the budgets spent
+        grow with the logarithm of the steps, not with the steps."""
+        held, wait = self.held, self.state.get("wait", 0)
+        if held is not None and held.kind == curv.kind and self.budget > 0 and wait == 0:
             fac = held.factor(self.state["held_damping"])
 
             def M_inv(v):
@@ -191,7 +196,12 @@ class PreconditionedNewton(DampedNewton):
             x, eta, spent = preconditioned_solve(curv, -grad, damping, M_inv, self.budget)
             self._work["krylov_iterations"] += spent
             if eta <= residual_bound(curv.n_params, curv.net.dtype):
+                self.state["backoff"] = 0
                 return x, {}
+            self.state["backoff"] = 2 * self.state.get("backoff", 0) or 1
+            self.state["wait"] = self.state["backoff"]
+        elif wait:
+            self.state["wait"] = wait - 1
         s, extra = super().direction(curv, grad, damping)
         self._work["refactored"] += 1
         self.held = curv

@@ -35,7 +35,11 @@ REFINE_TARGET = 10     # refinement stops at a backward error of 10 eps
 GMRES_OUTER = 5        # GMRES-IR: corrections at most (each from one GMRES run)
 GMRES_RESTART = 30     # GMRES steps per correction
 GMRES_RTOL = 1e-10     # the inner GMRES's relative residual target
-STEP_BOUND = 2 ** -26  # sqrt(eps): an optimizer's step is refined only above this
+STEP_BOUND = float(np.sqrt(np.finfo(np.float64).eps))
+"""sqrt(eps): the backward error above which an optimizer's step is refined
+(:func:`step_solve`); float32's certified bound lies above it."""
+
+
 class SolveInfo(NamedTuple):
     """What :func:`solve` certified, per right-hand side (column)."""
     backward_error: np.ndarray   # (k,): bounds on the normwise backward errors against the
@@ -497,11 +501,13 @@ def _product_rounding(curv, X, B, shift, eta, bound):
         R, e = accurate_residual(curv.blocks, xs, B, shift, net.join, normwise=True)
         residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
         figure, proved, _ = against_h(nu)
-    if not np.all(np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))
-                  <= bound):
+    def reported(figure, proved, nu):     # the model's figure where nothing is proved
+        return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))
+
+    if not np.all(reported(figure, proved, nu) <= bound):
         nu = max(nu, norm_lower_bound(curv, shift))
         figure, proved, _ = against_h(nu)
-    return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype)), proved
+    return reported(figure, proved, nu), proved
 
 
 def _check_singular(curv, B, X, shift, bound, method):

@@ -10,39 +10,30 @@ import pytest
 from tallskinny_np import MLP, Curvature
 from tallskinny_np.optim import DampedNewton, GaussNewtonToNewton, loss_and_gradient
 from tallskinny_np.optim.newton import RELATIVE_DAMPING
+from test_optim import DenseCurvature
 
 
-class Quadratic:
+class Quadratic(DenseCurvature):
     """``f(theta) = c (1/2 theta^T H theta - b^T theta + 10)`` (positive for the H and b
-    of these tests), whose curvature is ``c H``; the
-    "GGN" of this test is ``c G`` for another positive definite G (a model that is wrong
-    by a fixed factor, as Gauss-Newton is near a memorised batch)."""
+    of these tests), whose curvature is ``c H``; the "GGN" of this test is ``c G`` for
+    another positive definite G (a model that is wrong by a fixed factor, as Gauss-Newton
+    is near a memorised batch). As a curvature it is ``c G`` or ``c H`` by its kind."""
 
     def __init__(self, H, G, b, c=1.0, kind="ggn"):
-        self.H, self.G, self.b, self.c, self.kind = H, G, b, c, kind
-        self.K = c * (G if kind == "ggn" else H)
+        super().__init__(c * (G if kind == "ggn" else H))
+        self.hessian, self.gnm, self.b, self.c, self.kind = H, G, b, c, kind
 
     def f(self, theta):
-        return self.c * (0.5 * theta @ self.H @ theta - self.b @ theta + 10.0)
+        return self.c * (0.5 * theta @ self.hessian @ theta - self.b @ theta + 10.0)
 
     def grad(self, theta):
-        return self.c * (self.H @ theta - self.b)
-
-    def hvp(self, v):
-        return self.K @ v
-
-    def solve(self, b, damping, **certificate):
-        return np.linalg.solve(self.K + damping * np.eye(len(b)), b)
-
-    def step_solve(self, g, damping):
-        x = self.solve(g, damping)
-        return x, float(x @ self.K @ x)
+        return self.c * (self.hessian @ theta - self.b)
 
     def norm_estimate(self):
-        return float(np.linalg.norm(self.K, 2))
+        return float(np.abs(self.eigenvalues).max())
 
     def with_kind(self, kind):
-        return Quadratic(self.H, self.G, self.b, self.c, kind)
+        return Quadratic(self.hessian, self.gnm, self.b, self.c, kind)
 
 
 def spd(n, seed, cond=100.0):

@@ -55,13 +55,15 @@ class Plan(NamedTuple):
     batch: int
     dtype: str
     backend: str
+    held: bool = False
 
     def summary(self):
         """``'exact step: about 11.8 GB, 6.2 TFLOP (...)'``."""
+        rest = ("the rest kept by the factorization and by one held from an earlier step"
+                if self.held else "the rest kept by the factorization")
         return (f"exact step: about {gigabytes(self.peak)}, {teraflops(self.flops)} "
                 f"(batch {self.batch}, {self.dtype}, {self.backend}; "
-                f"{gigabytes(self.blocks)} of derivative blocks, the rest kept by the "
-                f"factorization)")
+                f"{gigabytes(self.blocks)} of derivative blocks, {rest})")
 
 
 def gigabytes(n):
@@ -72,9 +74,12 @@ def teraflops(f):
     return f"{f / 1e12:.1f} TFLOP" if f >= 1e11 else f"{f / 1e9:.2g} GFLOP"
 
 
-def plan(net, batch, kind="hessian", dtype=None, backend="numpy"):
+def plan(net, batch, kind="hessian", dtype=None, backend="numpy", held=False):
     """The :class:`Plan` of ``Curvature(net, params, X[:batch], y[:batch], kind)`` and one
-    factorization with its certified solve (module docstring).
+    factorization with its certified solve (module docstring); with ``held``, while a
+    curvature of an earlier step and its factorization are held as well (the reuse
+    optimizers, :class:`tallskinny_np.optim.PreconditionedNewton`, factor the new one
+    before they let the old one go).
 
     Parameters
     ----------
@@ -85,6 +90,8 @@ def plan(net, batch, kind="hessian", dtype=None, backend="numpy"):
     dtype : numpy dtype, optional
         Default: the net's.
     backend : {"numpy", "cupy"}
+    held : bool, optional
+        Count a second set of blocks and factors in the peak (default False).
 
     Returns
     -------
@@ -126,11 +133,13 @@ def plan(net, batch, kind="hessian", dtype=None, backend="numpy"):
     P = size * max((B * n) ** 2 for n in net.sizes[1:-1])
     kept = sum(ly.kept for ly in layers)
     peak = BASE_BYTES + blocks + kept + 2 * P + max(ly.transient for ly in layers)
+    if held:
+        peak += blocks + kept
     # a certified solve: a substitution (2 flops per number the stages keep) and a product
     # (2 per number of the blocks), twice with one refinement step
     solve = 2 * (2 * kept + 2 * blocks) / size
     flops = setup + sum(ly.flops for ly in layers) + solve
-    return Plan(layers, blocks, peak, flops, B, dtype.name, backend)
+    return Plan(layers, blocks, peak, flops, B, dtype.name, backend, held)
 
 
 def _forward_bytes(net, B, size):

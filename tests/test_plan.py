@@ -138,3 +138,24 @@ def test_kernels_compiled_reads_numba_s_cache():
     Curvature(net, net.init_params(), rng.standard_normal((5, 4)), [0, 1, 2, 0, 1]).solve(
         np.ones(net.n_params), 0.1)
     assert train.kernels_compiled()
+
+
+def test_the_reuse_optimizers_plan_for_the_factorization_they_hold(monkeypatch, tmp_path,
+                                                                    capsys):
+    """``ggn-reuse`` factors a new curvature while it still holds the earlier one and its
+    factors: its plan counts them, so memory that fits ``ggn``'s step is refused for it,
+    before step 0, naming a batch that fits."""
+    net = MLP([64] + [8] * 3 + [10])
+    plain, held = plan(net, 32, "ggn"), plan(net, 32, "ggn", held=True)
+    assert held.peak == plain.peak + plain.blocks + sum(ly.kept for ly in plain.layers)
+    assert "held from an earlier step" in held.summary()
+    monkeypatch.setattr(preflight, "available_bytes",
+                        lambda xp: (plain.peak + held.peak) // 2 - preflight.BASE_BYTES)
+    run = ["--depth", "4", "--width", "8", "--task", "memorise", "--batch", "32", "--steps",
+           "2", "--second-order-steps", "1"]
+    assert train.main(run + ["--optimizer", "ggn", "--out", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    assert train.main(run + ["--optimizer", "ggn-reuse", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--curvature-batch" in err
+    assert not (tmp_path / "b" / "memorise" / "ggn-reuse" / "metrics.csv").exists()

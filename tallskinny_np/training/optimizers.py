@@ -45,6 +45,7 @@ class Choice(NamedTuple):
     keywords: Callable        # parsed options -> the constructor's keywords
     kinds: tuple              # the curvature kinds its steps build; () for first order
     setting: str              # "lr" or the state entry its summaries name
+    holds: bool = False       # holds an earlier step's curvature and factors (its plan)
 
 
 def _damped(args, **fixed):
@@ -64,10 +65,10 @@ OPTIMIZERS = {
                          ("ggn", "hessian"), "damping"),
     "ggn-reuse": Choice(PreconditionedNewton,
                         lambda args: _damped(args, kind="ggn", budget=args.reuse_budget),
-                        ("ggn",), "damping"),
+                        ("ggn",), "damping", holds=True),
     "newton-reuse": Choice(PreconditionedNewton,
                            lambda args: _damped(args, kind="hessian", budget=args.reuse_budget),
-                           ("hessian",), "damping"),
+                           ("hessian",), "damping", holds=True),
     "modified-newton": Choice(ModifiedNewton, lambda args: _damped(args, floor=args.floor),
                               ("hessian",), "damping"),
     "hf": Choice(HessianFree, lambda args: _damped(args, kind="ggn"), ("ggn",), "damping"),

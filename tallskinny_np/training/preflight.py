@@ -8,7 +8,7 @@ import numpy as np
 from .. import stage
 from ..plan import BASE_BYTES, available_bytes, gigabytes, plan
 from .options import batch_size
-from .optimizers import FIRST_ORDER
+from .optimizers import FIRST_ORDER, OPTIMIZERS
 
 
 def curvature_batch(args):
@@ -23,7 +23,12 @@ def check_plan(args, problem, kinds):
     """Print the exact step's plan (:func:`tallskinny_np.plan.plan`) and refuse, before
     step 0, a step that cannot fit in the memory available, naming what would fit."""
     batch = curvature_batch(args)
-    plans = [plan(problem.net, batch, kind, problem.dtype, args.backend) for kind in kinds]
+    held = any(OPTIMIZERS[n].holds for n in args.optimizers)
+
+    def plan_at(b, kind, dtype=problem.dtype, backend=args.backend):
+        return plan(problem.net, b, kind, dtype, backend, held)
+
+    plans = [plan_at(batch, kind) for kind in kinds]
     worst = max(plans, key=lambda p: p.peak)
     if not args.quiet:
         print(worst.summary())
@@ -32,17 +37,16 @@ def check_plan(args, problem, kinds):
     if available is None or need(worst) <= available:
         return
     kind = "hessian" if "hessian" in kinds else "ggn"
-    fits = [b for b in range(batch - 1, 0, -1)
-            if need(plan(problem.net, b, kind, problem.dtype, args.backend)) <= available]
+    fits = [b for b in range(batch - 1, 0, -1) if need(plan_at(b, kind)) <= available]
     options = []
     if fits:
         options.append(f"--curvature-batch {fits[0]}")
     if problem.dtype == np.float64:
-        p32 = plan(problem.net, batch, kind, np.float32, args.backend)
+        p32 = plan_at(batch, kind, dtype=np.float32)
         options.append("--dtype float32" + ("" if need(p32) <= available else
                                             f" (about {gigabytes(need(p32))}: not here)"))
     if args.backend == "numpy":
-        gpu = plan(problem.net, batch, kind, problem.dtype, "cupy")
+        gpu = plan_at(batch, kind, backend="cupy")
         options.append(f"--backend cupy on a GPU with {gigabytes(need(gpu))} free")
     raise MemoryError(f"the exact step at curvature batch {batch} needs about "
                       f"{gigabytes(need(worst))} and {gigabytes(available)} is available; "

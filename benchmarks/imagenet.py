@@ -2,7 +2,8 @@
 1000 classes, tanh, bias, float64, one BLAS thread (docs/math.md sections 4.9 and 5.1).
 
 One exact step is what the optimizers take: ``Curvature(net, params, X, y, kind)`` plus
-``solve(grad, 1.0, uncertified="return", fallback=False)``. Each measurement runs in a
+``step_solve(grad, 1.0)`` (in a checkout older than ``step_solve``, its optimizers' solve,
+``solve(grad, 1.0, uncertified="return", fallback=False)``). Each measurement runs in a
 subprocess of its own, which reports its wall time (median of its rounds after a warm-up
 step) and its peak resident memory (``ru_maxrss``); so memory is the whole process's, the
 interpreter and the compiled kernels included. Written (depth, width, batch).
@@ -59,6 +60,8 @@ def step(net, params, X, y):
         _, g, _ = loss_and_gradient(net, params, X, y)
         return opt.step(params, g)
     curv = Curvature(net, params, X, y, kind)
+    if hasattr(curv, "step_solve"):
+        return curv.step_solve(curv.grad, 1.0)
     return curv.solve(curv.grad, 1.0, uncertified="return", fallback=False)
 small = problem(4, 8, 4, 10)
 step(*small)                                      # imports and compiled kernels

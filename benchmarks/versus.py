@@ -5,9 +5,9 @@ On four networks (tanh, bias, 10 or 1000 classes, batch 32: the digits shape (16
 deep one (64, 16), one whose hidden layers take the range stage (8, 32) and one whose loss
 layer takes the structured 1000-class stage (6, 32)), each operation's median time over
 its rounds: the gradient (``loss_and_gradient``), and per kind (GGN, Hessian) building the
-``Curvature``, ``H v``, the optimizers' step (``solve(grad, 1.0, uncertified="return",
-fallback=False)``), the certified solve with its figure (``return_info=True``) and
-``inertia(0.5)``. Each checkout runs in a process of its own with one BLAS thread, the two
+``Curvature``, ``H v``, the optimizers' step (``step_solve(grad, 1.0)``; in a checkout
+older than it, ``solve(grad, 1.0, uncertified="return", fallback=False)``), the certified
+solve with its figure (``return_info=True``) and ``inertia(0.5)``. Each checkout runs in a process of its own with one BLAS thread, the two
 in turn; the ratio of each operation is the median of its pairs' ratios.
 
 ``python -m benchmarks.versus --base PATH --out DIR [--pairs N] [--quick]`` writes
@@ -39,6 +39,10 @@ def median(f):
         f()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+def step(curv):
+    if hasattr(curv, "step_solve"):
+        return curv.step_solve(curv.grad, 1.0)
+    return curv.solve(curv.grad, 1.0, uncertified="return", fallback=False)
 out = {}
 for name, (sizes, B, inertia) in nets.items():
     net = MLP(sizes)
@@ -51,8 +55,7 @@ for name, (sizes, B, inertia) in nets.items():
         fresh = lambda: Curvature(net, params, X, y, kind)
         out[f"{name} {kind} curvature"] = median(fresh)
         out[f"{name} {kind} H v"] = median(lambda: curv.hvp(v))
-        out[f"{name} {kind} step"] = median(lambda: fresh().solve(
-            curv.grad, 1.0, uncertified="return", fallback=False))
+        out[f"{name} {kind} step"] = median(lambda: step(fresh()))
         out[f"{name} {kind} certified solve"] = median(lambda: fresh().solve(
             curv.grad, 1.0, return_info=True, uncertified="return"))
         if inertia:

@@ -61,7 +61,7 @@ def formula(curv):
     return to_flat(curv.net, assemble.hessian(assemble.assemble(curv.blocks, a0)))
 
 
-def dense_hessian(net, params, X, y, method="complex-step"):
+def dense_hessian(net, params, X, y, method="complex-step", wide=False):
     """The dense Hessian of the mean loss of a small network.
 
     Parameters
@@ -77,11 +77,17 @@ def dense_hessian(net, params, X, y, method="complex-step"):
         backprop gradient of :mod:`verify.reference`, which shares no code with
         ``tallskinny_np``; ``"formula"`` assembles docs/math.md eq. (3.5) from the
         derivative blocks.
+    wide : bool, optional
+        With complex step, evaluate the reference in complex long double (not for gelu,
+        whose erf SciPy has only in complex128): H in long double, rounded about 2^-11 as
+        much as float64's where the platform's long double is wider (x86-64); the
+        reference for the rounding of the network's evaluation (docs/math.md section
+        7.1).
 
     Returns
     -------
     H : ndarray, shape (P, P)
-        float64, in the flat layout.
+        float64 (long double with ``wide``), in the flat layout.
 
     Raises
     ------
@@ -108,24 +114,35 @@ def dense_hessian(net, params, X, y, method="complex-step"):
     """
     check_method(method)
     check_size(net, X)
+    check_wide(net, method, wide)
     if method == "formula":
         return formula(Curvature(net, params, X, y, kind="hessian"))
     X = np.asarray(X, dtype=np.float64)
-    return fd.jacobian(lambda v: reference.gradient(net, v, X, y), params, method)
+    return fd.jacobian(lambda v: reference.gradient(net, v, X, y), params, method, wide)
 
 
-def gauss_newton(net, logits, w, y, method="complex-step"):
+def check_wide(net, method, wide):
+    """Refuse a wide evaluation the reference cannot do (:func:`dense_hessian`)."""
+    if wide and (method != "complex-step"
+                 or any(a.name == "gelu" for a in net.activations)):
+        raise ValueError("wide evaluation needs method='complex-step' and an activation "
+                         "other than gelu (SciPy's erf has no complex long double)")
+
+
+def gauss_newton(net, logits, w, y, method="complex-step", wide=False):
     """``J^T Lambda J`` with J the Jacobian of ``logits(w)`` (B x c) at w and Lambda the
     Hessian of ``net``'s loss in the logits, the Jacobian of its gradient
     (:func:`verify.reference.loss_gradient`), both
     differentiated by ``method``; and an estimate of its absolute error for
     ``"richardson"`` (0 for complex step): first-order propagation of the largest error
     estimates ``dJ``, ``dLam`` of :func:`verify.fd.jacobian_and_error`,
-    ``2 dJ max_j (1^T |Lambda| |J|)_j + dLam (max_j sum_k |J_kj|)^2``."""
-    O = logits(w)
+    ``2 dJ max_j (1^T |Lambda| |J|)_j + dLam (max_j sum_k |J_kj|)^2``. With ``wide``
+    (complex step) all of it in long double, the logits too."""
+    O = logits(w.astype(np.clongdouble)).real if wide else logits(w)
     gradient = lambda o: reference.loss_gradient(net, o, y)
     if method != "richardson":
-        J, Lam = fd.jacobian(logits, w, method), fd.jacobian(gradient, O, method)
+        J = fd.jacobian(logits, w, method, wide)
+        Lam = fd.jacobian(gradient, O, method, wide)
         return J.T @ Lam @ J, 0.0
     J, dJ = fd.jacobian_and_error(logits, w)
     Lam, dLam = fd.jacobian_and_error(gradient, O)
@@ -135,13 +152,13 @@ def gauss_newton(net, logits, w, y, method="complex-step"):
     return J.T @ Lam @ J, error
 
 
-def dense_ggn(net, params, X, y, method="complex-step"):
+def dense_ggn(net, params, X, y, method="complex-step", wide=False):
     """The dense generalized Gauss-Newton matrix ``J^T Lambda J`` of a small network
     (docs/math.md eq. (2.19)).
 
     Parameters
     ----------
-    net, params, X, y, method
+    net, params, X, y, method, wide
         As for :func:`dense_hessian`; with a finite-difference method J and Lambda are
         differentiated from the logits of :mod:`verify.reference`
         (:func:`gauss_newton`).
@@ -149,7 +166,8 @@ def dense_ggn(net, params, X, y, method="complex-step"):
     Returns
     -------
     G : ndarray, shape (P, P)
-        float64, in the flat layout, symmetric positive semi-definite.
+        float64 (long double with ``wide``), in the flat layout, symmetric positive
+        semi-definite.
 
     Raises
     ------
@@ -169,7 +187,9 @@ def dense_ggn(net, params, X, y, method="complex-step"):
     """
     check_method(method)
     check_size(net, X)
+    check_wide(net, method, wide)
     if method == "formula":
         return formula(Curvature(net, params, X, y, kind="ggn"))
     X = np.asarray(X, dtype=np.float64)
-    return gauss_newton(net, lambda v: reference.logits(net, v, X), params, y, method)[0]
+    return gauss_newton(net, lambda v: reference.logits(net, v, X), params, y, method,
+                        wide)[0]

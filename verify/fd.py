@@ -30,8 +30,10 @@ METHODS = ("complex-step", "richardson")
 
 
 def columns(f, x):
-    """``(flat x, evaluate)``: x as a flat float64 vector and f on flat vectors."""
-    x = np.asarray(x, dtype=np.float64)
+    """``(flat x, evaluate)``: x as a flat float64 (or long double) vector and f on flat
+    vectors."""
+    x = np.asarray(x)
+    x = x.astype(np.result_type(x, np.float64))
     return x.ravel(), lambda v: np.asarray(f(v.reshape(x.shape))).ravel()
 
 
@@ -43,10 +45,15 @@ def central(evaluate, flat, j, s):
     return (evaluate(up) - evaluate(down)) / (up[j] - down[j])
 
 
-def jacobian(f, x, method="richardson"):
+def jacobian(f, x, method="richardson", wide=False):
     """The Jacobian ``(f.size, x.size)`` of ``f`` at the real array ``x`` (any shape;
-    ``f(x)`` of any shape, both flattened row-major)."""
+    ``f(x)`` of any shape, both flattened row-major). With ``wide`` (complex step only)
+    f is evaluated in complex long double and the Jacobian is long double: its rounding
+    is that of the platform's long double (64 significant bits on x86-64, 2^-11 of
+    float64's), a reference for the rounding of float64 evaluations."""
     if method == "richardson":
+        if wide:
+            raise ValueError("wide evaluation needs method='complex-step'")
         return jacobian_and_error(f, x)[0]
     if method != "complex-step":
         raise ValueError(f"unknown differentiation method {method!r}; choose one of "
@@ -54,7 +61,7 @@ def jacobian(f, x, method="richardson"):
     flat, evaluate = columns(f, x)
     cols = []
     for j in range(flat.size):
-        v = flat.astype(np.complex128)
+        v = flat.astype(np.clongdouble if wide else np.complex128)
         v[j] += COMPLEX_STEP * 1j
         cols.append(evaluate(v).imag / COMPLEX_STEP)
     return np.stack(cols, axis=1)

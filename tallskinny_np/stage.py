@@ -20,10 +20,10 @@ other units or samples). The transposed intermediates ``Dx^T P`` and ``Dz^T P`` 
 directly (P is symmetric), so that the second factor is again applied from the right.
 
 Flops per hidden layer (p = m q, a = B m, a' = B n): ``2 B a p`` (``Dx^T P``),
-``B p^2`` (Qxx, one triangle), ``2 m a' p`` (Qxy, from ``Dx^T P``), ``2 m a a'``
-(``Dz^T P``), ``m a'^2`` (Qyy, one triangle), ``p^3 / 3`` (the factor), ``p^2 a'`` (W)
-and ``p a'^2`` (P_{l-1}, one triangle). Matrices are column-major (F-order); float64
-only.
+``B p^2`` (Qxx, one triangle), ``2 m a' p`` (Qxy, from ``Dx^T P``), ``m a a'``
+(``Dz^T P``, its blocks on and below the diagonal), ``m a'^2`` (Qyy, one triangle),
+``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2`` (P_{l-1}, one triangle). Matrices
+are column-major (F-order); float64 only.
 
 Threads: with :data:`tallskinny_np.backend.SWEEP_THREADS` at 2 or more (default 1) the
 stage runs on two threads (numba ``prange``, the BLAS calls inside each one
@@ -137,14 +137,15 @@ def _fill_qxy(Dz, YT, with_C, Wt):
 
 @njit(cache=True, error_model="numpy")
 def _fill_qyy(Dz, S, P, ZT, Pn):
-    """``ZT <- Dz^T P`` and the lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn's
-    contents not read), both F-order; S may be None."""
+    """The lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn's contents not read), with
+    ``ZT <- Dz^T P`` formed only in its blocks on and below the block diagonal, all that
+    Qyy's lower triangle reads; both F-order; S may be None."""
     B, m, n = Dz.shape
     a, a1 = B * m, B * n
-    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
+    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :], here its samples up to t
     for t in range(B):
-        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
-                    0.0, ZT, t * n, a1)
+        lapack.gemm(lapack.N, lapack.T, n, (t + 1) * m, m, 1.0, Dz, t * m * n, n, P,
+                    t * m * a, a, 0.0, ZT, t * n, a1)
     for t in range(B):                       # Z^T Dz, columns of sample t from its rows on
         lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 0.0, Pn, t * n * (a1 + 1), a1)

@@ -131,8 +131,9 @@ def riccati_factor_flops(lys):
     triangle. A compiled dense stage::
 
         Dx^T P, Qxx = .. + (Dx^T P) Dx   2 a nnz(Dx), nnz(Dx) p
-        Dz^T P, Qxy^T = C^T + (Dz^T P) Dx, Qyy = S + (Dz^T P) Dz
-                                         2 a nnz(Dz), 2 a_in nnz(Dx), nnz(Dz) a_in
+        Qxy^T = C^T + Dz^T (Dx^T P)^T    2 m p a_in
+        Dz^T P, Qyy = S + (Dz^T P) Dz    a nnz(Dz), nnz(Dz) a_in (Dz^T P's block lower
+                                         triangle, which Qyy's lower triangle reads)
         Qxx = G S G^T                    p^3 / 3 (Cholesky or Bunch-Kaufman)
         W = G^{-1} Qxy                   p^2 a_in (one triangular solve)
         P_{l-1} = Qyy - W^T S W          p a_in^2 (one triangle)
@@ -156,12 +157,12 @@ def riccati_factor_flops(lys):
             else:
                 total += 2 * p ** 3 // 3 + 2 * p * p * a_in + 2 * a_in * a_in * p
             continue
-        shared = (2 * a * Dz + Dz * a_in) if a_in else 0
+        shared = (a * Dz + Dz * a_in) if a_in else 0
         if range_pays(ly.B, ly.m, ly.q, a_in):
             total += stage_flops(ly.B, ly.m, ly.q, a_in)[1] + shared
         else:
             total += (2 * a * Dx + Dx * p + p ** 3 // 3 + p * p * a_in + p * a_in * a_in
-                      + 2 * a_in * Dx + shared)
+                      + 2 * ly.m * p * a_in + shared)
     return total
 
 

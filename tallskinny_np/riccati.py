@@ -288,20 +288,21 @@ def stage_flops(B, m, q, a_in):
     ``a_in`` input activations (0 for layer 1): the factor, the gain (W), the update of P
     and the congruences with Dx and A; the terms the stages share (``Dz^T P`` and
     ``Dz^T P Dz``) are left out. T is ``m r`` square, ``r = min(B, q)``. The dense stage's
-    Qxy costs ``2 a_in B p``. The range stage: the basis (SVD of Zt, ``4 B q r``), ``Dx V``
-    and ``T`` (the congruence in the basis, ``2 B m q r + 2 B^2 m^2 r + 2 B m^2 r^2``), A
-    in the basis (from ``Zt V``: ``2 B q r + 2 B m r^2``), the factor ``(m r)^3 / 3``, and
-    for a hidden layer ``Y = Q^T Qxy`` (``V^T C`` from C's factors, ``3 m r a_in``, and
-    ``2 a_in B m r`` from ``Dx V``), ``W = G^{-1} Y`` (``(m r)^2 a_in``), ``W^T S W``
-    (``m r a_in^2``, one triangle) and the Gram matrix of ``b S1`` (``B^2 m``)
+    Qxy costs ``2 a_in m p`` (from ``Dx^T P``). The range stage: the basis (SVD of Zt,
+    ``4 B q r``), ``Dx V`` and ``T`` (the congruence in the basis,
+    ``2 B m q r + 2 B^2 m^2 r + 2 B m^2 r^2``), A in the basis (from ``Zt V``:
+    ``2 B q r + 2 B m r^2``), the factor ``(m r)^3 / 3``, and for a hidden layer
+    ``Y = Q^T Qxy`` (``V^T C`` from C's factors, ``3 m r a_in``, and ``2 a_in m^2 r`` from
+    ``Dx V``), ``W = G^{-1} Y`` (``(m r)^2 a_in``), ``W^T S W`` (``m r a_in^2``, one
+    triangle) and the Gram matrix of ``b S1`` (``B^2 m``)
     (:func:`tallskinny_np.wide.compiled_range_stage`)."""
     p, r = m * q, min(B, q)
-    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2 + 2 * a_in * B * p
+    dense = (p ** 3 / 3 + p * p * a_in + p * a_in ** 2 + 2 * a_in * m * p
              + 2 * B ** 2 * m ** 2 * q + B * m ** 2 * q ** 2)
     ranged = (6 * B * q * r + 2 * B * m * q * r + 2 * B ** 2 * m ** 2 * r
               + 2 * B * m ** 2 * r ** 2 + 2 * B * m * r ** 2 + (m * r) ** 3 / 3)
     if a_in:
-        ranged += (3 * m * r * a_in + 2 * a_in * B * m * r + (m * r) ** 2 * a_in
+        ranged += (3 * m * r * a_in + 2 * a_in * m * m * r + (m * r) ** 2 * a_in
                    + m * r * a_in ** 2 + B * B * m)
     return dense, ranged
 

@@ -20,14 +20,15 @@ other units or samples). The transposed intermediates ``Dx^T P`` and ``Dz^T P`` 
 directly (P is symmetric), so that the second factor is again applied from the right.
 
 Flops per hidden layer (p = m q, a = B m, a' = B n): ``2 B a p`` (``Dx^T P``),
-``B p^2`` (Qxx, one triangle), ``2 m a a'`` (``Dz^T P``), ``2 B a' p`` (Qxy),
-``m a'^2`` (Qyy, one triangle), ``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2``
-(P_{l-1}, one triangle). Matrices are column-major (F-order); float64 only.
+``B p^2`` (Qxx, one triangle), ``2 m a' p`` (Qxy, from ``Dx^T P``), ``m a a'``
+(``Dz^T P``, its blocks on and below the diagonal), ``m a'^2`` (Qyy, one triangle),
+``p^3 / 3`` (the factor), ``p^2 a'`` (W) and ``p a'^2`` (P_{l-1}, one triangle). Matrices
+are column-major (F-order); float64 only.
 
 Threads: with :data:`tallskinny_np.backend.SWEEP_THREADS` at 2 or more (default 1) the
 stage runs on two threads (numba ``prange``, the BLAS calls inside each one
-single-threaded by :func:`tallskinny_np.backend.sweep_threads`): Qxx beside
-``(Qxy, Qyy)``, then half of W's rows each, then two parts of the update of P with about
+single-threaded by :func:`tallskinny_np.backend.sweep_threads`): ``(Qxx, Qxy)``
+beside Qyy, then half of W's rows each, then two parts of the update of P with about
 half of the flops each. The split products round differently from the whole ones, so
 results on one and on two threads agree to rounding, not bit for bit.
 
@@ -97,9 +98,9 @@ def factor_stage(Dx, Dz, A, S, with_C, C, Qxx, P, eps, positive_definite, split,
     the tuple of :func:`tallskinny_np.pivot.factor` with the factor matrix first, ``Wt``
     (``a' x p``, F-order) and ``P_prev`` (``a' x a'``, F-order, full, in ``P_out``).
 
-    Qxx and ``(Qxy, Qyy)`` do not depend on each other: they are formed side by side, one
-    per thread, and with ``split`` the update of P is split in two (module docstring,
-    "Threads")."""
+    ``(Qxx, Qxy)`` (both from ``Dx^T P``) and Qyy do not depend on each other: they are
+    formed side by side, one per thread, and with ``split`` the update of P is split in
+    two (module docstring, "Threads")."""
     B, m, q = Dx.shape
     n = Dz.shape[2]
     p, a, a1 = m * q, B * m, B * n
@@ -112,8 +113,9 @@ def factor_stage(Dx, Dz, A, S, with_C, C, Qxx, P, eps, positive_definite, split,
     for task in prange(2):
         if task == 0:
             _fill_pivot_block(Dx, A, P, eps, YT, Qxx)
+            _fill_qxy(Dz, YT, with_C, Wt)
         else:
-            _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn)
+            _fill_qyy(Dz, S, P, ZT, Pn)
     kind, perm, cs, sn, lam, order, n_pos, anorm, rcond = pivot.factor(Qxx, positive_definite)
     factor = (Qxx, kind, perm, cs, sn, lam, order, n_pos, anorm, rcond)
     schur_update(factor, Wt, Pn, split)
@@ -121,21 +123,29 @@ def factor_stage(Dx, Dz, A, S, with_C, C, Qxx, P, eps, positive_definite, split,
 
 
 @njit(cache=True, error_model="numpy")
-def _fill_qxy_qyy(Dx, Dz, S, with_C, P, ZT, Wt, Pn):
-    """``ZT <- Dz^T P``, ``Wt <- Qxy^T = C^T + Z^T Dx`` (Wt holding ``C^T`` when
-    ``with_C``) and the lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn's contents not
-    read), all F-order; S may be None."""
-    B, m, q = Dx.shape
-    n = Dz.shape[2]
-    a, a1 = B * m, B * n
-    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :]
+def _fill_qxy(Dz, YT, with_C, Wt):
+    """``Wt <- Qxy^T = C^T + Dz^T Y`` (F-order ``a' x p``, holding ``C^T`` when
+    ``with_C``) from the F-order ``YT = Dx^T P`` (``p x a``) of :func:`_fill_pivot_block`:
+    Dz is block-diagonal, so block row t of ``Qxy^T`` is ``Dz[t]^T`` times the rows of
+    sample t of Y, ``2 a' p m`` flops instead of the ``2 a' p B`` of ``(Dz^T P) Dx``."""
+    B, m, n = Dz.shape
+    p, a1 = YT.shape[0], B * n
     for t in range(B):
-        lapack.gemm(lapack.N, lapack.T, n, a, m, 1.0, Dz, t * m * n, n, P, t * m * a, a,
-                    0.0, ZT, t * n, a1)
-    # Qxy^T = C^T + Z^T Dx (a' x p); C's (p, a') C-order storage is Qxy^T's F-order one
-    for j in range(m):
-        lapack.gemm(lapack.N, lapack.T, a1, q, B, 1.0, ZT, j * a1, m * a1, Dx, j * q, m * q,
-                    1.0 if with_C else 0.0, Wt, j * q * a1, a1)
+        lapack.gemm(lapack.N, lapack.T, n, p, m, 1.0, Dz, t * m * n, n, YT, t * m * p, p,
+                    1.0 if with_C else 0.0, Wt, t * n, a1)
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_qyy(Dz, S, P, ZT, Pn):
+    """The lower triangle of ``Pn <- Qyy = S + Z^T Dz`` (Pn's contents not read), with
+    ``ZT <- Dz^T P`` formed only in its blocks on and below the block diagonal, all that
+    Qyy's lower triangle reads; both F-order; S may be None."""
+    B, m, n = Dz.shape
+    a, a1 = B * m, B * n
+    # Z^T = Dz^T P (a' x a): block row t is Dz[t]^T P[(t, .), :], here its samples up to t
+    for t in range(B):
+        lapack.gemm(lapack.N, lapack.T, n, (t + 1) * m, m, 1.0, Dz, t * m * n, n, P,
+                    t * m * a, a, 0.0, ZT, t * n, a1)
     for t in range(B):                       # Z^T Dz, columns of sample t from its rows on
         lapack.gemm(lapack.N, lapack.T, a1 - t * n, n, m, 1.0, ZT, t * m * a1 + t * n, a1,
                     Dz, t * m * n, n, 0.0, Pn, t * n * (a1 + 1), a1)
@@ -185,7 +195,7 @@ def _signed_syrk(Y, iy, n, n_pos, k, ld, Pn, ip):
 
 
 @njit(cache=True, error_model="numpy", parallel=True)
-def _mirror_lower(X, split, tile=16):
+def _mirror_lower(X, split):
     """Copy the lower triangle of the square F-order X onto its upper one, by tiles (a
     column of the lower triangle is a row of the upper one, far apart in memory), each
     off the diagonal as one transposed slice, faster than an element loop
@@ -193,6 +203,10 @@ def _mirror_lower(X, split, tile=16):
     ``split`` two threads take alternate columns of tiles."""
     n = X.shape[0]
     parts = 2 if split else 1
+    # A tile's rows are a column's length apart; where that is a multiple of 4 kB they all
+    # fall in one cache set and evict each other beyond 8 (measured, one thread: n = 1024
+    # 1.2 ms with 16, 0.55 ms with 8; n = 1000 0.16 ms with 16, 0.33 ms with 8)
+    tile = 8 if X.strides[1] % 4096 == 0 else 16
     for task in prange(parts):
         for j0 in range(task * tile, n, parts * tile):
             j1 = min(j0 + tile, n)

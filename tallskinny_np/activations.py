@@ -91,7 +91,9 @@ def _softplus(U):
 def _erfc(U):
     xp = array_module(U)
     if xp is np:
-        return scipy.special.erfc(U)
+        # SciPy has no long-double erfc: the wide evaluation (evaluation.py) takes float64's
+        return scipy.special.erfc(U.astype(np.float64) if U.dtype.itemsize > 8 else U
+                                  ).astype(U.dtype, copy=False)
     import cupyx.scipy.special
     return cupyx.scipy.special.erfc(U)
 

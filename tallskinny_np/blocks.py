@@ -176,9 +176,11 @@ def second_derivative_blocks(xp, Zt, W, R, use_numba=None):
     """``(A, S)`` of a stack of hidden layers 2..L-1 (eqs. (2.11), (2.12)). By the numba
     kernels of :mod:`tallskinny_np.kernels` (loops that write each output once, faster
     than the einsums at these small widths), on other array modules (and with
-    ``use_numba=False``, so the GPU path is tested on the CPU) by einsum."""
+    ``use_numba=False``, so the GPU path is tested on the CPU) and in long double (the
+    wide evaluation of :mod:`tallskinny_np.evaluation`, which numba cannot type) by
+    einsum."""
     if use_numba is None:
-        use_numba = xp is np
+        use_numba = xp is np and Zt.dtype.itemsize <= 8
     if use_numba:
         return kernels.block_A(Zt, R), kernels.block_S(W, R)
     A = xp.einsum("lsk,lsi,lsj->lkij", R, Zt, Zt)

@@ -22,6 +22,7 @@ from .certify import (DoubleWord, accurate_residual, backward_error_bound, backw
                       residual_rounding, residual_rounding_normwise)
 from .errors import (SingularPivotError, UncertifiedSolveError, UncertifiedSolveWarning,
                      finite_real)
+from .evaluation import evaluation_gap
 from .krylov import gmres, random_start
 from .ldu import ldu_factor, ldu_solve
 from .norms import norm_lower_bound, probe_norm
@@ -48,6 +49,9 @@ class SolveInfo(NamedTuple):
     bound: float                 # the certified bound u max(n_params, 1000)
     proved: np.ndarray           # (k,) bool: backward_error proved (docs/math.md eq. (7.3f)),
     #                              not the model of the product's rounding (eq. (7.3g))
+    evaluation: np.ndarray = None  # (k,): the part of backward_error that is the measured
+    #                              rounding of the network's evaluation (eq. (7.3m)); NaN
+    #                              where not measured
 
 BANDED = "banded, pivots unchecked"
 UNCHECKED = "riccati, pivots unchecked"
@@ -171,7 +175,7 @@ def solve(curv, b, damping, method="riccati", refine=3, return_info=False,
         X = Bm.copy()
         info = SolveInfo(np.zeros(0), (), backward_error_bound(curv.n_params,
                                                                curv.net.dtype),
-                         np.zeros(0, dtype=bool))
+                         np.zeros(0, dtype=bool), np.zeros(0))
         return (X, info) if return_info else X
     with sweep_threads():
         # a figure that no one reads is not proved: the model costs nothing
@@ -374,13 +378,13 @@ def certified_solve(curv, B, shift, method, refine, uncertified, check=True,
             raise singular
         raise UncertifiedSolveError(eta, bound, "factor")
     if prove:
-        eta, proved = _product_rounding(curv, X, B, shift, eta, bound)
+        eta, proved, evaluation = _product_rounding(curv, X, B, shift, eta, bound)
     else:
         eta = eta + product_rounding(X, B, shift, probe_norm(curv, shift), curv.net.dtype)
-        proved = np.zeros(k, dtype=bool)
+        proved, evaluation = np.zeros(k, dtype=bool), np.full(k, np.nan)
     if check:
         _check_singular(curv, B, X, shift, bound, method)
-    info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound, proved)
+    info = SolveInfo(eta, tuple(tuple(p) for p in paths), bound, proved, evaluation)
     # a figure that was to be proved and is not is no certificate, however small
     if not np.all(eta <= bound) or (prove and not np.all(proved)):
         last = max(paths, key=len)[-1]
@@ -459,9 +463,12 @@ def _backward_errors(curv, R, X, B, shift, bound):
 
 
 def _product_rounding(curv, X, B, shift, eta, bound):
-    """``(figure, proved)`` per column (docs/math.md section 7.1): the backward errors
-    ``eta`` of residuals computed with the O(L) product, made bounds on those against
-    the exact H (eq. (7.3f)) with a bound on that product's rounding at X: the
+    """``(figure, proved, evaluation)`` per column (docs/math.md section 7.1): the
+    backward errors ``eta`` of residuals computed with the O(L) product, made bounds on
+    those against the exact H (eq. (7.3f)) with a bound on that product's rounding at X
+    and the measured rounding of the network's evaluation
+    (:func:`~tallskinny_np.evaluation.evaluation_gap`, eq. (7.3m); its share of the figure
+    is ``evaluation``, NaN where it could not be measured). The product's bound: the
     componentwise one of :func:`~tallskinny_np.products.hvp_rounding` (one product's
     cost); where that certifies nothing, the normwise one of
     :func:`~tallskinny_np.running_error.hvp_rounding_normwise` (eq. (7.3l), a few
@@ -474,6 +481,8 @@ def _product_rounding(curv, X, B, shift, eta, bound):
     dtype = net.dtype
     u = float(np.finfo(dtype).eps / 2)
     xs = net.split(X)
+    gap = evaluation_gap(curv, X)
+    measured = np.where(np.isnan(gap), 0.0, gap)
     P, E = (net.join(v) for v in hvp_rounding(curv.blocks, xs))
     residuals = [(lambda nu: eta, column_norms(residual_rounding(P, E, X, shift, u)))]
 
@@ -484,7 +493,7 @@ def _product_rounding(curv, X, B, shift, eta, bound):
             part = backward_errors_of_h(np.zeros(len(eta)), e, X, B, nu, dtype)
             ok = part <= bound
             figure = np.where(ok, np.minimum(figure, backward_errors_of_h(
-                eta_at(nu), e, X, B, nu, dtype)), figure)
+                eta_at(nu), e + measured, X, B, nu, dtype)), figure)
             proved |= ok
             rounding = np.minimum(rounding, part)
         return figure, proved, rounding
@@ -501,13 +510,17 @@ def _product_rounding(curv, X, B, shift, eta, bound):
         R, e = accurate_residual(curv.blocks, xs, B, shift, net.join, normwise=True)
         residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
         figure, proved, _ = against_h(nu)
+    def share(nu):                        # the evaluation's part of a figure
+        return gap / (nu * column_norms(X) + column_norms(B))
+
     def reported(figure, proved, nu):     # the model's figure where nothing is proved
-        return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype))
+        return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype)
+                        + np.where(np.isnan(gap), 0.0, share(nu)))
 
     if not np.all(reported(figure, proved, nu) <= bound):
         nu = max(nu, norm_lower_bound(curv, shift))
         figure, proved, _ = against_h(nu)
-    return reported(figure, proved, nu), proved
+    return reported(figure, proved, nu), proved, share(nu)
 
 
 def _check_singular(curv, B, X, shift, bound, method):

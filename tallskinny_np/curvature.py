@@ -65,6 +65,9 @@ class Curvature:
         :class:`~tallskinny_np.blocks.HiddenLayer`, :class:`~tallskinny_np.blocks.LossLayer`).
     linearization : tallskinny_np.blocks.Linearization
         The forward and backward pass.
+    data : tuple
+        ``(X, y)`` as checked by ``net``, which the certificates evaluate again in a
+        wider arithmetic (docs/math.md eq. (7.3m)).
 
     Raises
     ------
@@ -116,6 +119,7 @@ class Curvature:
         xp = array_module(params)
         self.plan = plan(net, X.shape[0], kind, backend="numpy" if xp is np else "cupy")
         self._check_memory(self.plan.blocks, "the derivative blocks of this batch")
+        self.data = (X, y)
         self.linearization = linearize(net, params, X, y)
         self.blocks = Blocks(net, params, self.linearization, kind)
         self.loss = float(self.linearization.loss)
@@ -132,6 +136,7 @@ class Curvature:
         self._eigenvalues = None  # dense eigenvalues, the inertia's fallback
         self._loss_diagonal = None  # extremes of diag(A_L), a free bound on ||H||
         self._modified = None     # ((damping, floor), the modified sweep): the latest
+        self._wide = None         # the blocks of the wide evaluation (evaluation.py)
 
     def with_kind(self, kind):
         """The curvature of ``kind`` at the same parameters and batch, sharing this one's

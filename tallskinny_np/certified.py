@@ -510,6 +510,7 @@ def _product_rounding(curv, X, B, shift, eta, bound):
         R, e = accurate_residual(curv.blocks, xs, B, shift, net.join, normwise=True)
         residuals.append((lambda nu: backward_errors(R, X, B, nu), e))
         figure, proved, _ = against_h(nu)
+
     def share(nu):                        # the evaluation's part of a figure
         return gap / (nu * column_norms(X) + column_norms(B))
 

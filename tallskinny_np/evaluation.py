@@ -12,17 +12,18 @@ products in that arithmetic.
 
 The wide evaluation repeats the working one's formulas, so its own distance to the exact
 H is, to first order, that of the working one scaled by the ratio of the unit roundoffs
-(``2^-11`` for long double, ``2^-29`` for float64 against float32), which
-:data:`FIRST_ORDER` allows for: the figure is measured, not proved. gelu's ``erfc`` has
+(``2^-11`` for long double, ``2^-29`` for float64 against float32), which the factor
+``1 + 2 u_wide / u`` allows for: the figure is measured, not proved. gelu's ``erfc`` has
 no long-double version in SciPy and is evaluated in float64 in the wide evaluation too, so
-its own rounding (an ulp or two of each entry) is not in the measured distance.
+its own rounding (an ulp or two of each entry) is not in the measured distance. The wide
+blocks take ``u_wide``'s itemsize over the working one's times the blocks' memory (twice
+in long double); where that is not available, nothing is measured.
 """
-from types import SimpleNamespace
-
 import numpy as np
 
 from .backend import array_module
-from .blocks import Blocks, _map, linearize
+from .blocks import Blocks, linearize
+from .plan import available_bytes
 from .products import hvp
 
 
@@ -46,24 +47,27 @@ def _first_order(dtype):
 def evaluation_gap(curv, X):
     """Per column of X ``(n_params, r)``, ``||(H - H_wide) x||_2`` times
     ``1 + 2 u_wide / u`` (module docstring), float64 ``(r,)``; NaN where no wider
-    arithmetic is at hand (a float64 network where long double is float64) or the arrays
-    are not NumPy's (CuPy: the wide evaluation runs on the host only). The wide blocks are
-    formed once per curvature and kept on it."""
+    arithmetic is at hand (a float64 network where long double is float64), the arrays
+    are not NumPy's (CuPy: the wide evaluation would run on the host) or the wide blocks
+    do not fit in the memory available. The wide blocks are formed once per curvature and
+    kept on it."""
     r = X.shape[1]
     wide = wide_dtype(curv.net.dtype)
     if wide is None or array_module(X) is not np:
         return np.full(r, np.nan)
     if curv._wide is None:
+        available = available_bytes()
+        need = curv.plan.blocks * wide.itemsize // np.dtype(curv.net.dtype).itemsize
+        if available is not None and need > available:
+            return np.full(r, np.nan)
         net, (X0, y) = curv.net, curv.data
         params, X0 = curv.params.astype(wide), X0.astype(wide)
         curv._wide = Blocks(net, params, linearize(net, params, X0, y), curv.kind)
     xs = curv.net.split(X.astype(wide))
-    cast = lambda blk: _map(lambda a: a.astype(wide), blk)
-    # what hvp reads of the stored blocks, in the wide arithmetic
-    stored = SimpleNamespace(segments=[(i, cast(b)) for i, b in curv.blocks.segments],
-                             layers=[cast(b) for b in curv.blocks.layers])
+    # the stored blocks' product in the wide arithmetic: NumPy converts them exactly, an
+    # operation at a time, where they meet the wide x
     with np.errstate(over="ignore", invalid="ignore"):
-        d = (curv.net.join(hvp(stored, xs, _compiled=False))
+        d = (curv.net.join(hvp(curv.blocks, xs, _compiled=False))
              - curv.net.join(hvp(curv._wide, xs, _compiled=False)))
         gap = np.sqrt((d * d).sum(axis=0)).astype(np.float64)
     return np.where(np.isnan(gap), np.inf, gap) * _first_order(curv.net.dtype)

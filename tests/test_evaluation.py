@@ -130,3 +130,20 @@ def test_the_certificates_grid_runs_and_refuses_a_bad_option(capsys):
         certificates.main(["--every", "0"])
     assert exit_.value.code == 2
     assert "--every" in capsys.readouterr().err
+
+
+@needs_wide
+def test_where_the_wide_blocks_do_not_fit_nothing_is_measured(monkeypatch):
+    """With less memory available than the wide blocks take, the evaluation is not
+    measured (NaN) and the figure is the one against the stored blocks' H."""
+    import tallskinny_np.evaluation as module
+    net, params, X, y = _deep("tanh", 4, 6, 1.0, True, 3, seed=0)
+    curv = Curvature(net, params, X, y)
+    b = np.ones(net.n_params)
+    _, info = curv.solve(b, 0.1, return_info=True)
+    assert np.isfinite(info.evaluation).all()
+    curv = Curvature(net, params, X, y)
+    monkeypatch.setattr(module, "available_bytes", lambda: curv.plan.blocks)
+    _, scarce = curv.solve(b, 0.1, return_info=True)
+    assert np.isnan(scarce.evaluation).all() and curv._wide is None
+    assert scarce.backward_error <= info.backward_error

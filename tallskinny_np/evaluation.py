@@ -15,12 +15,15 @@ H is, to first order, that of the working one scaled by the ratio of the unit ro
 (``2^-11`` for long double, ``2^-29`` for float64 against float32), which the factor
 ``1 + 2 u_wide / u`` allows for: the figure is measured, not proved. gelu's ``erfc`` has
 no long-double version in SciPy and is evaluated in float64 in the wide evaluation too, so
-its own rounding (an ulp or two of each entry) is not in the measured distance. The wide
-blocks take ``u_wide``'s itemsize over the working one's times the blocks' memory (twice
-in long double); where that is not available, nothing is measured.
+its own rounding (an ulp or two of each entry) is not in the measured distance. A user's
+own activation may compute in float64 whatever its input, which would make the wide
+evaluation no wider, so a network with one is not measured. The wide blocks take
+``u_wide``'s itemsize over the working one's times the blocks' memory (twice in long
+double); where that is not available, nothing is measured either.
 """
 import numpy as np
 
+from .activations import ACTIVATIONS
 from .backend import array_module
 from .blocks import Blocks, linearize
 from .plan import available_bytes
@@ -48,12 +51,13 @@ def evaluation_gap(curv, X):
     """Per column of X ``(n_params, r)``, ``||(H - H_wide) x||_2`` times
     ``1 + 2 u_wide / u`` (module docstring), float64 ``(r,)``; NaN where no wider
     arithmetic is at hand (a float64 network where long double is float64), the arrays
-    are not NumPy's (CuPy: the wide evaluation would run on the host) or the wide blocks
-    do not fit in the memory available. The wide blocks are formed once per curvature and
-    kept on it."""
+    are not NumPy's (CuPy: the wide evaluation would run on the host), an activation is a
+    user's own, or the wide blocks do not fit in the memory available. The wide blocks are
+    formed once per curvature and kept on it."""
     r = X.shape[1]
     wide = wide_dtype(curv.net.dtype)
-    if wide is None or array_module(X) is not np:
+    built_in = all(ACTIVATIONS.get(a.name) is a for a in curv.net.activations)
+    if wide is None or array_module(X) is not np or not built_in:
         return np.full(r, np.nan)
     if curv._wide is None:
         available = available_bytes()

@@ -147,3 +147,16 @@ def test_where_the_wide_blocks_do_not_fit_nothing_is_measured(monkeypatch):
     _, scarce = curv.solve(b, 0.1, return_info=True)
     assert np.isnan(scarce.evaluation).all() and curv._wide is None
     assert scarce.backward_error <= info.backward_error
+
+
+def test_a_users_own_activation_is_not_measured():
+    """A user's activation may compute in float64 whatever its input: the evaluation is
+    not measured (NaN), the figure is the one against the stored blocks' H."""
+    from tallskinny_np import MLP, Activation
+    cube = Activation("cube", lambda u: u ** 3, lambda u: 3 * u ** 2, lambda u: 6 * u)
+    net = MLP([3, 4, 4, 2], activation=cube)
+    rng = np.random.default_rng(0)
+    curv = Curvature(net, net.init_params(seed=0), rng.standard_normal((5, 3)),
+                     rng.integers(0, 2, 5))
+    _, info = curv.solve(np.ones(net.n_params), 0.1, return_info=True)
+    assert np.isnan(info.evaluation).all() and np.all(info.proved)

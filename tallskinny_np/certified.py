@@ -482,7 +482,7 @@ def _product_rounding(curv, X, B, shift, eta, bound):
     u = float(np.finfo(dtype).eps / 2)
     xs = net.split(X)
     gap = evaluation_gap(curv, X)
-    measured = np.where(np.isnan(gap), 0.0, gap)
+    measured = np.where(np.isnan(gap), 0.0, gap)      # not measured: nothing to add
     P, E = (net.join(v) for v in hvp_rounding(curv.blocks, xs))
     residuals = [(lambda nu: eta, column_norms(residual_rounding(P, E, X, shift, u)))]
 
@@ -512,16 +512,16 @@ def _product_rounding(curv, X, B, shift, eta, bound):
         figure, proved, _ = against_h(nu)
 
     def share(nu):                        # the evaluation's part of a figure
-        return gap / (nu * column_norms(X) + column_norms(B))
+        return measured / (nu * column_norms(X) + column_norms(B))
 
     def reported(figure, proved, nu):     # the model's figure where nothing is proved
-        return np.where(proved, figure, eta + product_rounding(X, B, shift, nu, dtype)
-                        + np.where(np.isnan(gap), 0.0, share(nu)))
+        return np.where(proved, figure,
+                        eta + product_rounding(X, B, shift, nu, dtype) + share(nu))
 
     if not np.all(reported(figure, proved, nu) <= bound):
         nu = max(nu, norm_lower_bound(curv, shift))
         figure, proved, _ = against_h(nu)
-    return reported(figure, proved, nu), proved, share(nu)
+    return reported(figure, proved, nu), proved, np.where(np.isnan(gap), np.nan, share(nu))
 
 
 def _check_singular(curv, B, X, shift, bound, method):

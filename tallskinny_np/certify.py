@@ -95,12 +95,11 @@ def accurate_residual(blocks, xs, B, shift, join, normwise=False):
         HX = join(hvp(blocks, xs, _compiled=False))
         R = B.astype(np.float64) - (HX + shift * X)
         P, E = (join(v) for v in hvp_rounding(blocks, xs, u))
-        e = column_norms(residual_rounding(P, E, X, shift, u)) + gamma(1, u) * column_norms(R)
+        e = column_norms(residual_rounding(P, E, X, shift, u))
         if normwise:
             e = np.minimum(e, residual_rounding_normwise(
-                *hvp_rounding_normwise(blocks, xs, u), X, shift, u)
-                + gamma(1, u) * column_norms(R))
-        return R.astype(B.dtype), e
+                *hvp_rounding_normwise(blocks, xs, u), X, shift, u))
+        return R.astype(B.dtype), e + gamma(1, u) * column_norms(R)
     u = DoubleWord.UNIT
     HX = join_words(join, hvp(blocks, [DoubleWord(x, xp.zeros_like(x)) for x in xs],
                               _compiled=False))

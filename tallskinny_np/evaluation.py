@@ -40,13 +40,6 @@ def wide_dtype(dtype):
     return None
 
 
-def _first_order(dtype):
-    """``1 + 2 u_wide / u``: the measured distance, made a first-order bound on the one
-    to the exact H (module docstring)."""
-    wide = wide_dtype(dtype)
-    return 1 + 2 * float(np.finfo(wide).eps / np.finfo(dtype).eps)
-
-
 def evaluation_gap(curv, X):
     """Per column of X ``(n_params, r)``, ``||(H - H_wide) x||_2`` times
     ``1 + 2 u_wide / u`` (module docstring), float64 ``(r,)``; NaN where no wider
@@ -74,4 +67,6 @@ def evaluation_gap(curv, X):
         d = (curv.net.join(hvp(curv.blocks, xs, _compiled=False))
              - curv.net.join(hvp(curv._wide, xs, _compiled=False)))
         gap = np.sqrt((d * d).sum(axis=0)).astype(np.float64)
-    return np.where(np.isnan(gap), np.inf, gap) * _first_order(curv.net.dtype)
+    # made a first-order bound on the distance to the exact H (module docstring)
+    first_order = 1 + 2 * float(np.finfo(wide).eps / np.finfo(curv.net.dtype).eps)
+    return np.where(np.isnan(gap), np.inf, gap) * first_order

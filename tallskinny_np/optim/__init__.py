@@ -55,8 +55,9 @@ saves and a resumed run restores; the constructor's arguments are the rest).
   hold=False) -> (params, info)`` takes one step with the curvature ``curv`` of that kind
   at ``params`` (any object with ``hvp(v)``, ``solve(b, damping)``, ``step_solve(g,
   damping)``, ``norm_estimate()`` (where the damping is relative), ``with_kind(kind)``
-  (for :class:`GaussNewtonToNewton`), ``is_positive_definite(damping)`` and ``lambda_min(tol)`` serves), ``loss_at(theta)``
-  the gradient batch's loss at trial points, and ``hold`` asking to keep the damping where
+  (for :class:`GaussNewtonToNewton`), ``is_positive_definite(damping)`` and
+  ``lambda_min(tol)`` serves), ``loss_at(theta)`` the gradient batch's loss at trial
+  points, and ``hold`` asking to keep the damping where
   it would decrease, so that the next step on the same curvature reuses its
   factorization. ``info`` is a dict with at least ``accepted``, ``rho``, ``damping`` and
   ``trials``; the damped ones find their trial steps by ``direction(curv, grad,

@@ -204,9 +204,9 @@ class DampedNewton:
         dict of what to report beside it, with ``"sHs"``, the model's ``s^T H s``. The
         reduction ratio judges the step, so the solve need not certify
         (:func:`tallskinny_np.certified.step_solve`, docs/math.md eqs. (8.2)-(8.3)): one
-        factorization's solve, refined only where its backward error is above the
-        certified bound, and ``s^T H s`` from the residual that bound needed. A singular
-        ``H + damping I`` is still refused."""
+        factorization's solve, refined only where a bound on its backward error is above
+        ``sqrt(eps)`` (:data:`tallskinny_np.certified.STEP_BOUND`), and ``s^T H s`` from
+        the residual that bound needed. A singular ``H + damping I`` is still refused."""
         x, xHx = curv.step_solve(grad, damping)
         return -x, {"sHs": xHx}
 

@@ -28,6 +28,7 @@ def _bind(module, name, nargs):
 
 
 _dgemm = _bind("blas", "dgemm", 13)
+_dgemv = _bind("blas", "dgemv", 11)
 _dsyrk = _bind("blas", "dsyrk", 10)
 _dtrsm = _bind("blas", "dtrsm", 11)
 _dtrsv = _bind("blas", "dtrsv", 8)
@@ -63,6 +64,22 @@ def gemm(ta, tb, m, n, k, alpha, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
                iv.ctypes.data + 8, dv.ctypes.data, _at(a, ia), iv.ctypes.data + 12,
                _at(b, ib), iv.ctypes.data + 16, dv.ctypes.data + 8, _at(c, ic),
                iv.ctypes.data + 20)
+        _alive(ch, iv, dv)
+
+
+@njit(cache=True, inline="always")
+def gemv(ta, m, n, alpha, a, ia, lda, x, ix, incx, beta, y, iy, incy):
+    """``y = alpha op(A) x + beta y`` with A m x n, x and y vectors at offsets ix, iy of
+    strides incx, incy. For one right-hand side: OpenBLAS's dgemm with a single row or
+    column runs several times slower than dgemv on the same work (1152 x 72: 35 us
+    against 5)."""
+    if m > 0 and n > 0:
+        ch = np.array([ta], np.uint8)
+        iv = np.array([m, n, lda, incx, incy], np.int32)
+        dv = np.array([alpha, beta])
+        _dgemv(ch.ctypes.data, iv.ctypes.data, iv.ctypes.data + 4, dv.ctypes.data,
+               _at(a, ia), iv.ctypes.data + 8, _at(x, ix), iv.ctypes.data + 12,
+               dv.ctypes.data + 8, _at(y, iy), iv.ctypes.data + 16)
         _alive(ch, iv, dv)
 
 

@@ -300,7 +300,11 @@ def backward(factor, Wt, Dx, Dz, g, pv):
                     for c in range(r):
                         out[s * n + i, c] += d * pv[s, k, c]
     # p_{l-1} -= W^T u: as rows, out^T -= u Wt^T; out's C-order storage is out^T's F-order
-    lapack.gemm(lapack.N, lapack.T, r, B * n, m * q, -1.0, u, 0, r, Wt, 0, B * n, 1.0, out, 0, r)
+    if r == 1:
+        lapack.gemv(lapack.N, B * n, m * q, -1.0, Wt, 0, B * n, u, 0, 1, 1.0, out, 0, 1)
+    else:
+        lapack.gemm(lapack.N, lapack.T, r, B * n, m * q, -1.0, u, 0, r, Wt, 0, B * n, 1.0,
+                    out, 0, r)
     return u, out.reshape(B, n, r)
 
 
@@ -318,8 +322,11 @@ def forward(factor, Wt, Dx, Dz, u, y):
         n = Dz.shape[2]
         zy = np.empty((m * q, r)).T
         yc = np.ascontiguousarray(y)
-        lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n, 0.0,
-                    zy, 0, r)
+        if r == 1:
+            lapack.gemv(lapack.T, B * n, m * q, 1.0, Wt, 0, B * n, yc, 0, 1, 0.0, zy, 0, 1)
+        else:
+            lapack.gemm(lapack.N, lapack.N, r, m * q, B * n, 1.0, yc, 0, r, Wt, 0, B * n,
+                        0.0, zy, 0, r)
         zy[:, n_pos:] *= -1.0
         z += zy
     pivot.half_solve_transposed(kind, Lf, perm, cs, sn, lam, order, z)

@@ -79,10 +79,11 @@ def test_factor_stage_refuses_a_small_workspace():
                                np.empty(P_out))
 
 
+@pytest.mark.parametrize("r", [1, 2])
 @pytest.mark.parametrize("kind", ["hessian", "ggn"])
-def test_substitutions_match_dense(kind):
+def test_substitutions_match_dense(kind, r):
     """backward then forward give ``x = K y + k`` with ``k = -Qxx^{-1} qx``, and
-    ``p_{l-1} = Dz^T p + Qxy^T k``."""
+    ``p_{l-1} = Dz^T p + Qxy^T k``, for one right-hand side (``gemv``) and for two."""
     blk, D, P = _layer(kind, True)
     eps = 0.1
     Qxx = (0 if D.A is None else D.A) + eps * np.eye(D.Dx.shape[1]) + D.Dx.T @ P @ D.Dx
@@ -90,7 +91,7 @@ def test_substitutions_match_dense(kind):
     fac, Wt, _ = _factor_stage(blk, P, eps, False)
     rng = np.random.default_rng(3)
     B, m, q = blk.Dx.shape
-    n, r = blk.Dz.shape[2], 2
+    n = blk.Dz.shape[2]
     g = rng.standard_normal((m, q, r))
     pv = rng.standard_normal((B, m, r))
     y_prev = rng.standard_normal((B, n, r))

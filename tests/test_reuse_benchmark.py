@@ -27,5 +27,8 @@ def test_quick_run_writes_the_table_and_figure(tmp_path):
     assert 1 <= int(rows["ggn-reuse"]["factorizations"]) <= int(rows["ggn"]["factorizations"])
     report = (tmp_path / "reuse.md").read_text()
     assert "| ggn-reuse | 20 |" in report and ("MET" in report or "MISSED" in report)
+    # the floor: the best case after a change of the damping takes Krylov iterations
+    floor = report.split("Floor: ")[1]
+    assert int(floor.split("solve takes ")[1].split(" Krylov")[0]) >= 2
     assert (tmp_path / "reuse.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.partial"))

@@ -29,6 +29,7 @@ the script in under a minute, not a measurement). Wall-clock needs a quiet machi
 import argparse
 import csv
 import io
+import json
 import math
 import os
 import time
@@ -98,9 +99,10 @@ def best_case(runs_dir, damping, repeats=5):
     level. Returns the Krylov iterations and the medians (seconds) of that solve, one
     product, one substitution and one factorization, each timed ``repeats`` times."""
     saved = np.load(runs_dir / "train" / "ggn" / "checkpoint.npz")
+    network = json.loads(str(saved["network"]))
     images, labels = load_digits()
     X = (images.reshape(len(images), -1) - saved["mean"][0]) / saved["std"][0]
-    net = MLP([64] + [8] * 15 + [10], activation="tanh")
+    net = MLP(network["sizes"], activation=network["activation"])
     curv = Curvature(net, saved["params"], X[:BATCH], labels[:BATCH], kind="ggn")
     fac = curv.factor(damping)
     v = curv.grad[:, None]

@@ -71,8 +71,8 @@ def gemm(ta, tb, m, n, k, alpha, a, ia, lda, b, ib, ldb, beta, c, ic, ldc):
 def gemv(ta, m, n, alpha, a, ia, lda, x, ix, incx, beta, y, iy, incy):
     """``y = alpha op(A) x + beta y`` with A m x n, x and y vectors at offsets ix, iy of
     strides incx, incy. For one right-hand side: OpenBLAS's dgemm with a single row or
-    column runs several times slower than dgemv on the same work (1152 x 72: 35 us
-    against 5)."""
+    column runs several times slower than dgemv on the same work (benchmarks/README.md,
+    "Measurements behind the package's constants")."""
     if m > 0 and n > 0:
         ch = np.array([ta], np.uint8)
         iv = np.array([m, n, lda, incx, incy], np.int32)

@@ -282,6 +282,11 @@ def backward(factor, Wt, Dx, Dz, g, pv):
     if pv is not None:
         for s in range(B):
             for k in range(m):
+                if r == 1:                   # one column: the loop over j contiguous
+                    pk = pv[s, k, 0]
+                    for j in range(q):
+                        u[0, k * q + j] += Dx[s, k, j] * pk
+                    continue
                 for j in range(q):
                     d = Dx[s, k, j]
                     for c in range(r):
@@ -295,6 +300,11 @@ def backward(factor, Wt, Dx, Dz, g, pv):
     if pv is not None:
         for s in range(B):
             for k in range(m):
+                if r == 1:
+                    pk = pv[s, k, 0]
+                    for i in range(n):
+                        out[s * n + i, 0] += Dz[s, k, i] * pk
+                    continue
                 for i in range(n):
                     d = Dz[s, k, i]
                     for c in range(r):
@@ -338,11 +348,20 @@ def forward(factor, Wt, Dx, Dz, u, y):
     yn = np.zeros((B, m, r))
     for s in range(B):
         for k in range(m):
+            if r == 1:                       # one column: one sum in a register
+                acc = 0.0
+                for j in range(q):
+                    acc += Dx[s, k, j] * x[k, j, 0]
+                if y is not None:
+                    for i in range(Dz.shape[2]):
+                        acc += Dz[s, k, i] * y[s, i, 0]
+                yn[s, k, 0] = acc
+                continue
             for j in range(q):
                 d = Dx[s, k, j]
                 for c in range(r):
                     yn[s, k, c] += d * x[k, j, c]
-    if y is not None:
+    if y is not None and r > 1:
         n = Dz.shape[2]
         for s in range(B):
             for k in range(m):

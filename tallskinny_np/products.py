@@ -357,15 +357,12 @@ def segment_backward(Dx, Dz, A, S, Zt, R, W, bS1, X, Y, y, z):
                             acc_x += X[l, k, j, c] * Zt[l, t, j]
                         wy[c], xz[c] = R[l, t, k] * acc_y, R[l, t, k] * acc_x
                     g = bS1[l, t, k]
-                    for j in range(q):
-                        ztj = Zt[l, t, j]
-                        for c in range(r):
-                            HX[l, k, j, c] += wy[c] * ztj
-                    for i in range(n):
-                        wki = W[l, k, i]
-                        for c in range(r):
+                    for c in range(r):         # the inner loops contiguous for one column
+                        for j in range(q):
+                            HX[l, k, j, c] += wy[c] * Zt[l, t, j]
+                        for i in range(n):
                             HX[l, k, i, c] += g * yp[t, i, c]
-                            zn[t, i, c] += wki * xz[c] + g * X[l, k, i, c]
+                            zn[t, i, c] += W[l, k, i] * xz[c] + g * X[l, k, i, c]
         z = zn
     return HX, z
 

@@ -232,7 +232,10 @@ def loss_blocks(xp, Z, W, pi, G, bias, kind, loss="cross_entropy"):
 
 def centred_rows(pi, W):
     """``a[s, k] = W_k - W^T pi_s`` ``(B, c, n)``: the rows of W centred on their softmax
-    mean, so that ``Lambda_s W = pi_s * a_s / B`` (eq. (2.14))."""
+    mean, so that ``Lambda_s W = pi_s * a_s / B`` (eq. (2.14)). Not deflated as
+    :func:`tallskinny_np.losses.hessian_action` is: where the softmax saturates the top
+    class's row loses its small exact value, but enters ``S_s`` only as ``pi_st a_st
+    a_st^T``, of second order in the other classes' pi (docs/math.md section 2.4)."""
     return W[None] - (pi @ W)[:, None, :]
 
 

@@ -3,10 +3,10 @@ gradient ``G = d loss / d O`` and the action of the per-sample Hessians ``Lambda
 (docs/math.md sections 1.1, 2.4 and 2.6).
 
 ``"cross_entropy"``: the mean softmax cross-entropy against integer labels (eqs. (1.2),
-(2.6), (2.14)). ``"mse"``: the mean over all ``B n_L`` entries of the squared error against
-float targets of shape ``(B, n_L)``, as ``torch.nn.MSELoss()`` (eqs. (1.2a), (2.6a),
-(2.14a)); its ``Lambda_s = 2 / (B n_L) I`` is the same for every sample and does not
-depend on the point.
+(2.6), (2.14), (2.14b)). ``"mse"``: the mean over all ``B n_L`` entries of the squared
+error against float targets of shape ``(B, n_L)``, as ``torch.nn.MSELoss()`` (eqs. (1.2a),
+(2.6a), (2.14a)); its ``Lambda_s = 2 / (B n_L) I`` is the same for every sample and does
+not depend on the point.
 """
 from .backend import array_module
 
@@ -60,24 +60,46 @@ def value(loss, O, y):
     return cross_entropy(O, y)[0]
 
 
+def top_classes(pi):
+    """Each sample's class of largest softmax ``(B,)``, from pi (``(B, c)``, any array
+    module, any real arithmetic): the class at which :func:`hessian_action` deflates
+    ``Lambda_s``. It depends on pi alone, so every arithmetic that applies ``Lambda_s`` to
+    the same pi (the product, its double-word residual, its rounding bound) deflates at
+    the same class."""
+    return array_module(pi).argmax(pi, axis=1)
+
+
 def hessian_action(loss, pi, v):
     """``Lambda_s v_s`` for every sample s, for v ``(B, c, r)``, without forming
-    ``Lambda_s``: ``pi_s .* (v_s - pi_s . v_s) / B`` for the cross-entropy (eq. (2.14)),
-    ``2 v_s / (B c)`` for the MSE (eq. (2.14a)), as ``(2 v_s) / (B c)``: the doubling is
-    exact, and only the division by an integer rounds, in any arithmetic (docs/math.md
-    eq. (7.3c)); the constant ``2 / (B c)`` would be rounded first, to float64 even for
-    double words."""
+    ``Lambda_s``. For the cross-entropy deflated at the sample's top class t
+    (:func:`top_classes`; eq. (2.14b)): ``pi_s .* (w_s - pi_s . w_s) / B`` with ``w_s = v_s
+    - v_st 1``, the same as eq. (2.14) since ``Lambda_s 1 = 0``, but its top entry
+    ``-pi_st sum_{j != t} pi_sj w_sj / B`` does not lose ``1 - pi_st`` to cancellation
+    where the softmax saturates. For the MSE ``2 v_s / (B c)`` (eq. (2.14a)), as ``(2 v_s)
+    / (B c)``: the doubling is exact, and only the division by an integer rounds, in any
+    arithmetic (docs/math.md eq. (7.3c)); the constant ``2 / (B c)`` would be rounded
+    first, to float64 even for double words."""
     if loss == "mse":
         return v * 2 / (v.shape[0] * v.shape[1])
+    xp = array_module(pi)
+    B = pi.shape[0]
+    w = v - v[xp.arange(B), top_classes(pi)][:, None]
     p = pi[:, :, None]
-    return p * (v - (p * v).sum(axis=1, keepdims=True)) / pi.shape[0]
+    return p * (w - (p * w).sum(axis=1, keepdims=True)) / B
 
 
 def hessian_diagonal(loss, pi, Zt, c):
     """The diagonals of the ``Lambda_s`` as a ``(B, c)`` array of the dtype and array module
-    of the loss layer's inputs Zt ``(B, q)``: ``pi (1 - pi) / B`` (eq. (2.14)) or
-    ``2 / (B c)`` (eq. (2.14a))."""
+    of the loss layer's inputs Zt ``(B, q)``: ``pi (1 - pi) / B`` (eq. (2.14)), with the top
+    class's ``1 - pi_st`` as ``sum_{j != t} pi_sj`` (the diagonal of
+    :func:`hessian_action`), or ``2 / (B c)`` (eq. (2.14a))."""
     B = Zt.shape[0]
+    xp = array_module(Zt)
     if loss == "mse":
-        return array_module(Zt).full((B, c), 2 / (B * c), dtype=Zt.dtype)
-    return pi * (1 - pi) / B
+        return xp.full((B, c), 2 / (B * c), dtype=Zt.dtype)
+    rows, top = xp.arange(B), top_classes(pi)
+    others = pi.copy()
+    others[rows, top] = 0
+    complement = 1 - pi
+    complement[rows, top] = others.sum(axis=1)
+    return pi * complement / B

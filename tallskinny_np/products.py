@@ -21,6 +21,7 @@ from numba import njit
 
 from .backend import array_module
 from .blocks import FirstLayer, HiddenLayer, LossLayer, loss_hessian_action
+from .losses import top_classes
 
 COMPILED_COLUMNS = 2
 """The most vectors that :func:`hvp` multiplies by the compiled kernels: their loops won at
@@ -273,10 +274,11 @@ def _stage_depths(blk):
             return q + n, 3 * B + q + n + 3, 2 * m + n + q + 4
         case LossLayer():
             (c, q), n, B = blk.Dx.shape, blk.W.shape[1], blk.Zt.shape[0]
-            # Lambda_t v: for the cross-entropy a sum over c classes, then a subtraction, a
-            # product, a division; for the MSE 2 v (exact), then a division by the integer
-            # B c, itself rounded where the arithmetic does not hold it (above 2^24 in float32)
-            k = 2 if blk.loss == "mse" else c + 3
+            # Lambda_t v: for the cross-entropy the deflation's subtraction, a sum over c
+            # classes, then a subtraction, a product, a division; for the MSE 2 v (exact),
+            # then a division by the integer B c, itself rounded where the arithmetic does
+            # not hold it (above 2^24 in float32)
+            k = 2 if blk.loss == "mse" else c + 4
             # (H x)_L: Zt x or W y (q + n), Lambda_t, the sum over B samples, the delta
             # term's addition and A x + C y; z_{L-1}: Zt x (q), Lambda_t, W^T's sum over c,
             # G x's and S y's additions (S y: n deep)
@@ -285,14 +287,21 @@ def _stage_depths(blk):
 
 def _loss_action_bound(blk, v):
     """:func:`~tallskinny_np.blocks.loss_hessian_action` on absolute values, an upper
-    bound on ``|Lambda_s| v_s`` for v >= 0 (docs/math.md eq. (7.3c)): for the
-    cross-entropy its subtraction an addition, ``pi_s * (v_s + pi_s . v_s) / B``; for the
-    MSE the action itself, ``2 v_s / (B c)``, since ``Lambda_s = 2 I / (B c)`` has no
-    negative entry."""
+    bound on the modulus of each of its intermediates for v >= 0, and on ``|Lambda_s e_s|``
+    for an input error ``|e_s| <= v_s`` (docs/math.md eq. (7.3c)): for the cross-entropy
+    its subtractions additions, ``pi_s .* (Wd_s + pi_s . Wd_s) / B`` with ``Wd_sj = v_sj +
+    v_st`` for j other than the top class t and ``Wd_st = 0`` (``Lambda_s e_s =
+    Lambda_s (e_s - e_st 1)`` too); for the MSE the action itself, ``2 v_s / (B c)``, since
+    ``Lambda_s = 2 I / (B c)`` has no negative entry."""
     if blk.loss == "mse":
         return loss_hessian_action(blk, v)
+    xp = array_module(blk.pi)
+    B = blk.pi.shape[0]
+    rows, top = xp.arange(B), top_classes(blk.pi)
+    Wd = v + v[rows, top][:, None]
+    Wd[rows, top] = 0
     p = blk.pi[:, :, None]
-    return p * (v + (p * v).sum(axis=1, keepdims=True)) / blk.pi.shape[0]
+    return p * (Wd + (p * Wd).sum(axis=1, keepdims=True)) / B
 
 
 @njit(cache=True, error_model="numpy")

@@ -123,21 +123,41 @@ def kink_distance(net, params, X):
     return out
 
 
+def softmax(O):
+    """``(shifted, e, total, top)``: each sample's top class t (by the real part, a
+    constant under a complex step), the logits shifted by their top one, ``e =
+    exp(shifted)`` and ``total = sum_j e_j``, so that ``pi = e / total``.
+
+    The shift is the top logit itself, not its real part, so that ``e_t = exp(0) = 1``
+    exactly under a complex step too, and no derivative of pi cancels by more than a
+    factor c (``pi_t >= 1 / c``). Shifted by the real part, a complex step in ``O_t``
+    would leave ``e_t = 1 + i h``, and the imaginary part of ``pi_t = e_t / total``, the
+    saturated softmax's ``Lambda_tt``, would come out as ``(h - h / (1 + rho)) / (1 +
+    rho)`` with ``rho = sum_{j != t} e_j``: 0 once ``1 + rho`` rounds to 1."""
+    B = O.shape[0]
+    top = O.real.argmax(axis=1)
+    shifted = O - O[np.arange(B), top][:, None]
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=1), top
+
+
 def cross_entropy(O, y):
     """Mean cross-entropy of logits O (B x c) against labels y, and ``pi = softmax(O)``."""
-    B = O.shape[0]
-    # shifting by a real constant per row is exact and keeps the function analytic
-    shifted = O - O.real.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=1)
-    return (np.log(total) - shifted[np.arange(B), y]).mean(), e / total[:, None]
+    shifted, e, total, _ = softmax(O)
+    loss = np.log(total) - shifted[np.arange(O.shape[0]), y]
+    return loss.mean(), e / total[:, None]
 
 
 def cross_entropy_gradient(O, y):
     """``G = (pi - Y) / B``, the gradient of :func:`cross_entropy` in the logits
-    (docs/math.md eq. (2.6))."""
-    G = cross_entropy(O, y)[1]
-    G[np.arange(len(y)), y] -= 1
+    (docs/math.md eq. (2.6)), with the top class's ``pi_t - 1`` as ``-sum_{j != t} pi_j``:
+    the difference is 0 once the softmax saturates."""
+    _, e, total, top = softmax(O)
+    y = np.asarray(y)
+    rows = np.arange(len(y))
+    rest = np.where(np.arange(O.shape[1]) == top[:, None], 0, e).sum(axis=1)
+    G = e / total[:, None]
+    G[rows, y] = np.where(y == top, -rest / total, G[rows, y] - 1)
     return G / len(y)
 
 

@@ -22,15 +22,28 @@ def check_loss(loss):
 
 
 def cross_entropy(O, y):
-    """Mean cross-entropy of logits O (B x c) against labels y, and softmax(O) (eq. (1.2))."""
+    """Mean cross-entropy of logits O (B x c) against labels y, and softmax(O) (eq. (1.2)).
+    With the logits shifted by each sample's largest, whose exponential is 1 exactly, the
+    log-sum-exp is ``log1p`` of the other classes' sum: where the softmax saturates, the
+    loss of a sample labelled with its top class is that sum itself, not a difference of
+    two numbers near 1."""
     xp = array_module(O)
-    shifted = O - O.max(axis=1, keepdims=True)
-    e = xp.exp(shifted)
-    lse = xp.log(e.sum(axis=1))
-    pi = e / e.sum(axis=1, keepdims=True)
     B = O.shape[0]
-    loss = (lse - shifted[xp.arange(B), y]).mean()
+    rows, top = xp.arange(B), O.argmax(axis=1)
+    shifted = O - O[rows, top][:, None]
+    e = xp.exp(shifted)
+    pi = e / e.sum(axis=1, keepdims=True)
+    lse = xp.log1p(_others(e, top))
+    loss = (lse - shifted[rows, y]).mean()
     return loss, pi
+
+
+def _others(pi, top):
+    """``sum_{j != t} pi_sj`` for each sample s and its class t = ``top[s]`` ``(B,)``:
+    ``1 - pi_st`` as a sum of small terms (of e, the sum of the other exponentials)."""
+    rest = pi.copy()
+    rest[array_module(pi).arange(pi.shape[0]), top] = 0
+    return rest.sum(axis=1)
 
 
 def squared_error(O, T):
@@ -47,8 +60,11 @@ def value_and_gradient(loss, O, y):
         return squared_error(O, y), (O - y) * (2 / O.size), None
     xp = array_module(O)
     value, pi = cross_entropy(O, y)
+    rows, top = xp.arange(O.shape[0]), top_classes(pi)
     G = pi.copy()
-    G[xp.arange(O.shape[0]), y] -= 1
+    # pi_y - 1 at a label on its sample's top class is -sum_{j != y} pi_j, which does not
+    # cancel where the softmax saturates (eq. (2.6b))
+    G[rows, y] = xp.where(y == top, -_others(pi, top), pi[rows, y] - 1)
     G /= O.shape[0]
     return value, G, pi
 
@@ -98,8 +114,6 @@ def hessian_diagonal(loss, pi, Zt, c):
     if loss == "mse":
         return xp.full((B, c), 2 / (B * c), dtype=Zt.dtype)
     rows, top = xp.arange(B), top_classes(pi)
-    others = pi.copy()
-    others[rows, top] = 0
     complement = 1 - pi
-    complement[rows, top] = others.sum(axis=1)
+    complement[rows, top] = _others(pi, top)
     return pi * complement / B

@@ -10,7 +10,8 @@ import pytest
 
 from test_certify import FRACTION, _cast
 from tallskinny_np import MLP, Curvature
-from tallskinny_np.losses import cross_entropy, hessian_action, hessian_diagonal
+from tallskinny_np.losses import (cross_entropy, hessian_action, hessian_diagonal,
+                                  value_and_gradient)
 from tallskinny_np.products import hvp, hvp_rounding
 from verify import fd, reference
 from verify.dense import dense_ggn, dense_hessian
@@ -69,6 +70,28 @@ def test_the_action_and_its_diagonal_are_accurate_where_the_softmax_saturates(lo
     assert _within(Lam, exact, dtype, c)
     diagonal = hessian_diagonal("cross_entropy", pi, np.zeros((B, 1), dtype=dtype), c)
     assert _within(diagonal, [[row[k][k] for k in range(c)] for row in exact], dtype, c)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("logits", LOGITS)
+def test_the_loss_and_gradient_are_accurate_where_the_softmax_saturates(logits, dtype, label):
+    """The loss and its gradient in the logits (eqs. (1.2), (2.6), (2.6b)) within the
+    tolerance of :func:`_within` of mpmath's, at a label on the top class (class 0 of the
+    saturated logits) and off it. On the top class, ``log(sum e)`` and ``pi_t - 1`` were
+    differences of numbers near 1: where pi_t rounds to 1 the loss and that gradient entry
+    were 0 instead of ``sum_{j != t} pi_j`` and minus it."""
+    O = np.array([logits], dtype=dtype)
+    c = O.shape[1]
+    value, G, _ = value_and_gradient("cross_entropy", O, np.array([label]))
+    assert G.dtype == dtype
+    with mpmath.workdps(400):
+        e = [mpmath.exp(mpmath.mpf(float(o))) for o in O[0]]
+        total = mpmath.fsum(e)
+        loss = mpmath.log(total) - mpmath.mpf(float(O[0, label]))
+        gradient = [[e[j] / total - (j == label) for j in range(c)]]
+    assert _within([value], [loss], dtype, c)
+    assert _within(G, gradient, dtype, c)
 
 
 @pytest.mark.parametrize("wide", [False, True])

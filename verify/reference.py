@@ -124,9 +124,10 @@ def kink_distance(net, params, X):
 
 
 def softmax(O):
-    """``(shifted, e, total, top)``: each sample's top class t (by the real part, a
+    """``(shifted, e, total, top, rest)``: each sample's top class t (by the real part, a
     constant under a complex step), the logits shifted by their top one, ``e =
-    exp(shifted)`` and ``total = sum_j e_j``, so that ``pi = e / total``.
+    exp(shifted)``, ``total = sum_j e_j`` (so that ``pi = e / total``) and ``rest =
+    sum_{j != t} e_j = total - 1``, summed without the 1.
 
     The shift is the top logit itself, not its real part, so that ``e_t = exp(0) = 1``
     exactly under a complex step too, and no derivative of pi cancels by more than a
@@ -138,13 +139,16 @@ def softmax(O):
     top = O.real.argmax(axis=1)
     shifted = O - O[np.arange(B), top][:, None]
     e = np.exp(shifted)
-    return shifted, e, e.sum(axis=1), top
+    rest = np.where(np.arange(O.shape[1]) == top[:, None], 0, e).sum(axis=1)
+    return shifted, e, e.sum(axis=1), top, rest
 
 
 def cross_entropy(O, y):
-    """Mean cross-entropy of logits O (B x c) against labels y, and ``pi = softmax(O)``."""
-    shifted, e, total, _ = softmax(O)
-    loss = np.log(total) - shifted[np.arange(O.shape[0]), y]
+    """Mean cross-entropy of logits O (B x c) against labels y, and ``pi = softmax(O)``;
+    ``log(total)`` as ``log1p(rest)``, which keeps the loss of a saturated sample labelled
+    with its top class (``rest`` itself) instead of rounding ``1 + rest`` first."""
+    shifted, e, total, _, rest = softmax(O)
+    loss = np.log1p(rest) - shifted[np.arange(O.shape[0]), y]
     return loss.mean(), e / total[:, None]
 
 
@@ -152,10 +156,9 @@ def cross_entropy_gradient(O, y):
     """``G = (pi - Y) / B``, the gradient of :func:`cross_entropy` in the logits
     (docs/math.md eq. (2.6)), with the top class's ``pi_t - 1`` as ``-sum_{j != t} pi_j``:
     the difference is 0 once the softmax saturates."""
-    _, e, total, top = softmax(O)
+    _, e, total, top, rest = softmax(O)
     y = np.asarray(y)
     rows = np.arange(len(y))
-    rest = np.where(np.arange(O.shape[1]) == top[:, None], 0, e).sum(axis=1)
     G = e / total[:, None]
     G[rows, y] = np.where(y == top, -rest / total, G[rows, y] - 1)
     return G / len(y)

@@ -14,15 +14,15 @@ BUDGET = 20
 """Krylov iterations (each one O(L) product and one substitution with the held factors)
 before refactoring. Counted on the embedded digits net (depth 16, width 8, tanh) at
 curvature batch 128: a Riccati factorization costs about 195 iterations in flops
-(``benchmarks/flops.py``: 2.4e9 against 6.1e6 + 6.4e6) and about 55 measured in one
-process (``python -m benchmarks.reuse``'s floor: 86.9 ms against a product of 0.29 ms
-and a substitution of 1.27 ms, whose small blocks run far below the factorization's
+(``benchmarks/flops.py``: 2.4e9 against 6.1e6 + 6.4e6) and about 80 measured in one
+process (``python -m benchmarks.reuse``'s floor: 100.1 ms against a product of 0.32 ms
+and a substitution of 0.88 ms, whose small blocks run far below the factorization's
 rate). A change of the damping by the Levenberg-Marquardt factor 2 alone gives
 ``M^{-1} (H + lam_t I)`` a condition number up to 2, for which conjugate gradients need
 ``log(1e-13) / log((sqrt(2) - 1) / (sqrt(2) + 1)) = 17`` iterations to the certified level
 (17 measured); 20 carries such a step with a margin, and bounds the waste of a failed
-attempt by about a third of a factorization at batch 128 and more than one at batch 32,
-where a factorization costs about 15 iterations (docs/math.md section 8.5)."""
+attempt by about a quarter of a factorization at batch 128 and more than one at batch
+32, where a factorization costs about 15 iterations (docs/math.md section 8.5)."""
 
 
 def preconditioned_solve(curv, b, damping, M_inv, budget):

@@ -113,7 +113,8 @@ def main(argv=None):
         rows = columns[measured]
         proved = [r for r in rows if r[4]]
         below = [r for r in proved if r[3] < r[6]]
-        ratios = [r[3] / r[6] for r in proved]
+        # a column exact against the reference (backward error 0) has no ratio
+        ratios = [r[3] / r[6] for r in proved if r[6] > 0]
         print(f"{name}: {len(rows)} columns, {len(proved)} proved, "
               f"{sum(r[5] for r in rows)} certified, {len(below)} proved below the "
               f"backward error against the reference; ratio of figure to it: smallest "

@@ -77,9 +77,17 @@ def test_ggn_newton_switches_when_the_newton_model_predicts_better(under, switch
     q = Quadratic(H, H / under, b)
     opt = GaussNewtonToNewton(damping=1e-6, switch_loss=None)
     theta = np.zeros(5)
-    new, info = opt.step(theta, q.f(theta), q.grad(theta), q, q.f)
+    evaluated = []
+
+    def loss_at(p):
+        evaluated.append(p)
+        return q.f(p)
+
+    new, info = opt.step(theta, q.f(theta), q.grad(theta), q, loss_at)
     assert info["accepted"] and info["rho"] == pytest.approx(2 - under, rel=1e-4)
     assert opt.curvature_kind(q.f(new)) == ("hessian" if switches else "ggn")
+    # the Newton model judges the step at the loss its trial evaluated: no second one
+    assert len(evaluated) == 1 and opt.new_loss == q.f(new)
 
 
 def test_ggn_newton_with_a_switch_loss_keeps_the_loss_rule():

@@ -118,6 +118,7 @@ class DampedNewton:
         self.max_failures = count("max_failures", max_failures, 1)
         self.backtrack = count("backtrack", backtrack, 0)
         self.state = {"damping": first_damping(damping)}
+        self.new_loss = math.nan       # the loss at what the last step returned, if accepted
 
     def step(self, params, loss, grad, curv, loss_at, hold=False):
         """One step from ``params``, with trials until one is accepted.
@@ -175,23 +176,27 @@ class DampedNewton:
             elif rho < SHRINK_BELOW:
                 self.state["damping"] = max(lam * self.factor, self.min_damping)
             if rho > ACCEPT:
+                self.new_loss = trial_loss
                 return params + s, dict(accepted=True, rho=rho, damping=lam, trials=trial,
                                         **extra)
-            t = self._backtrack(params, loss, grad, s, loss_at)
-            if t is not None:
+            found = self._backtrack(params, loss, grad, s, loss_at)
+            if found is not None:
+                t, self.new_loss = found
                 return params + t * s, dict(accepted=True, rho=rho, damping=lam,
                                             trials=trial, **extra)
+        self.new_loss = math.nan
         return params, dict(accepted=False, rho=rho, damping=lam, trials=self.trials, **extra)
 
     def _backtrack(self, params, loss, grad, s, loss_at):
-        """The first ``t = 1/2, 1/4, ...`` (at most ``backtrack`` halvings) at which the
-        downhill direction s gives the Armijo decrease, or None."""
+        """``(t, loss there)`` for the first ``t = 1/2, 1/4, ...`` (at most ``backtrack``
+        halvings) at which the downhill direction s gives the Armijo decrease, or None."""
         slope = float(grad @ s)
         t = 1.0
         for _ in range(self.backtrack if slope < 0 else 0):
             t /= 2
-            if loss_at(params + t * s) <= loss + ARMIJO * t * slope:
-                return t
+            trial_loss = loss_at(params + t * s)
+            if trial_loss <= loss + ARMIJO * t * slope:
+                return t, trial_loss
         return None
 
     def curvature_kind(self, loss):
@@ -291,12 +296,13 @@ class GaussNewtonToNewton(DampedNewton):
     def step(self, params, loss, grad, curv, loss_at, hold=False):
         """:meth:`DampedNewton.step`, then the switch by the models' predictions: with a
         Gauss-Newton ``curv``, an accepted step with rho < 3/4 is judged again by the
-        Newton model (``curv.with_kind("hessian")``, the same forward pass)."""
+        Newton model (``curv.with_kind("hessian")``, the same forward pass) at the loss
+        the step already evaluated there."""
         new, info = super().step(params, loss, grad, curv, loss_at, hold)
         if (self.switch_loss is None and curv.kind == "ggn" and info["accepted"]
                 and info["rho"] < EXPAND_ABOVE):
             s = new - params
-            rho = reduction_ratio(loss, loss_at(new),
+            rho = reduction_ratio(loss, self.new_loss,
                                   model_decrease(curv.with_kind("hessian"), grad, s))
             if abs(rho - 1) <= SWITCH_TOLERANCE:
                 self.state["switched"] = 1

@@ -27,6 +27,12 @@ def cross_entropy(O, y):
     log-sum-exp is ``log1p`` of the other classes' sum: where the softmax saturates, the
     loss of a sample labelled with its top class is that sum itself, not a difference of
     two numbers near 1."""
+    return _cross_entropy(O, y)[:2]
+
+
+def _cross_entropy(O, y):
+    """:func:`cross_entropy` and each sample's top class ``(B,)``, that of its largest
+    logit, hence of its largest pi."""
     xp = array_module(O)
     B = O.shape[0]
     rows, top = xp.arange(B), O.argmax(axis=1)
@@ -35,14 +41,14 @@ def cross_entropy(O, y):
     pi = e / e.sum(axis=1, keepdims=True)
     lse = xp.log1p(_others(e, top))
     loss = (lse - shifted[rows, y]).mean()
-    return loss, pi
+    return loss, pi, top
 
 
-def _others(pi, top):
-    """``sum_{j != t} pi_sj`` for each sample s and its class t = ``top[s]`` ``(B,)``:
-    ``1 - pi_st`` as a sum of small terms (of e, the sum of the other exponentials)."""
-    rest = pi.copy()
-    rest[array_module(pi).arange(pi.shape[0]), top] = 0
+def _others(p, top):
+    """``sum_{j != t} p_sj`` for each sample s and its class t = ``top[s]`` ``(B,)``, of
+    the softmax's pi (``1 - pi_st`` as a sum of small terms) or of its exponentials."""
+    rest = p.copy()
+    rest[array_module(p).arange(p.shape[0]), top] = 0
     return rest.sum(axis=1)
 
 
@@ -59,8 +65,8 @@ def value_and_gradient(loss, O, y):
     if loss == "mse":
         return squared_error(O, y), (O - y) * (2 / O.size), None
     xp = array_module(O)
-    value, pi = cross_entropy(O, y)
-    rows, top = xp.arange(O.shape[0]), top_classes(pi)
+    value, pi, top = _cross_entropy(O, y)
+    rows = xp.arange(O.shape[0])
     G = pi.copy()
     # pi_y - 1 at a label on its sample's top class is -sum_{j != y} pi_j, which does not
     # cancel where the softmax saturates (eq. (2.6b))
